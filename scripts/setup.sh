@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Idempotent host setup for kvmkit: system packages, .venv, libvirt daemons, default network and pool.
+# Safe to run again: a second run with everything present does no installs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+log() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
+die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "run as root (sudo $0): kvmkit manages qemu:///system"
+command -v apt-get >/dev/null || die "this setup supports Debian/Ubuntu (apt-get not found)"
+
+# 1. System packages: install only the missing ones.
+mapfile -t wanted < <(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' scripts/packages.txt | awk '{print $1}')
+PY=${PYTHON:-python3}
+if [ "$(command -v "$PY")" = /usr/bin/python3 ]; then wanted+=(python3-venv python3-dev); fi
+missing=()
+for p in "${wanted[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# 2. The virtual environment, reinstalled only when the dependency pins change.
+stamp=.venv/.kvmkit-deps
+want_hash=$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
+if [ ! -x .venv/bin/python ] || [ "$(cat $stamp 2>/dev/null)" != "$want_hash" ]; then
+  log "creating .venv"
+  [ -x .venv/bin/python ] || "$PY" -m venv .venv
+  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+  .venv/bin/python -m pip install -q -c constraints.txt -e ".[dev]"
+  echo "$want_hash" > $stamp
+fi
+
+# 3. /dev/kvm for the qemu user, as Debian's udev rule sets it (containers often have no udev): without
+#    it libvirt finds KVM "not usable" for libvirt-qemu and re-probes QEMU on every define (~30 s each).
+if [ -c /dev/kvm ] && getent group kvm >/dev/null && [ "$(stat -c %G:%a /dev/kvm)" != "kvm:660" ]; then
+  log "giving group kvm access to /dev/kvm (what udev's 50-udev-default.rules does)"
+  chgrp kvm /dev/kvm && chmod 0660 /dev/kvm
+fi
+
+# 4. Daemons: systemd where it runs, else start them directly (never restart a running one).
+if [ -d /run/systemd/system ]; then
+  systemctl start virtlogd.socket libvirtd.socket libvirtd.service >/dev/null 2>&1 || systemctl start libvirtd
+else
+  pgrep -x virtlogd >/dev/null || { log "starting virtlogd"; virtlogd -d; }
+  pgrep -x libvirtd >/dev/null || { log "starting libvirtd"; libvirtd -d; }
+fi
+
+# 5. Wait for qemu:///system, then make sure the default network and pool exist, run and autostart.
+.venv/bin/kvmkit host prepare --wait 30
+log "ready"

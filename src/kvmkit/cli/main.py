@@ -1,0 +1,117 @@
+"""The ``kvmkit`` command: a thin shell over kvmkit's service layer.
+
+Command groups live one per module (cli/vm.py, cli/host.py, ...), each exposing a ``typer.Typer`` named
+``app``. Only the group named on the command line is imported, so ``kvmkit vm list`` does not pay for
+the server or the portal. ``--json`` and ``--connect`` are global and may stand anywhere.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# name -> (module under kvmkit.cli, one-line help)
+GROUPS: dict[str, tuple[str, str]] = {
+    "host": ("host", "check, inspect and tune this host (and add other hosts)"),
+    "image": ("image", "disk images: info, convert, and guest images built from packages"),
+    "vm": ("vm", "virtual machines: create, list, lifecycle, resources, consoles"),
+    "snapshot": ("snapshot", "VM snapshots: create, list, revert, delete"),
+    "pool": ("pool", "storage pools: dir, fs, netfs, logical, iscsi"),
+    "volume": ("volume", "storage volumes: create, clone, resize, upload, download"),
+    "net": ("net", "virtual networks and host bridges"),
+    "template": ("template", "templates: mark qcow2 volumes as templates for fast VM creation"),
+    "serve": ("serve", "run the REST API server and web portal"),
+    "user": ("user", "users of the server and portal"),
+    "token": ("token", "API tokens"),
+    "demo": ("demo", "boot a demo micro-guest VM and print how to reach its console"),
+}
+
+USAGE = """Usage: kvmkit [--json] [--connect URI] COMMAND [ARGS]...
+
+  kvmkit: manage KVM hosts, VMs, storage and networks through libvirt.
+
+  Global options (anywhere on the line): --json prints one JSON document on stdout;
+  --connect URI picks the libvirt host (env KVMKIT_CONNECT, default qemu:///system).
+  Run `kvmkit COMMAND --help` for a command's own help.
+
+Commands:
+"""
+
+
+def _available() -> dict[str, str]:
+    from importlib.util import find_spec
+
+    return {name: help_ for name, (mod, help_) in GROUPS.items() if find_spec(f"kvmkit.cli.{mod}") is not None}
+
+
+def _usage() -> str:
+    groups = _available()
+    width = max(len(n) for n in groups)
+    return USAGE + "".join(f"  {name:<{width}}  {help_}\n" for name, help_ in groups.items())
+
+
+def _fail(message: str, hint: str | None, code: int = 1, kind: str = "error") -> int:
+    from kvmkit.cli.context import settings
+
+    if settings.json:
+        import json
+
+        sys.stdout.write(json.dumps({"error": message, "hint": hint, "code": kind}) + "\n")
+    sys.stderr.write(f"error: {message}\n")
+    if hint:
+        sys.stderr.write(f"hint: {hint}\n")
+    return code
+
+
+def _dispatch(args: list[str]) -> int:
+    if not args or args[0] in ("-h", "--help", "help"):
+        sys.stdout.write(_usage())
+        return 0
+    if args[0] == "--version":
+        from kvmkit import __version__
+
+        sys.stdout.write(f"kvmkit {__version__}\n")
+        return 0
+    name = args[0]
+    if name not in _available():
+        return _fail(f"unknown command '{name}'", "run `kvmkit --help` for the list of commands", 2, "usage")
+    module = importlib.import_module(f"kvmkit.cli.{GROUPS[name][0]}")
+    import typer.main
+
+    command = typer.main.get_command(module.app)
+    command.main(args=args[1:], prog_name=f"kvmkit {name}", standalone_mode=False)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; return the exit code (0 ok, 1 failure, 2 usage, 130 interrupted)."""
+    from kvmkit.cli.context import extract_globals
+    from kvmkit.errors import KvmkitError
+
+    args = extract_globals(list(sys.argv[1:] if argv is None else argv))
+    try:
+        return _dispatch(args)
+    except KvmkitError as err:
+        return _fail(err.message, err.hint, kind=err.code)
+    except KeyboardInterrupt:
+        return _fail("interrupted", None, 130)
+    except Exception as exc:
+        import typer
+
+        if isinstance(exc, typer.Exit):
+            return int(exc.exit_code or 0)
+        if isinstance(exc, typer.Abort):
+            return _fail("aborted", None, 130)
+        if isinstance(exc, typer.TyperException) and hasattr(exc, "format_message"):
+            code = int(getattr(exc, "exit_code", 2))
+            return _fail(exc.format_message(), "see --help", code, "usage")
+        if type(exc).__name__ == "ValidationError" and hasattr(exc, "errors"):
+            from kvmkit.cli.validation import describe
+
+            msg, hint = describe(exc)
+            return _fail(msg, hint, kind="invalid")
+        raise
+
+
+def run() -> None:
+    sys.exit(main())

@@ -1,0 +1,25 @@
+"""Where kvmkit keeps its files and which libvirt it talks to by default."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEFAULT_URI = "qemu:///system"
+
+
+def default_uri() -> str:
+    return os.environ.get("KVMKIT_CONNECT") or DEFAULT_URI
+
+
+def data_dir() -> Path:
+    """kvmkit's data directory (cached images, SQLite database, state records)."""
+    path = Path(os.environ.get("KVMKIT_DATA_DIR") or "/var/lib/kvmkit")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def cache_dir(*parts: str) -> Path:
+    path = data_dir().joinpath("cache", *parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,0 +1,52 @@
+"""Opening libvirt connections (one URI per host) with libvirt's stderr chatter silenced."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import libvirt
+
+from kvmkit.config import default_uri
+from kvmkit.errors import HostError
+
+_quiet_once = threading.Lock()
+_quiet = False
+
+
+def _silence_libvirt() -> None:
+    """libvirt prints every error to stderr by default; kvmkit reports errors itself."""
+    global _quiet
+    with _quiet_once:
+        if not _quiet:
+            libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+            _quiet = True
+
+
+def connect(uri: str | None = None, *, readonly: bool = False) -> libvirt.virConnect:
+    """Open a libvirt connection or raise HostError saying how to make libvirtd reachable."""
+    _silence_libvirt()
+    uri = uri or default_uri()
+    try:
+        conn = libvirt.openReadOnly(uri) if readonly else libvirt.open(uri)
+    except libvirt.libvirtError as err:
+        raise HostError(
+            f"cannot connect to {uri}: {err.get_error_message()}",
+            hint="is libvirtd running? start it with `libvirtd -d` (or `systemctl start libvirtd`), "
+            "or run scripts/setup.sh",
+        ) from err
+    if conn is None:  # pragma: no cover - old bindings returned None
+        raise HostError(f"cannot connect to {uri}")
+    return conn
+
+
+def wait_for(uri: str | None = None, timeout: float = 30.0) -> libvirt.virConnect:
+    """Connect, retrying until libvirtd answers or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return connect(uri)
+        except HostError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)

@@ -1,0 +1,46 @@
+#!/bin/busybox sh
+# kvmkit micro-guest /init: a busybox userland that reports what the guest sees on ttyS0.
+# Markers: KVMKIT-GUEST-READY once; KVMKIT-STATUS every 2 s; KVMKIT-IP when DHCP binds;
+# KVMKIT-DISK when /dev/vda holds an ext4 file system with /kvmkit-marker; KVMKIT-POWEROFF on the power button.
+/bin/busybox --install -s /bin
+export PATH=/bin:/sbin
+mkdir -p /proc /sys /dev /tmp /mnt /run /var/run
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+mkdir -p /dev/pts && mount -t devpts devpts /dev/pts
+for m in $(cat /etc/kvmkit-modules); do insmod "/lib/modules/$m" 2>/dev/null; done
+hostname "$(sed -n 's/.*kvmkit.hostname=\([^ ]*\).*/\1/p' /proc/cmdline)" 2>/dev/null || hostname micro
+echo "KVMKIT-GUEST-READY"
+if grep -q 'kvmkit.probe=1' /proc/cmdline; then poweroff -f; fi
+
+# Graceful shutdown on the ACPI power button (libvirt's shutdown / virsh shutdown).
+acpid -c /etc/acpi -l /tmp/acpid.log
+
+# A disk with an ext4 file system and /kvmkit-marker tells the test which disk it booted with.
+if [ -b /dev/vda ] && mount -t ext4 -o ro /dev/vda /mnt 2>/dev/null; then
+  [ -f /mnt/kvmkit-marker ] && echo "KVMKIT-DISK vda $(head -n1 /mnt/kvmkit-marker)"
+  umount /mnt
+fi
+
+# DHCP on the first NIC; /etc/udhcpc.sh prints KVMKIT-IP.
+ip link set lo up
+if [ -e /sys/class/net/eth0 ]; then
+  ip link set eth0 up
+  udhcpc -i eth0 -s /etc/udhcpc.sh -b -t 20 -T 1 -x "hostname:$(hostname)" >/dev/null 2>&1
+fi
+
+# A root shell on the serial console for tests and operators (virsh console / kvmkit vm console).
+( while true; do setsid cttyhack sh -l </dev/ttyS0 >/dev/ttyS0 2>&1; sleep 1; done ) &
+
+# Status line every 2 s; online any vCPU that was hot-plugged.
+while true; do
+  for c in /sys/devices/system/cpu/cpu[0-9]*/online; do
+    [ "$(cat "$c" 2>/dev/null)" = 0 ] && echo 1 > "$c" 2>/dev/null
+  done
+  up=$(cut -d' ' -f1 /proc/uptime)
+  cpus=$(grep -c '^processor' /proc/cpuinfo)
+  mem=$(awk '/^MemTotal:/{print $2}' /proc/meminfo)
+  echo "KVMKIT-STATUS uptime=$up cpus=$cpus mem_total_kb=$mem"
+  sleep 2
+done

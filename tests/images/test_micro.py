@@ -1,0 +1,52 @@
+"""The micro-guest builds, is cached, and really boots on qemu:///system (tier 2)."""
+
+from __future__ import annotations
+
+import gzip
+import time
+
+import pytest
+
+from kvmkit.images import micro
+
+
+@pytest.mark.fast
+def test_module_order_puts_dependencies_first(micro_image):
+    from kvmkit.images.debian_kernel import fetch_kernel
+
+    order = [p.name for p in micro.module_load_order(fetch_kernel().modules, ["virtio_net"])]
+    assert order.index("failover.ko") < order.index("net_failover.ko") < order.index("virtio_net.ko")
+    assert order.index("virtio.ko") < order.index("virtio_net.ko")
+
+
+@pytest.mark.fast
+def test_build_is_cached_and_copies_to_out(micro_image, tmp_path):
+    start = time.monotonic()
+    again = micro.build(tmp_path / "out")
+    assert time.monotonic() - start < 2.0, "a cached build must not rebuild"
+    assert again.key == micro_image.key
+    initrd = (tmp_path / "out" / "initrd.img").read_bytes()
+    assert gzip.decompress(initrd).startswith(b"070701")
+    assert (tmp_path / "out" / "vmlinuz").stat().st_size > 1_000_000
+
+
+@pytest.mark.guest
+def test_micro_guest_boots_and_reports_status(micro_guest):
+    guest = micro_guest("boot")
+    guest.log.wait_for("KVMKIT-GUEST-READY", timeout=30)
+    status = guest.log.wait_status(timeout=10, cpus=1)
+    assert status.mem_total_kb > 100_000
+
+
+@pytest.mark.guest
+def test_micro_guest_powers_off_on_acpi_button(micro_guest):
+    import libvirt
+
+    guest = micro_guest("acpi")
+    guest.log.wait_for("KVMKIT-STATUS", timeout=30)
+    guest.dom.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
+    deadline = time.monotonic() + 20
+    while guest.dom.isActive() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not guest.dom.isActive(), "the guest ignored the ACPI power button"
+    assert "KVMKIT-POWEROFF" in guest.log.text()
