@@ -8,6 +8,7 @@ import typer
 
 from kvmkit.cli.context import settings
 from kvmkit.cli.output import console, emit
+from kvmkit.cli.registry import register_all
 
 app = typer.Typer(help="check, inspect and tune this host", no_args_is_help=True, add_completion=False)
 
@@ -48,3 +49,9 @@ def prepare(wait: float = typer.Option(0, "--wait", help="seconds to wait for li
     conn = wait_for(settings.connect, wait) if wait else connect(settings.connect)
     done = do_prepare(conn)
     emit({"changed": done}, lambda d: console().print("\n".join(d["changed"]) or "default network and pool ready"))
+
+
+register_all(app, [
+    "host_tuning",  # info, ksm, hugepages, iosched, profile, plan
+    "host_remote",  # add, list, remove (other hosts)
+])

@@ -1,0 +1,26 @@
+"""``kvmkit vm ...``: the VM commands, gathered from one module per area."""
+
+from __future__ import annotations
+
+import typer
+
+from kvmkit.cli.registry import register_all
+
+app = typer.Typer(help="virtual machines: create, list, lifecycle, resources, consoles", no_args_is_help=True,
+                  add_completion=False)
+
+
+@app.callback()
+def _group() -> None:
+    """virtual machines: create, list, show, lifecycle, resources, devices, consoles, copies"""
+
+
+register_all(app, [
+    "vm_define",     # create, list, show          (spec -> XML -> define)
+    "vm_lifecycle",  # start, shutdown, reboot, destroy, suspend, resume, delete, rename
+    "vm_resources",  # set (vcpus, memory, autostart), stats, console
+    "vm_devices",    # disk attach/detach, nic attach/detach
+    "vm_pin",        # pin (vcpupin, emulatorpin, --auto)
+    "vm_copy",       # clone, backup, restore
+    "vm_migrate",    # migrate
+])
