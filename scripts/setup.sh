@@ -31,8 +31,12 @@ want_hash=$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
 if [ ! -x .venv/bin/python ] || [ "$(cat $stamp 2>/dev/null)" != "$want_hash" ]; then
   log "creating .venv"
   [ -x .venv/bin/python ] || "$PY" -m venv .venv
-  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -q -c constraints.txt -e ".[dev]"
+  piplog=$(mktemp)
+  if ! { .venv/bin/python -m pip install -q --upgrade pip && \
+         .venv/bin/python -m pip install -q -c constraints.txt -e ".[dev]"; } >"$piplog" 2>&1; then
+    cat "$piplog" >&2; die "pip install failed (log above)"
+  fi
+  rm -f "$piplog"
   echo "$want_hash" > $stamp
 fi
 

@@ -1,0 +1,5 @@
+"""``python -m kvmkit`` runs the CLI."""
+
+from kvmkit.cli.main import run
+
+run()

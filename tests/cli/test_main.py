@@ -1,0 +1,57 @@
+"""The CLI shell: global --json/--connect, usage errors, lazy groups."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from kvmkit.cli.context import Settings, extract_globals, settings
+
+KVMKIT = [sys.executable, "-m", "kvmkit"]
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*KVMKIT, *args], capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.fast
+def test_globals_are_taken_from_anywhere():
+    settings.__dict__.update(Settings().__dict__)
+    rest = extract_globals(["vm", "list", "--json", "--connect", "test:///default", "--all"])
+    assert rest == ["vm", "list", "--all"]
+    assert settings.json and settings.connect == "test:///default"
+    settings.__dict__.update(Settings().__dict__)
+
+
+@pytest.mark.fast
+def test_help_lists_groups():
+    res = run("--help")
+    assert res.returncode == 0
+    assert "host" in res.stdout and "image" in res.stdout
+
+
+@pytest.mark.fast
+def test_unknown_command_is_a_usage_error():
+    res = run("frobnicate", "--json")
+    assert res.returncode == 2
+    assert res.stderr.startswith("error: unknown command 'frobnicate'")
+    assert json.loads(res.stdout)["code"] == "usage"
+
+
+@pytest.mark.fast
+def test_bad_connect_uri_is_one_clear_error():
+    res = run("host", "prepare", "--connect", "qemu+unix:///system?socket=/nonexistent.sock")
+    assert res.returncode == 1
+    first = res.stderr.splitlines()[0]
+    assert first.startswith("error: cannot connect to qemu+unix:///system")
+    assert "Traceback" not in res.stderr
+
+
+@pytest.mark.fast
+def test_image_build_micro_json(micro_image):
+    res = run("image", "build", "micro", "--json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["key"] == micro_image.key
