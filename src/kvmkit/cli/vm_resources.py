@@ -1,0 +1,126 @@
+"""``kvmkit vm set``, ``kvmkit vm stats`` and ``kvmkit vm console``."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import typer
+
+from kvmkit.cli.context import connection, settings
+from kvmkit.cli.output import console, emit, table
+from kvmkit.errors import InvalidInput
+
+
+def _live_config(live: bool, config: bool) -> tuple[bool | None, bool | None]:
+    """Neither flag: the service default (live+config when running, config when stopped)."""
+    return (None, None) if not (live or config) else (live, config)
+
+
+def _human_set(d: dict[str, Any]) -> None:
+    out = console()
+    for change in d["changes"]:
+        where = " + ".join(w for w in ("live", "config") if change.get(w)) or "definition"
+        if change["action"] == "set vcpus":
+            extra = f" (max raised to {change['max_vcpus_raised_to']})" if change["max_vcpus_raised_to"] else ""
+            out.print(f"vCPUs of {d['name']}: {change['vcpus']} [{where}]{extra}")
+        elif change["action"] == "set memory":
+            raised = change["max_memory_raised_to_mib"]
+            extra = f" (max raised to {raised} MiB)" if raised else ""
+            out.print(f"memory of {d['name']}: {change['memory_mib']} MiB [{where}]{extra}")
+        else:
+            out.print(f"autostart of {d['name']}: {'on' if change['autostart'] else 'off'}")
+    if any(c.get("max_vcpus_raised_to") or c.get("max_memory_raised_to_mib") for c in d["changes"]):
+        out.print("[yellow]a raised maximum takes effect at the next start[/]")
+
+
+def _parse_mib(value: str) -> int:
+    from kvmkit.spec.common import parse_size_mib
+
+    return parse_size_mib(value, "--memory")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("set")
+    def set_(
+        name: str = typer.Argument(..., help="VM name"),
+        vcpus: int | None = typer.Option(None, "--vcpus", help="number of vCPUs (live: up to the max)"),
+        memory: str | None = typer.Option(None, "--memory", help="memory, e.g. 512M or 1G (live: balloon up to max)"),
+        live: bool = typer.Option(False, "--live", help="change the running VM"),
+        config: bool = typer.Option(False, "--config", help="change the definition (next start); may raise the max"),
+        autostart: str | None = typer.Option(None, "--autostart", help="on|off: start with the host"),
+    ) -> None:
+        """Change vCPUs, memory and autostart. Without --live/--config: both when running, else the definition."""
+        from kvmkit.service import vm_resources
+
+        if vcpus is None and memory is None and autostart is None:
+            raise InvalidInput("nothing to set", hint="give --vcpus N, --memory SIZE and/or --autostart on|off")
+        if autostart is not None and autostart not in ("on", "off"):
+            raise InvalidInput(f"invalid --autostart '{autostart}': use on or off")
+        size = _parse_mib(memory) if memory is not None else None
+        conn = connection()
+        lv, cf = _live_config(live, config)
+        changes = []
+        if vcpus is not None:
+            changes.append(vm_resources.set_vcpus(conn, name, vcpus, live=lv, config=cf))
+        if size is not None:
+            changes.append(vm_resources.set_memory(conn, name, size, live=lv, config=cf))
+        if autostart is not None:
+            changes.append(vm_resources.set_autostart(conn, name, autostart == "on"))
+        emit({"name": name, "changes": changes}, _human_set)
+
+    @app.command()
+    def stats(name: str | None = typer.Argument(None, help="VM name (default: every VM)")) -> None:
+        """CPU time, vCPUs, memory/balloon, block and network counters (one bulk libvirt call)."""
+        from kvmkit.service import vm_resources
+
+        def human(rows: list[dict[str, Any]]) -> None:
+            flat = [{
+                "name": r["name"], "state": r["state"], "vcpus": r["vcpus"],
+                "cpu_s": None if r["cpu_time_ns"] is None else f"{r['cpu_time_ns'] / 1e9:.1f}",
+                "mem_mib": None if r["balloon_current_kib"] is None else r["balloon_current_kib"] // 1024,
+                "rss_mib": None if r["balloon_rss_kib"] is None else r["balloon_rss_kib"] // 1024,
+                "disk_rd/wr_kib": f"{sum(b['rd_bytes'] or 0 for b in r['block']) // 1024}/"
+                                  f"{sum(b['wr_bytes'] or 0 for b in r['block']) // 1024}",
+                "net_rx/tx_kib": f"{sum(n['rx_bytes'] or 0 for n in r['net']) // 1024}/"
+                                 f"{sum(n['tx_bytes'] or 0 for n in r['net']) // 1024}",
+            } for r in rows]
+            table(flat, ["name", "state", "vcpus", "cpu_s", "mem_mib", "rss_mib", "disk_rd/wr_kib", "net_rx/tx_kib"])
+
+        emit(vm_resources.stats(connection(), name), human)
+
+    @app.command("console")
+    def console_(
+        name: str = typer.Argument(..., help="VM name"),
+        log: bool = typer.Option(False, "--log", help="print the serial log file instead of attaching"),
+        tail: int | None = typer.Option(None, "--tail", help="with --log: only the last N lines"),
+        force: bool = typer.Option(False, "--force", help="take the console over from another client"),
+    ) -> None:
+        """Attach to the VM's serial console (leave with Ctrl-]), or print its serial log with --log."""
+        from kvmkit.service import vm_console
+
+        if log:
+            emit(vm_console.read_log(connection(), name, tail=tail), lambda d: print(d["text"], end=""))
+            return
+        if settings.json:
+            raise InvalidInput("an interactive console has no JSON form", hint="use --log --json to read the log")
+        vm_console.ensure_event_loop()  # must precede opening the connection
+        conn = connection()
+        err = console(stderr=True)
+        err.print(f"[dim]connected to {name}'s serial console; leave with Ctrl-][/]")
+        in_fd, out_fd = sys.stdin.fileno(), sys.stdout.fileno()
+        saved = None
+        if sys.stdin.isatty():
+            import termios
+            import tty
+
+            saved = termios.tcgetattr(in_fd)
+            tty.setraw(in_fd)
+        try:
+            result = vm_console.attach(conn, name, in_fd, out_fd, force=force)
+        finally:
+            if saved is not None:
+                import termios
+
+                termios.tcsetattr(in_fd, termios.TCSADRAIN, saved)
+        err.print(f"\n[dim]console closed ({result['ended']})[/]")

@@ -1,0 +1,375 @@
+"""Disks and NICs of existing VMs: attach/detach (live and persistent) and which storage a VM alone uses.
+
+Live changes need a running VM; persistent ones (``config``) change the definition used at next boot.
+With neither given, both apply to a running persistent VM and only the definition to a stopped one.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import stat
+import time
+from typing import Any
+
+import libvirt
+from lxml import etree
+
+from kvmkit.errors import Conflict, InvalidInput, InvalidState, NotFound, OperationFailed
+from kvmkit.hypervisor.errors import libvirt_errors
+from kvmkit.service.vm_lifecycle import domain, state_of
+
+DISK_FORMATS = ("raw", "qcow2")
+BUSES = {"virtio": "vd", "sata": "sd", "scsi": "sd", "ide": "hd", "usb": "sd"}
+CACHE_MODES = ("none", "writethrough", "writeback", "directsync", "unsafe", "default")
+NIC_MODELS = ("virtio", "e1000e", "e1000", "rtl8139")
+_MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+DETACH_TIMEOUT_S = 30.0
+
+
+# ---- flags and XML helpers ---------------------------------------------------------------------------
+
+def affect_flags(dom: libvirt.virDomain, live: bool | None, config: bool | None, what: str) -> int:
+    """libvirt AFFECT flags for ``live``/``config`` (None = default: live if running, config if defined)."""
+    active, persistent = bool(dom.isActive()), bool(dom.isPersistent())
+    if live is None and config is None:
+        live, config = active, persistent
+    if live and not active:
+        raise InvalidState(f"cannot {what} live on VM {dom.name()}: it is {state_of(dom)}",
+                           hint="use --config to change its definition (applies at next start), or start it first")
+    if config and not persistent:
+        raise InvalidState(f"cannot {what} in the definition of VM {dom.name()}: it is transient (not defined)",
+                           hint="use --live only")
+    flags = (libvirt.VIR_DOMAIN_AFFECT_LIVE if live else 0) | (libvirt.VIR_DOMAIN_AFFECT_CONFIG if config else 0)
+    if not flags:
+        raise InvalidInput(f"nothing to {what}: neither --live nor --config applies", hint="pass --live or --config")
+    return flags
+
+
+def _xmls(dom: libvirt.virDomain, flags: int) -> list[etree._Element]:
+    """The live and/or persistent domain XML trees that ``flags`` touch."""
+    out = []
+    if flags & libvirt.VIR_DOMAIN_AFFECT_LIVE:
+        out.append(etree.fromstring(dom.XMLDesc(0).encode()))
+    if flags & libvirt.VIR_DOMAIN_AFFECT_CONFIG:
+        out.append(etree.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE).encode()))
+    return out
+
+
+def _all_xmls(dom: libvirt.virDomain) -> list[etree._Element]:
+    flags = (libvirt.VIR_DOMAIN_AFFECT_LIVE if dom.isActive() else 0) | \
+        (libvirt.VIR_DOMAIN_AFFECT_CONFIG if dom.isPersistent() else 0)
+    return _xmls(dom, flags)
+
+
+def disk_source(conn: libvirt.virConnect, disk: etree._Element) -> str | None:
+    """The host path behind a <disk> element (file, block device or pool volume), if it has one."""
+    src = disk.find("source")
+    if src is None:
+        return None
+    kind = disk.get("type", "file")
+    if kind == "file":
+        return src.get("file")
+    if kind == "block":
+        return src.get("dev")
+    if kind == "volume" and src.get("pool") and src.get("volume"):
+        try:
+            return conn.storagePoolLookupByName(src.get("pool")).storageVolLookupByName(src.get("volume")).path()
+        except libvirt.libvirtError:
+            return None
+    return None
+
+
+def _real(path: str) -> str:
+    return os.path.realpath(path)
+
+
+# ---- what storage a VM alone uses (for delete --storage) ---------------------------------------------
+
+def storage_plan(conn: libvirt.virConnect, dom: libvirt.virDomain) -> tuple[list[str], list[dict[str, str]]]:
+    """(paths that only ``dom`` uses, [{"path", "reason"}] kept because something else needs them).
+
+    CD-ROM media are never listed. A disk is kept when another domain (running or defined) has it as a
+    disk or in its backing chain, when another pool volume uses it as backing file, or when it is a host
+    block device outside any storage pool.
+    """
+    mine: list[str] = []
+    for root in _all_xmls(dom):
+        for disk in root.iterfind("./devices/disk"):
+            if disk.get("device", "disk") not in ("disk", "lun"):
+                continue
+            path = disk_source(conn, disk)
+            if path and _real(path) not in mine:
+                mine.append(_real(path))
+    users = _other_users(conn, dom.UUIDString())
+    backs = _backing_users(conn, set(mine))
+    delete, kept = [], []
+    for path in mine:
+        if path in users:
+            kept.append({"path": path, "reason": f"used by VM {users[path]}"})
+        elif path in backs:
+            kept.append({"path": path, "reason": f"backing file of volume {backs[path]}"})
+        elif _is_block(path) and not _is_volume(conn, path):
+            kept.append({"path": path, "reason": "host block device (not a pool volume)"})
+        else:
+            delete.append(path)
+    return delete, kept
+
+
+def _other_users(conn: libvirt.virConnect, uuid: str) -> dict[str, str]:
+    """Map every disk path (and backing path) of other domains to one domain name using it."""
+    users: dict[str, str] = {}
+    with libvirt_errors("listing VMs"):
+        doms = conn.listAllDomains()
+    for other in doms:
+        try:
+            if other.UUIDString() == uuid:
+                continue
+            for root in _all_xmls(other):
+                for disk in root.iterfind("./devices/disk"):
+                    path = disk_source(conn, disk)
+                    if path:
+                        users.setdefault(_real(path), other.name())
+                    for back in disk.iterfind(".//backingStore/source"):
+                        bpath = back.get("file") or back.get("dev")
+                        if bpath:
+                            users.setdefault(_real(bpath), other.name())
+        except libvirt.libvirtError:  # the domain went away while we looked
+            continue
+    return users
+
+
+def _backing_users(conn: libvirt.virConnect, paths: set[str]) -> dict[str, str]:
+    """Map each of ``paths`` that backs another pool volume (not in ``paths``) to that volume's path."""
+    found: dict[str, str] = {}
+    for pool in conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE):
+        try:
+            vols = pool.listAllVolumes()
+        except libvirt.libvirtError:
+            continue
+        for vol in vols:
+            try:
+                root = etree.fromstring(vol.XMLDesc(0).encode())
+            except libvirt.libvirtError:
+                continue
+            back = root.findtext("./backingStore/path")
+            if back and _real(back) in paths and _real(vol.path()) not in paths:
+                found.setdefault(_real(back), vol.path())
+    return found
+
+
+def _is_block(path: str) -> bool:
+    try:
+        return stat.S_ISBLK(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _is_volume(conn: libvirt.virConnect, path: str) -> bool:
+    try:
+        conn.storageVolLookupByPath(path)
+        return True
+    except libvirt.libvirtError:
+        return False
+
+
+# ---- disks -------------------------------------------------------------------------------------------
+
+def attach_disk(conn: libvirt.virConnect, name: str, *, fmt: str, path: str | None = None, pool: str | None = None,
+                volume: str | None = None, target: str | None = None, bus: str = "virtio", cache: str | None = None,
+                readonly: bool = False, live: bool | None = None, config: bool | None = None) -> dict[str, Any]:
+    """Attach a file, block device or pool volume as a disk; the image format must be given (raw|qcow2)."""
+    if fmt not in DISK_FORMATS:
+        raise InvalidInput(f"invalid disk format '{fmt}': use one of {', '.join(DISK_FORMATS)}",
+                           hint="kvmkit never guesses an image's format; `kvmkit image info FILE` shows it")
+    if bus not in BUSES:
+        raise InvalidInput(f"invalid disk bus '{bus}': use one of {', '.join(BUSES)}")
+    if cache is not None and cache not in CACHE_MODES:
+        raise InvalidInput(f"invalid disk cache '{cache}': use one of {', '.join(CACHE_MODES)}")
+    path = _resolve_disk_path(conn, path, pool, volume)
+    dom = domain(conn, name)
+    flags = affect_flags(dom, live, config, "attach a disk")
+    roots = _xmls(dom, flags)
+    used = {t.get("dev") for r in roots for t in r.iterfind("./devices/disk/target")}
+    for r in roots:
+        for disk in r.iterfind("./devices/disk"):
+            if (src := disk_source(conn, disk)) and _real(src) == _real(path):
+                dev = disk.find("target").get("dev")  # type: ignore[union-attr]
+                raise Conflict(f"{path} is already attached to VM {name} as {dev}")
+    if target is None:
+        target = _free_target(BUSES[bus], used)
+    elif target in used:
+        raise Conflict(f"disk target {target} is already used in VM {name}", hint="pick another --target")
+    elif not re.fullmatch(r"(vd|sd|hd)[a-z]{1,2}", target):
+        raise InvalidInput(f"invalid disk target '{target}': use a name like vdb, sdb or hdb")
+    block = _is_block(path)
+    disk = etree.Element("disk", type="block" if block else "file", device="disk")
+    drv = etree.SubElement(disk, "driver", name="qemu", type=fmt)
+    if cache:
+        drv.set("cache", cache)
+    etree.SubElement(disk, "source", **({"dev": path} if block else {"file": path}))
+    etree.SubElement(disk, "target", dev=target, bus=bus)
+    if readonly:
+        etree.SubElement(disk, "readonly")
+    with libvirt_errors(f"attaching {path} to VM {name}"):
+        dom.attachDeviceFlags(etree.tostring(disk, encoding="unicode"), flags)
+    return {"name": name, "action": "disk attach", "target": target, "path": path, "format": fmt,
+            "live": bool(flags & libvirt.VIR_DOMAIN_AFFECT_LIVE),
+            "config": bool(flags & libvirt.VIR_DOMAIN_AFFECT_CONFIG)}
+
+
+def _resolve_disk_path(conn: libvirt.virConnect, path: str | None, pool: str | None, volume: str | None) -> str:
+    if path and (pool or volume):
+        raise InvalidInput("give either a disk path or --pool with --volume, not both")
+    if pool or volume:
+        if not (pool and volume):
+            raise InvalidInput("a pool volume needs both --pool and --volume")
+        with libvirt_errors(f"looking up volume {volume} in pool {pool}"):
+            return str(conn.storagePoolLookupByName(pool).storageVolLookupByName(volume).path())
+    if not path:
+        raise InvalidInput("no disk given", hint="pass a file or device path, or --pool P --volume V")
+    path = os.path.abspath(path)
+    if not os.path.exists(path):
+        raise InvalidInput(f"disk path {path} does not exist", hint="create it first, e.g. `kvmkit volume create`")
+    return path
+
+
+def _free_target(prefix: str, used: set[str | None]) -> str:
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    for a in ["", *letters]:
+        for b in letters:
+            if f"{prefix}{a}{b}" not in used:
+                return f"{prefix}{a}{b}"
+    raise Conflict("no free disk target name left")  # pragma: no cover
+
+
+def detach_disk(conn: libvirt.virConnect, name: str, target: str, *, live: bool | None = None,
+                config: bool | None = None, timeout: float = DETACH_TIMEOUT_S) -> dict[str, Any]:
+    """Detach the disk with target ``target`` (e.g. vdb); waits until a running guest has released it."""
+    dom = domain(conn, name)
+    flags = affect_flags(dom, live, config, "detach a disk")
+    xpath = f"./devices/disk[target/@dev='{target}']" if re.fullmatch(r"[a-z]{2,4}", target) else None
+    if xpath is None:
+        raise InvalidInput(f"invalid disk target '{target}': give a target name like vdb (see `kvmkit vm show`)")
+    return _detach(dom, flags, xpath, f"disk {target}", timeout, {"target": target})
+
+
+# ---- NICs --------------------------------------------------------------------------------------------
+
+def macs_in_use(conn: libvirt.virConnect, ignore_domain: str | None = None) -> dict[str, str]:
+    """MAC address -> domain name, over every domain's live and persistent definition (one listing)."""
+    used: dict[str, str] = {}
+    with libvirt_errors("listing VMs"):
+        doms = conn.listAllDomains()
+    for dom in doms:
+        try:
+            if dom.name() == ignore_domain:
+                continue
+            for root in _all_xmls(dom):
+                for mac in root.iterfind("./devices/interface/mac"):
+                    used.setdefault((mac.get("address") or "").lower(), dom.name())
+        except libvirt.libvirtError:
+            continue
+    return used
+
+
+def _choose_mac(conn: libvirt.virConnect, mac: str | None) -> str:
+    try:
+        from kvmkit.service import macs  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:
+        macs = None
+    if mac is not None:
+        mac = mac.lower()
+        if not _MAC_RE.match(mac) or int(mac[:2], 16) & 1:
+            raise InvalidInput(f"invalid MAC address '{mac}': use six hex pairs like 52:54:00:12:34:56 "
+                               "(unicast: the first byte must be even)")
+        if macs is not None:
+            macs.ensure_mac_free(conn, mac)
+        elif mac in (used := macs_in_use(conn)):
+            raise Conflict(f"MAC address {mac} is already used by VM {used[mac]}",
+                           hint="leave out the MAC to get a free generated one")
+        return mac
+    if macs is not None:
+        return str(macs.generate_mac(conn))
+    used = macs_in_use(conn)
+    while True:
+        candidate = "52:54:00:" + ":".join(f"{random.randint(0, 255):02x}" for _ in range(3))
+        if candidate not in used:
+            return candidate
+
+
+def attach_nic(conn: libvirt.virConnect, name: str, *, network: str | None = None, bridge: str | None = None,
+               model: str = "virtio", mac: str | None = None, live: bool | None = None,
+               config: bool | None = None) -> dict[str, Any]:
+    """Attach a NIC on a libvirt network or a host bridge; the MAC is generated when not given and a MAC
+    any domain on the host already uses is refused, naming that domain."""
+    if bool(network) == bool(bridge):
+        raise InvalidInput("give exactly one of --network NAME or --bridge BRIDGE for the NIC")
+    if model not in NIC_MODELS:
+        raise InvalidInput(f"invalid NIC model '{model}': use one of {', '.join(NIC_MODELS)}")
+    dom = domain(conn, name)
+    flags = affect_flags(dom, live, config, "attach a NIC")
+    if network:
+        with libvirt_errors(f"looking up network {network}"):
+            net = conn.networkLookupByName(network)
+        if flags & libvirt.VIR_DOMAIN_AFFECT_LIVE and not net.isActive():
+            raise InvalidState(f"cannot attach a NIC on network {network} live: the network is not active",
+                               hint=f"start it with `kvmkit net start {network}`")
+    elif not os.path.isdir(f"/sys/class/net/{bridge}/bridge") and flags & libvirt.VIR_DOMAIN_AFFECT_LIVE:
+        raise NotFound(f"host bridge {bridge} does not exist", hint="create it first (`kvmkit net create`)")
+    mac = _choose_mac(conn, mac)
+    kind = "network" if network else "bridge"
+    iface = etree.Element("interface", type=kind)
+    etree.SubElement(iface, "mac", address=mac)
+    etree.SubElement(iface, "source", **{kind: str(network or bridge)})
+    etree.SubElement(iface, "model", type=model)
+    with libvirt_errors(f"attaching a NIC to VM {name}"):
+        dom.attachDeviceFlags(etree.tostring(iface, encoding="unicode"), flags)
+    return {"name": name, "action": "nic attach", "mac": mac, kind: network or bridge, "model": model,
+            "live": bool(flags & libvirt.VIR_DOMAIN_AFFECT_LIVE),
+            "config": bool(flags & libvirt.VIR_DOMAIN_AFFECT_CONFIG)}
+
+
+def detach_nic(conn: libvirt.virConnect, name: str, mac: str, *, live: bool | None = None,
+               config: bool | None = None, timeout: float = DETACH_TIMEOUT_S) -> dict[str, Any]:
+    """Detach the NIC with MAC address ``mac``."""
+    mac = mac.lower()
+    if not _MAC_RE.match(mac):
+        raise InvalidInput(f"invalid MAC address '{mac}': use six hex pairs like 52:54:00:12:34:56")
+    dom = domain(conn, name)
+    flags = affect_flags(dom, live, config, "detach a NIC")
+    return _detach(dom, flags, f"./devices/interface[mac/@address='{mac}']", f"NIC {mac}", timeout, {"mac": mac})
+
+
+def _find(root: etree._Element, xpath: str) -> etree._Element | None:
+    hits = root.xpath(xpath)
+    return hits[0] if hits else None  # type: ignore[index,return-value]
+
+
+def _detach(dom: libvirt.virDomain, flags: int, xpath: str, what: str, timeout: float,
+            extra: dict[str, Any]) -> dict[str, Any]:
+    name = dom.name()
+    found = None
+    for flag, root in zip([f for f in (libvirt.VIR_DOMAIN_AFFECT_LIVE, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+                           if flags & f], _xmls(dom, flags), strict=True):
+        el = _find(root, xpath)
+        if el is None:
+            where = "running VM" if flag == libvirt.VIR_DOMAIN_AFFECT_LIVE else "definition of VM"
+            raise NotFound(f"{what} is not attached to the {where} {name}",
+                           hint=f"see its devices with `kvmkit vm show {name}`")
+        found = found if found is not None else el
+    assert found is not None
+    with libvirt_errors(f"detaching {what} from VM {name}"):
+        dom.detachDeviceFlags(etree.tostring(found, encoding="unicode"), flags)
+    if flags & libvirt.VIR_DOMAIN_AFFECT_LIVE:
+        deadline = time.monotonic() + timeout
+        while _find(etree.fromstring(dom.XMLDesc(0).encode()), xpath) is not None:
+            if time.monotonic() > deadline:
+                raise OperationFailed(f"the guest of VM {name} has not released {what} within {timeout:g} s",
+                                      hint="the guest must support hot-unplug (ACPI); it may still release it, "
+                                           "or detach with --config and restart the VM")
+            time.sleep(0.3)
+    return {"name": name, "action": f"{what.split()[0].lower()} detach", **extra,
+            "live": bool(flags & libvirt.VIR_DOMAIN_AFFECT_LIVE),
+            "config": bool(flags & libvirt.VIR_DOMAIN_AFFECT_CONFIG)}
