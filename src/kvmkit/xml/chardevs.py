@@ -1,0 +1,77 @@
+"""Character devices: the serial console (pty, with a log file) and the guest-agent channel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lxml import etree
+
+from kvmkit.xml.util import ensure, insert_ordered, remove
+
+FIELDS = ("serial", "serial_log", "guest_agent")
+AGENT = "org.qemu.guest_agent.0"
+
+
+def _agent(devices: etree._Element | None) -> etree._Element | None:
+    if devices is None:
+        return None
+    for ch in devices.findall("channel"):
+        target = ch.find("target")
+        if target is not None and target.get("name") == AGENT:
+            return ch
+    return None
+
+
+def read(root: etree._Element) -> dict[str, Any]:
+    devices = root.find("devices")
+    serial = devices.find("serial") if devices is not None else None
+    log = serial.find("log") if serial is not None else None
+    return {
+        "serial": serial is not None,
+        "serial_log": log.get("file") if log is not None else None,
+        "guest_agent": _agent(devices) is not None,
+    }
+
+
+def write(root: etree._Element, spec: Any) -> None:
+    old = read(root)
+    devices = ensure(root, "devices")
+    if (old["serial"], old["serial_log"]) != (spec.serial, spec.serial_log):
+        _write_serial(devices, spec)
+    if old["guest_agent"] != spec.guest_agent:
+        if spec.guest_agent:
+            ch = insert_ordered(devices, etree.Element("channel", type="unix"))
+            etree.SubElement(ch, "target", type="virtio", name=AGENT)
+        else:
+            remove(_agent(devices))
+
+
+def _write_serial(devices: etree._Element, spec: Any) -> None:
+    serial = devices.find("serial")
+    if not spec.serial:
+        remove(serial)
+        for con in devices.findall("console"):
+            target = con.find("target")
+            if target is None or target.get("type", "serial") == "serial":
+                remove(con)
+        return
+    if serial is None:
+        serial = insert_ordered(devices, etree.Element("serial", type="pty"))
+        etree.SubElement(serial, "target", port="0")
+    if not any((c.find("target") is None or c.find("target").get("type", "serial") == "serial")
+               for c in devices.findall("console")):
+        con = insert_ordered(devices, etree.Element("console", type="pty"))
+        etree.SubElement(con, "target", type="serial", port="0")
+    log = serial.find("log")
+    if spec.serial_log is None:
+        remove(log)
+        return
+    if log is None:
+        log = etree.Element("log")
+        target = serial.find("target")
+        if target is not None:
+            target.addprevious(log)
+        else:
+            serial.append(log)
+    log.set("file", spec.serial_log)
+    log.set("append", log.get("append", "on"))

@@ -1,0 +1,131 @@
+"""vCPUs and CPU model: <vcpu>, <cpu> (mode, model, topology), <cputune> pins, <numatune>."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lxml import etree
+
+from kvmkit.xml.util import ensure, remove
+
+FIELDS = ("vcpus", "max_vcpus", "cpuset", "sockets", "cores", "threads", "cpu_mode", "cpu_model",
+          "vcpupin", "emulatorpin", "numatune")
+
+
+def read(root: etree._Element) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    vcpu = root.find("vcpu")
+    maximum = int(vcpu.text.strip()) if vcpu is not None and vcpu.text else 1
+    out["max_vcpus"] = maximum
+    out["vcpus"] = int(vcpu.get("current", maximum)) if vcpu is not None else 1
+    out["cpuset"] = vcpu.get("cpuset") if vcpu is not None else None
+    cpu = root.find("cpu")
+    topo = cpu.find("topology") if cpu is not None else None
+    for key in ("sockets", "cores", "threads"):
+        out[key] = int(topo.get(key)) if topo is not None and topo.get(key) else None
+    model = cpu.find("model") if cpu is not None else None
+    mode = cpu.get("mode") if cpu is not None else None
+    out["cpu_model"] = model.text if model is not None and model.text else None
+    if mode is None and out["cpu_model"]:
+        mode = "custom"
+    out["cpu_mode"] = mode if mode in ("host-passthrough", "host-model", "custom", "maximum") else None
+    if out["cpu_mode"] == "custom" and not out["cpu_model"]:
+        out["cpu_mode"] = None  # topology-only <cpu>
+    tune = root.find("cputune")
+    out["vcpupin"] = {}
+    out["emulatorpin"] = None
+    if tune is not None:
+        out["vcpupin"] = {int(p.get("vcpu")): p.get("cpuset") for p in tune.findall("vcpupin")}
+        emu = tune.find("emulatorpin")
+        out["emulatorpin"] = emu.get("cpuset") if emu is not None else None
+    numa = root.find("numatune/memory")
+    out["numatune"] = ({"mode": numa.get("mode", "strict"), "nodeset": numa.get("nodeset")}
+                       if numa is not None and numa.get("nodeset") else None)
+    return out
+
+
+def write(root: etree._Element, spec: Any) -> None:
+    old = read(root)
+    if (old["vcpus"], old["max_vcpus"], old["cpuset"]) != (spec.vcpus, spec.max_vcpus, spec.cpuset):
+        vcpu = ensure(root, "vcpu")
+        vcpu.text = str(spec.max_vcpus)
+        if spec.vcpus != spec.max_vcpus:
+            vcpu.set("current", str(spec.vcpus))
+        else:
+            vcpu.attrib.pop("current", None)
+        if spec.cpuset:
+            vcpu.set("cpuset", spec.cpuset)
+        else:
+            vcpu.attrib.pop("cpuset", None)
+        if vcpu.get("placement") is None:
+            vcpu.set("placement", "static")
+    if any(old[k] != getattr(spec, k) for k in ("sockets", "cores", "threads", "cpu_mode", "cpu_model")):
+        _write_cpu(root, spec)
+    if (old["vcpupin"], old["emulatorpin"]) != (spec.vcpupin, spec.emulatorpin):
+        _write_pins(root, spec)
+    numa = spec.numatune.model_dump() if spec.numatune else None
+    if old["numatune"] != numa:
+        if numa is None:
+            remove(root.find("numatune"))
+        else:
+            ensure(ensure(root, "numatune"), "memory", mode=numa["mode"], nodeset=numa["nodeset"])
+
+
+def _write_cpu(root: etree._Element, spec: Any) -> None:
+    cpu = root.find("cpu")
+    if spec.cpu_mode is None and spec.sockets is None:
+        if cpu is not None and cpu.get("mode") in (None, "custom", "host-passthrough", "host-model", "maximum"):
+            remove(cpu)
+        return
+    cpu = ensure(root, "cpu")
+    model = cpu.find("model")
+    if spec.cpu_mode:
+        cpu.set("mode", spec.cpu_mode)
+        if spec.cpu_mode == "custom":
+            cpu.set("match", cpu.get("match", "exact"))
+            if model is None:
+                model = etree.Element("model", fallback="allow")
+                cpu.insert(0, model)
+            model.text = spec.cpu_model
+        elif model is not None:
+            remove(model)
+            cpu.attrib.pop("match", None)
+    else:
+        for attr in ("mode", "match", "check", "migratable"):
+            cpu.attrib.pop(attr, None)
+        remove(model)
+    topo = cpu.find("topology")
+    if spec.sockets is None:
+        remove(topo)
+        return
+    if topo is None:
+        topo = etree.SubElement(cpu, "topology")
+        cpu.remove(topo)
+        feature = cpu.find("feature")  # schema: topology comes before features
+        if feature is not None:
+            feature.addprevious(topo)
+        else:
+            cpu.append(topo)
+    topo.set("sockets", str(spec.sockets))
+    if topo.get("dies") is not None:
+        topo.set("dies", "1")
+    topo.set("cores", str(spec.cores))
+    topo.set("threads", str(spec.threads))
+
+
+def _write_pins(root: etree._Element, spec: Any) -> None:
+    tune = root.find("cputune")
+    if tune is None:
+        if not spec.vcpupin and not spec.emulatorpin:
+            return
+        tune = ensure(root, "cputune")
+    for el in tune.findall("vcpupin") + tune.findall("emulatorpin"):
+        remove(el)
+    pos = 0
+    for vcpu, cpus in sorted(spec.vcpupin.items()):
+        tune.insert(pos, etree.Element("vcpupin", vcpu=str(vcpu), cpuset=cpus))
+        pos += 1
+    if spec.emulatorpin:
+        tune.insert(pos, etree.Element("emulatorpin", cpuset=spec.emulatorpin))
+    if len(tune) == 0 and not tune.attrib:
+        remove(tune)

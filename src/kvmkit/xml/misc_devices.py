@@ -1,0 +1,40 @@
+"""Small devices: the memory balloon and the virtio RNG (fed from the host's /dev/urandom)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lxml import etree
+
+from kvmkit.xml.util import ensure, insert_ordered, remove
+
+FIELDS = ("balloon", "rng")
+
+
+def read(root: etree._Element) -> dict[str, Any]:
+    balloon = root.find("devices/memballoon")
+    return {
+        # libvirt adds a virtio balloon when the XML has none, so "absent" means "on"
+        "balloon": balloon is None or balloon.get("model") != "none",
+        "rng": root.find("devices/rng") is not None,
+    }
+
+
+def write(root: etree._Element, spec: Any) -> None:
+    old = read(root)
+    devices = ensure(root, "devices")
+    if old["balloon"] != spec.balloon:
+        balloon = devices.find("memballoon")
+        if balloon is None:
+            balloon = insert_ordered(devices, etree.Element("memballoon"))
+        balloon.set("model", "virtio" if spec.balloon else "none")
+        if not spec.balloon:
+            for child in list(balloon):
+                remove(child)
+    if old["rng"] != spec.rng:
+        if spec.rng:
+            rng = insert_ordered(devices, etree.Element("rng", model="virtio"))
+            etree.SubElement(rng, "backend", model="random").text = "/dev/urandom"
+        else:
+            for rng in devices.findall("rng"):
+                remove(rng)
