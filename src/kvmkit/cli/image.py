@@ -12,6 +12,15 @@ app = typer.Typer(help="disk images and guest image builders", no_args_is_help=T
 BUILDERS = ("micro", "debian-12")
 
 
+def _show_info(d: dict) -> None:
+    out = console()
+    out.print(f"[bold]{d['path']}[/]: {d['format']}, virtual {d['virtual_size']} B, actual {d['actual_size']} B")
+    if d.get("backing_file"):
+        out.print(f"  backing file: {d['backing_file']} ({d.get('backing_format')})")
+    for i, b in enumerate(d.get("backing_chain") or []):
+        out.print(f"  chain[{i}]: {b['path']} ({b['format']}, virtual {b['virtual_size']} bytes)")
+
+
 @app.callback()
 def _group() -> None:
     """disk images: info, convert, and guest images built from packages"""
@@ -39,3 +48,40 @@ def build(
         emit(result, lambda d: console().print(f"debian-12 image: {d['path']}"))
         return
     raise InvalidInput(f"unknown image '{name}'", hint=f"choose one of: {', '.join(BUILDERS)}")
+
+
+@app.command()
+def info(
+    file: str = typer.Argument(..., help="an image file"),
+    format_: str = typer.Option(None, "--format", help="its format (default: detected from the header by kvmkit)"),
+) -> None:
+    """Format, virtual and actual size and backing chain (qemu-img info, format always explicit)."""
+    from kvmkit.images import qemu_img
+
+    emit(qemu_img.summary(qemu_img.info(file, format_, chain=True)), _show_info)
+
+
+@app.command()
+def convert(
+    src: str = typer.Argument(...), dst: str = typer.Argument(...),
+    format_: str = typer.Option(..., "--format", help="qcow2|raw: the format of DST"),
+    src_format: str = typer.Option(None, "--src-format", help="SRC's format (default: detected by kvmkit)"),
+    vm: str = typer.Option(None, "--vm", help="SRC is a disk of this shut-off VM: switch the VM to DST"),
+) -> None:
+    """Convert an image (qemu-img convert -p, formats explicit); --vm also repoints the VM's disk."""
+    from kvmkit.cli.output import progress
+    from kvmkit.images import qemu_img
+
+    qemu_img.check_format(format_)
+    with progress(f"convert to {format_}", 100) as advance:
+        if vm:
+            from kvmkit.cli.context import connection
+            from kvmkit.service.disk_convert import convert_vm_disk
+
+            result = convert_vm_disk(connection(), vm, src, dst, format_, progress=advance)
+        else:
+            fmt = src_format or qemu_img.probe_format(src)
+            qemu_img.convert(src, dst, fmt, format_, progress=advance)
+            result = {"old": src, "new": dst, "old_format": fmt, "format": format_}
+    emit(result, lambda d: console().print(f"{d['old']} ({d['old_format']}) -> {d['new']} ({d['format']})"
+                                           + (f"; VM {d['vm']} now uses it" if d.get("vm") else "")))
