@@ -1,0 +1,123 @@
+"""Listing and showing VMs. list_vms makes ONE bulk libvirt call (getAllDomainStats) for every domain."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import libvirt
+
+from kvmkit.errors import NotFound
+from kvmkit.hypervisor.errors import libvirt_errors
+
+STATES = {
+    libvirt.VIR_DOMAIN_NOSTATE: "nostate",
+    libvirt.VIR_DOMAIN_RUNNING: "running",
+    libvirt.VIR_DOMAIN_BLOCKED: "blocked",
+    libvirt.VIR_DOMAIN_PAUSED: "paused",
+    libvirt.VIR_DOMAIN_SHUTDOWN: "shutting-down",
+    libvirt.VIR_DOMAIN_SHUTOFF: "shut-off",
+    libvirt.VIR_DOMAIN_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_PMSUSPENDED: "pm-suspended",
+}
+_STATS = libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_VCPU | libvirt.VIR_DOMAIN_STATS_BALLOON
+
+
+def state_name(code: int) -> str:
+    return STATES.get(code, f"unknown({code})")
+
+
+def list_vms(conn: libvirt.virConnect, *, include_inactive: bool = True) -> list[dict[str, Any]]:
+    """name, uuid, state, vcpus, max_vcpus, memory_mib, max_memory_mib, host for every domain.
+
+    One libvirt call: virConnectGetAllDomainStats. Name and UUID are read from the returned domain
+    objects locally (no extra round trip)."""
+    flags = 0 if include_inactive else libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE
+    with libvirt_errors("listing VMs"):
+        records = conn.getAllDomainStats(_STATS, flags)
+        host = conn.getURI()
+    rows = []
+    for dom, stats in records:
+        cur_kib = stats.get("balloon.current")
+        max_kib = stats.get("balloon.maximum")
+        rows.append({
+            "name": dom.name(),
+            "uuid": dom.UUIDString(),
+            "state": state_name(stats.get("state.state", libvirt.VIR_DOMAIN_NOSTATE)),
+            "vcpus": stats.get("vcpu.current"),
+            "max_vcpus": stats.get("vcpu.maximum"),
+            "memory_mib": cur_kib // 1024 if cur_kib is not None else None,
+            "max_memory_mib": max_kib // 1024 if max_kib is not None else None,
+            "host": host,
+        })
+    rows.sort(key=lambda r: r["name"])
+    return rows
+
+
+def lookup(conn: libvirt.virConnect, name: str) -> libvirt.virDomain:
+    """The domain called ``name`` or NotFound naming it."""
+    try:
+        return conn.lookupByName(name)
+    except libvirt.libvirtError as err:
+        if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            raise NotFound(f"VM '{name}' not found on {conn.getURI()}",
+                           hint="see `kvmkit vm list --all` for the defined VMs") from err
+        with libvirt_errors(f"looking up VM '{name}'"):
+            raise
+
+
+def show_vm(conn: libvirt.virConnect, name: str, *, xml: bool = False) -> dict[str, Any]:
+    """Details of one VM: state, resources, disks, NICs (MACs), graphics, virt type and why, metadata."""
+    from kvmkit.xml.domain import xml_to_spec
+    from kvmkit.xml.util import parse
+
+    dom = lookup(conn, name)
+    with libvirt_errors(f"reading VM '{name}'"):
+        state, _reason = dom.state()
+        active = bool(dom.isActive())
+        persistent = bool(dom.isPersistent())
+        autostart = bool(dom.autostart()) if persistent else False
+        live = dom.XMLDesc(0)  # graphics ports and the domain type as running
+        config = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE) if persistent else live
+    root = parse(live)
+    spec = xml_to_spec(config)
+    meta = dict(spec.metadata)
+    virt_type = root.get("type")
+    reason = meta.pop("virt_type_reason", None)
+    disks = [{"target": d.target, "device": d.device, "bus": d.bus, "format": d.format,
+              "source": d.path or (f"{d.pool}/{d.volume}" if d.volume else None),
+              "cache": d.cache, "readonly": d.readonly} for d in spec.disks]
+    nics = [{"type": n.type, "source": n.source, "model": n.model, "mac": n.mac} for n in spec.nics]
+    graphics = None
+    if spec.graphics is not None:
+        gel = next(g for g in root.iterfind("devices/graphics") if g.get("type") == spec.graphics.type)
+        port = gel.get("port")
+        graphics = {"type": spec.graphics.type, "listen": spec.graphics.listen,
+                    "port": int(port) if port and port != "-1" else None,
+                    "autoport": spec.graphics.port is None, "password_set": bool(spec.graphics.password)}
+    out: dict[str, Any] = {
+        "name": spec.name, "uuid": spec.uuid, "title": spec.title, "description": spec.description,
+        "state": state_name(state), "active": active, "persistent": persistent, "autostart": autostart,
+        "virt_type": virt_type, "virt_type_reason": reason or _reason_guess(virt_type),
+        "vcpus": spec.vcpus, "max_vcpus": spec.max_vcpus, "memory_mib": spec.memory_mib,
+        "max_memory_mib": spec.max_memory_mib,
+        "topology": ({"sockets": spec.sockets, "cores": spec.cores, "threads": spec.threads}
+                     if spec.sockets else None),
+        "cpu_mode": spec.cpu_mode, "cpu_model": spec.cpu_model, "machine": spec.machine,
+        "firmware": spec.firmware, "boot": spec.boot, "kernel": spec.kernel, "initrd": spec.initrd,
+        "cmdline": spec.cmdline, "disks": disks, "nics": nics, "macs": [n["mac"] for n in nics if n["mac"]],
+        "graphics": graphics, "serial_log": spec.serial_log, "hugepages": spec.hugepages,
+        "nosharepages": spec.nosharepages, "balloon": spec.balloon, "rng": spec.rng,
+        "guest_agent": spec.guest_agent, "metadata": meta, "host": conn.getURI(),
+    }
+    if xml:
+        with libvirt_errors(f"reading VM '{name}'"):
+            out["xml"] = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE)
+    return out
+
+
+def _reason_guess(virt_type: str | None) -> str:
+    if virt_type == "kvm":
+        return "defined as kvm (hardware virtualization)"
+    if virt_type == "qemu":
+        return "defined as qemu (TCG software emulation)"
+    return f"defined with domain type {virt_type}"
