@@ -23,7 +23,7 @@ from kvmkit.host import sysfs
 def parse_cpulist(text: str) -> list[int]:
     """``'0-3,8,10-11'`` -> ``[0, 1, 2, 3, 8, 10, 11]``; InvalidInput naming the bad part."""
     cpus: set[int] = set()
-    for part in str(text).replace(" ", "").split(","):
+    for part in "".join(str(text).split()).split(","):
         if not part:
             continue
         match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
