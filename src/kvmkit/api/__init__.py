@@ -1,0 +1,1 @@
+"""kvmkit's REST API (FastAPI): thin routers over the service layer. Build it with ``app.create_app``."""

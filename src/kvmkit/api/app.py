@@ -1,0 +1,85 @@
+"""The FastAPI application: ``create_app(db_url, uri)`` wires the store, tasks, events and routers.
+
+At start-up it migrates the database (Alembic ``upgrade head``), registers libvirt's event loop, recovers
+tasks interrupted by a previous crash, and starts the event connection.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+API = "/api/v1"
+log = logging.getLogger("kvmkit.api")
+
+
+def create_app(db_url: str | None = None, uri: str | None = None, *, tls: bool = False,
+               workers: int = 4) -> FastAPI:
+    from kvmkit import __version__
+    from kvmkit.api import errors
+    from kvmkit.api.audit_mw import AuditMiddleware
+    from kvmkit.config import default_uri
+
+    uri = uri or default_uri()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        st = build_state(db_url, uri, tls=tls, workers=workers)
+        app.state.kvmkit = st
+        try:
+            yield
+        finally:
+            st.hub.stop()
+            st.runner.shutdown()
+            st.hv.close()
+
+    app = FastAPI(title="kvmkit", version=__version__, lifespan=lifespan,
+                  openapi_url=f"{API}/openapi.json", docs_url=f"{API}/docs", redoc_url=None,
+                  description="KVM management over libvirt. Every route but login and health needs a token: "
+                              "`Authorization: Bearer TOKEN`. Long operations answer 202 with a task.")
+    errors.install(app)
+    app.add_middleware(AuditMiddleware)
+    import kvmkit.api.routes_audit as routes_audit
+    import kvmkit.api.routes_auth as routes_auth
+    import kvmkit.api.routes_events as routes_events
+    import kvmkit.api.routes_health as routes_health
+    import kvmkit.api.routes_networks as routes_networks
+    import kvmkit.api.routes_pools as routes_pools
+    import kvmkit.api.routes_tasks as routes_tasks
+    import kvmkit.api.routes_tokens as routes_tokens
+    import kvmkit.api.routes_users as routes_users
+    import kvmkit.api.routes_vms as routes_vms
+
+    app.include_router(routes_health.router)
+    for mod in (routes_auth, routes_vms, routes_tasks, routes_events, routes_users, routes_tokens,
+                routes_audit, routes_pools, routes_networks):
+        app.include_router(mod.router, prefix=API)
+    return app
+
+
+def build_state(db_url: str | None, uri: str, *, tls: bool = False, workers: int = 4) -> Any:
+    from kvmkit.api import vm_jobs
+    from kvmkit.api.state import Hypervisor, ServerState
+    from kvmkit.service.events import EventHub, register_event_impl
+    from kvmkit.service.tasks import TaskRunner
+    from kvmkit.store.db import Store
+
+    register_event_impl()  # before any connection is opened, so keepalive and events work
+    store = Store(db_url)
+    hub = EventHub(uri)
+    runner = TaskRunner(store, workers=workers, publish=hub.publish)
+    hv = Hypervisor(uri)
+    vm_jobs.register_recovery()
+    st = ServerState(store=store, runner=runner, hub=hub, hv=hv, tls=tls)
+    try:
+        conn = hv.get()
+    except Exception as err:
+        log.error("libvirt not reachable at start-up (%s); interrupted tasks are recovered later", err)
+        conn = None
+    st.recovered = runner.recover(conn)
+    hub.start()
+    return st

@@ -1,0 +1,64 @@
+"""ASGI middleware that writes an audit entry for every change request (POST/PUT/PATCH/DELETE).
+
+Who (the authenticated user, or the name tried at login), what (method + route), target (the path's
+object), when, and result (ok, accepted, denied, invalid, failed) from the response status.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+
+from kvmkit.service import audit
+
+CHANGES = ("POST", "PUT", "PATCH", "DELETE")
+
+
+def _result(status: int) -> str:
+    if status == 202:
+        return "accepted"
+    if status < 400:
+        return "ok"
+    if status in (401, 403, 429):
+        return "denied"
+    if status < 500:
+        return "invalid"
+    return "failed"
+
+
+class AuditMiddleware:
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] not in CHANGES:
+            await self.app(scope, receive, send)
+            return
+        status = {"code": 500}
+
+        async def send_wrapper(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            await self._record(scope, status["code"])
+
+    async def _record(self, scope: dict[str, Any], code: int) -> None:
+        app = scope.get("app")
+        st = getattr(getattr(app, "state", None), "kvmkit", None)
+        if st is None:
+            return
+        state = scope.get("state") or {}
+        user = state.get("principal") or state.get("login_name")
+        route = scope.get("route")
+        what = f"{scope['method']} {getattr(route, 'path', scope['path'])}"
+        params = scope.get("path_params") or {}
+        target = "/".join(str(v) for v in params.values()) or scope["path"]
+        detail = state.get("audit_detail")
+        client = scope.get("client")
+        await run_in_threadpool(audit.record, st.store, user, what[:64], target, _result(code),
+                                f"HTTP {code}" + (f"; {detail}" if detail else ""), client[0] if client else None)

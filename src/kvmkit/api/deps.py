@@ -1,0 +1,89 @@
+"""Request dependencies: who is calling (bearer token or session cookie + CSRF), role checks, VM scope."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from kvmkit.api.state import ServerState
+from kvmkit.errors import NotFound
+from kvmkit.service.auth import Forbidden, Principal, Unauthorized, authenticate, sha256
+
+SESSION_COOKIE = "kvmkit_session"
+CSRF_COOKIE = "kvmkit_csrf"
+CSRF_HEADER = "x-csrf-token"
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+bearer = HTTPBearer(auto_error=False, description="an API token (`kvmkit token create USER`) or a login token")
+
+
+def state(request: Request) -> ServerState:
+    return request.app.state.kvmkit
+
+
+async def _csrf_ok(request: Request, p: Principal) -> bool:
+    sent = request.headers.get(CSRF_HEADER)
+    if not sent and request.headers.get("content-type", "").startswith(
+            ("application/x-www-form-urlencoded", "multipart/form-data")):
+        form = await request.form()
+        value = form.get("csrf_token")
+        sent = value if isinstance(value, str) else None
+    return bool(sent and p.csrf_hash and hmac.compare_digest(sha256(sent), p.csrf_hash))
+
+
+async def principal(request: Request, creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Principal:
+    """The caller. 401 without a valid token; cookie sessions need a CSRF token on changes."""
+    st = state(request)
+    secret = creds.credentials if creds else None
+    from_cookie = False
+    if not secret:
+        secret = request.cookies.get(SESSION_COOKIE)
+        from_cookie = bool(secret)
+    if not secret:
+        raise Unauthorized("authentication required",
+                           hint="send 'Authorization: Bearer TOKEN' (kvmkit token create USER) or log in")
+    from starlette.concurrency import run_in_threadpool
+
+    def check() -> Principal:
+        with st.store.session() as s:
+            return authenticate(s, secret)
+
+    p = await run_in_threadpool(check)
+    if from_cookie and request.method not in SAFE_METHODS and not await _csrf_ok(request, p):
+        raise Forbidden("missing or wrong CSRF token",
+                        hint=f"send the {CSRF_HEADER} header (or csrf_token form field) given at login")
+    request.state.principal = p.name
+    return p
+
+
+def require(role: str) -> Callable[..., Any]:
+    """A dependency that lets through callers whose role is at least ``role`` (viewer < operator < admin)."""
+
+    async def dep(p: Principal = Depends(principal)) -> Principal:
+        if not p.at_least(role):
+            raise Forbidden(f"user '{p.name}' (role {p.role}) may not do this; it needs role {role}",
+                            hint="ask an admin for a role with more rights")
+        return p
+
+    return dep
+
+
+def require_unrestricted(p: Principal, what: str) -> None:
+    if p.granted is not None:
+        raise Forbidden(f"user '{p.name}' acts only on the VMs delegated to it and may not {what}",
+                        hint="ask an admin to grant the VM or to set vm_scope to 'all'")
+
+
+def check_vm_visible(p: Principal, name: str) -> None:
+    """404 (as if it did not exist) for a VM outside a delegated user's grants."""
+    if not p.may_see_vm(name):
+        raise NotFound(f"VM '{name}' not found", hint="list the VMs you may use with GET /api/v1/vms")
+
+
+viewer = Depends(require("viewer"))
+operator = Depends(require("operator"))
+admin = Depends(require("admin"))

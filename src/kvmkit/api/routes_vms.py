@@ -1,0 +1,176 @@
+"""/api/v1/vms: list (one bulk libvirt call), show, create, actions, delete, resources.
+
+Creates, power actions and deletes answer 202 with a task. A second operation on a VM while one runs
+answers 409 with the running task's id (``task_id``). Delegated users see only their granted VMs and get
+404 for every other VM.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Literal
+
+import libvirt
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from kvmkit.api.deps import check_vm_visible, require, require_unrestricted, state
+from kvmkit.api.state import ServerState
+from kvmkit.errors import Conflict
+from kvmkit.service.auth import Principal
+from kvmkit.spec.vm import VMSpec
+
+router = APIRouter(prefix="/vms", tags=["vms"])
+
+TASK_RESPONSES: dict[int | str, dict[str, Any]] = {
+    202: {"description": "accepted: a task runs the operation; poll GET /api/v1/tasks/{id}"},
+    404: {"description": "no such VM (or not delegated to you)"},
+    409: {"description": "the VM is busy with another task (task_id names it) or in the wrong state"},
+}
+Action = Literal["start", "shutdown", "reboot", "destroy", "suspend", "resume"]
+
+
+def _list(conn: Any) -> list[dict[str, Any]]:
+    """Every VM from ONE bulk libvirt call (vm_query.list_vms uses getAllDomainStats)."""
+    from kvmkit.service.vm_query import list_vms
+
+    return list_vms(conn, include_inactive=True)
+
+
+def _domain(conn: Any, name: str) -> Any:
+    from kvmkit.service.vm_lifecycle import domain
+
+    return domain(conn, name)
+
+
+def _accepted(task: dict[str, Any]) -> JSONResponse:
+    return JSONResponse(task, status_code=202, headers={"Location": f"/api/v1/tasks/{task['id']}"})
+
+
+def _submit(request: Request, st: ServerState, p: Principal, kind: str, name: str, body: Any,
+            intent: dict[str, Any], task_id: str | None = None) -> JSONResponse:
+    """Run ``body`` as a task on vm:NAME and audit its outcome when it ends."""
+    from kvmkit.service import audit
+
+    def audited(ctx: Any) -> Any:
+        try:
+            result = body(ctx)
+        except Exception as err:
+            audit.record(st.store, p.name, kind, f"vm:{name}", "failed", f"task {ctx.id}: {err}")
+            raise
+        audit.record(st.store, p.name, kind, f"vm:{name}", "ok", f"task {ctx.id}")
+        return result
+
+    task = st.runner.submit(kind, f"vm:{name}", audited, intent=intent, user=p.name, task_id=task_id)
+    request.state.audit_detail = f"task {task['id']}"
+    return _accepted(task)
+
+
+@router.get("")
+def list_vms(request: Request, p: Principal = Depends(require("viewer"))) -> list[dict[str, Any]]:
+    """All VMs (a delegated user sees only its granted VMs)."""
+    rows = _list(state(request).hv.get())
+    return [r for r in rows if p.may_see_vm(r["name"])]
+
+
+@router.get("/{name}", responses={404: {"description": "no such VM (or not delegated to you)"}})
+def show_vm(name: str, request: Request, p: Principal = Depends(require("viewer"))) -> dict[str, Any]:
+    check_vm_visible(p, name)
+    conn = state(request).hv.get()
+    from kvmkit.service.vm_query import show_vm as show
+
+    return dict(show(conn, name))
+
+
+class CreateVM(VMSpec):
+    """A VM spec (see kvmkit.spec.vm.VMSpec) plus whether to start it once defined."""
+
+    start: bool = False
+
+
+@router.post("", status_code=202, responses=TASK_RESPONSES)
+def create_vm(body: CreateVM, request: Request, p: Principal = Depends(require("operator"))) -> JSONResponse:
+    """Create (define, make new disks, optionally start) a VM. The task id is stored in the VM's metadata."""
+    require_unrestricted(p, "create VMs")
+    st = state(request)
+    conn = st.hv.get()
+    try:
+        conn.lookupByName(body.name)
+        raise Conflict(f"a VM named '{body.name}' exists already", hint="pick another name or delete that VM")
+    except libvirt.libvirtError:
+        pass
+    task_id = str(uuid.uuid4())
+    data = body.model_dump(exclude={"start"})
+    data["metadata"] = {**data.get("metadata", {}), "task": task_id}
+    spec = VMSpec.model_validate(data)
+    pools = sorted({d.pool or "default" for d in spec.disks if d.size})
+    intent = {"vm": spec.name, "pools": pools or None, "start": body.start, "micro": spec.micro,
+              "template": spec.template}
+    from kvmkit.api.vm_jobs import create_body
+
+    return _submit(request, st, p, "vm.create", spec.name, create_body(st.hv.get, spec, body.start), intent,
+                   task_id=task_id)
+
+
+@router.post("/{name}/actions/{action}", status_code=202, responses=TASK_RESPONSES)
+def vm_action(name: str, action: Action, request: Request,
+              timeout: float = Query(60, ge=0, le=3600, description="shutdown: seconds to wait for the guest"),
+              force: bool = Query(False, description="shutdown: power off when the guest does not stop in time"),
+              p: Principal = Depends(require("operator"))) -> JSONResponse:
+    """Power actions: start, shutdown (ACPI; force after timeout), reboot, destroy, suspend, resume."""
+    from kvmkit.api.vm_jobs import action_body
+
+    check_vm_visible(p, name)
+    st = state(request)
+    _domain(st.hv.get(), name)
+    return _submit(request, st, p, f"vm.{action}", name,
+                   action_body(st.hv.get, name, action, timeout=timeout, force=force), {"vm": name})
+
+
+@router.delete("/{name}", status_code=202, responses=TASK_RESPONSES)
+def delete_vm(name: str, request: Request,
+              storage: bool = Query(False, description="also delete the volumes only this VM uses"),
+              force: bool = Query(False, description="power the VM off first if it runs"),
+              p: Principal = Depends(require("operator"))) -> JSONResponse:
+    from kvmkit.api.vm_jobs import delete_body
+
+    check_vm_visible(p, name)
+    st = state(request)
+    _domain(st.hv.get(), name)
+    return _submit(request, st, p, "vm.delete", name, delete_body(st.hv.get, name, storage, force),
+                   {"vm": name, "storage": storage})
+
+
+class Resources(BaseModel):
+    vcpus: int | None = Field(None, ge=1, le=4096)
+    memory: str | int | None = Field(None, description="e.g. 512M, 1G, 2048 (MiB)")
+    autostart: bool | None = None
+    live: bool | None = None
+    config: bool | None = None
+
+
+@router.patch("/{name}", responses={404: {"description": "no such VM"}, 409: {"description": "busy or wrong state"}})
+def set_resources(name: str, body: Resources, request: Request,
+                  p: Principal = Depends(require("operator"))) -> dict[str, Any]:
+    """Change vCPUs, memory (live within the maximum and/or in the definition) and autostart."""
+    from kvmkit.service import vm_resources
+    from kvmkit.service.tasks import Busy
+    from kvmkit.spec.common import parse_size_mib
+
+    check_vm_visible(p, name)
+    st = state(request)
+    conn = st.hv.get()
+    _domain(conn, name)
+    running = st.runner.busy_with(f"vm:{name}")
+    if running:
+        raise Busy(f"vm:{name}", running, "task")
+    out: dict[str, Any] = {"name": name}
+    if body.vcpus is not None:
+        out["vcpus"] = vm_resources.set_vcpus(conn, name, body.vcpus, live=body.live, config=body.config)
+    if body.memory is not None:
+        out["memory"] = vm_resources.set_memory(conn, name, parse_size_mib(body.memory), live=body.live,
+                                                config=body.config)
+    if body.autostart is not None:
+        out["autostart"] = vm_resources.set_autostart(conn, name, body.autostart)
+    return out

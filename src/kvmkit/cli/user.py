@@ -1,0 +1,72 @@
+"""``kvmkit user ...``: users of the server (they live in its database; --db or KVMKIT_DB picks it)."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from kvmkit.cli.output import console, emit, table
+
+app = typer.Typer(help="users of the server and portal", no_args_is_help=True, add_completion=False)
+DB = typer.Option(None, "--db", envvar="KVMKIT_DB", help="database URL (default: SQLite in the data directory)")
+
+
+@app.callback()
+def _group() -> None:
+    """Users: add, list, delete, grant VMs."""
+
+
+def _store(db: str | None):  # -> Store
+    from kvmkit.store.db import Store
+
+    return Store(db)
+
+
+@app.command()
+def add(name: str, role: str = typer.Option(..., "--role", help="admin, operator or viewer"),
+        password_stdin: bool = typer.Option(False, "--password-stdin", help="read the password from stdin"),
+        vm_scope: str = typer.Option("all", "--vm-scope", help="all, or granted (only VMs granted to the user)"),
+        db: str = DB) -> None:
+    """Add a user (the first admin is created this way). Without a password it can only use tokens."""
+    from kvmkit.service import auth
+
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else None
+    with _store(db).session() as s:
+        data = auth.user_dict(auth.add_user(s, name, role, password, vm_scope))
+    emit(data, lambda d: console().print(f"user {d['name']} added with role {d['role']}"))
+
+
+@app.command("list")
+def list_(db: str = DB) -> None:
+    """List users."""
+    from sqlalchemy import select
+
+    from kvmkit.service import auth
+    from kvmkit.store.models import User
+
+    with _store(db).session() as s:
+        rows = [auth.user_dict(u) for u in s.scalars(select(User).order_by(User.name))]
+    emit(rows, lambda r: table(r, ["name", "role", "vm_scope", "disabled"]))
+
+
+@app.command()
+def delete(name: str, db: str = DB) -> None:
+    """Delete a user and its tokens."""
+    from kvmkit.service import auth
+
+    with _store(db).session() as s:
+        s.delete(auth.get_user(s, name))
+    emit({"deleted": name}, lambda d: console().print(f"user {name} deleted"))
+
+
+@app.command()
+def grant(name: str, vm: str, db: str = DB) -> None:
+    """Delegate VM to user NAME (who then sees only its granted VMs)."""
+    from kvmkit.service import auth
+
+    with _store(db).session() as s:
+        u = auth.get_user(s, name)
+        auth.grant(s, vm, user=u)
+        data = {"user": name, "grants": auth.grants_of(s, user=u)}
+    emit(data, lambda d: console().print(f"{name} may use: {', '.join(d['grants'])}"))
