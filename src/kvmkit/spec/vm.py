@@ -223,4 +223,6 @@ def describe(exc: ValidationError) -> tuple[str, str]:
     if first.get("type") == "literal_error":
         msg = f"{first.get('input')!r} is not allowed; {msg.lower()}"
     extra = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+    if not first.get("loc"):  # a cross-field check: its message names the fields already
+        return f"invalid VM spec: {msg}{extra}", "fix those values and try again"
     return f"invalid {loc}: {msg}{extra}", "fix that value and try again"

@@ -1,0 +1,289 @@
+"""``kvmkit vm create | list | show``: flags are parsed into a VMSpec (the one way in), then the service."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from kvmkit.cli.context import connection
+from kvmkit.cli.output import console, emit, table
+from kvmkit.errors import InvalidInput
+
+# spec field (first part of a pydantic error location) -> the flag the user typed
+FLAG_OF = {
+    "name": "NAME", "memory_mib": "--memory", "max_memory_mib": "--memory max", "vcpus": "--vcpus",
+    "max_vcpus": "--vcpus max", "sockets": "--vcpus sockets", "cores": "--vcpus cores",
+    "threads": "--vcpus threads", "disks": "--disk", "nics": "--network", "graphics": "--graphics",
+    "cpuset": "--cpuset", "boot": "--boot", "firmware": "--firmware", "machine": "--machine",
+    "kernel": "--kernel", "initrd": "--initrd", "cmdline": "--cmdline", "template": "--template",
+    "serial_log": "--serial-log", "cpu_model": "--cpu", "cpu_mode": "--cpu", "virt_type": "--virt-type",
+    "uuid": "--uuid", "metadata": "--metadata", "title": "--title", "description": "--description",
+}
+_CPU_MODES = ("host-passthrough", "host-model", "maximum")
+
+
+def parse_opts(value: str, flag: str, first: str | None = None) -> dict[str, str]:
+    """'512M,max=2G' -> {first: '512M', 'max': '2G'}; 'size=10G,bus=virtio' -> {...}."""
+    out: dict[str, str] = {}
+    for i, part in enumerate(p.strip() for p in value.split(",")):
+        if not part:
+            continue
+        if "=" in part:
+            key, val = part.split("=", 1)
+            out[key.strip().replace("-", "_")] = val.strip()
+        elif i == 0 and first:
+            out[first] = part
+        else:
+            raise InvalidInput(f"{flag}: cannot read {part!r} in {value!r}",
+                               hint="write key=value pairs separated by commas, see `kvmkit vm create --help`")
+    return out
+
+
+def _bool(value: str, flag: str) -> bool:
+    if value.lower() in ("on", "yes", "true", "1"):
+        return True
+    if value.lower() in ("off", "no", "false", "0"):
+        return False
+    raise InvalidInput(f"{flag}: {value!r} is not on/off", hint="use on or off")
+
+
+def _disk(value: str) -> dict[str, Any]:
+    opts = parse_opts(value, "--disk")
+    for key in ("readonly", "shareable"):
+        if key in opts:
+            opts[key] = _bool(opts[key], f"--disk {key}")  # type: ignore[assignment]
+    known = {"size", "path", "pool", "volume", "format", "bus", "cache", "io", "readonly", "shareable",
+             "target", "device"}
+    bad = set(opts) - known
+    if bad:
+        raise InvalidInput(f"--disk: unknown option {sorted(bad)[0]!r}", hint=f"use {', '.join(sorted(known))}")
+    return opts
+
+
+def _network(value: str) -> dict[str, Any] | None:
+    if value.strip() == "none":
+        return None
+    opts = parse_opts(value, "--network")
+    kinds = [k for k in ("network", "bridge", "direct") if k in opts]
+    if len(kinds) != 1:
+        raise InvalidInput(f"--network {value!r} needs one of network=NAME, bridge=BR or direct=DEV",
+                           hint="e.g. --network network=default or --network bridge=br0")
+    kind = kinds[0]
+    nic: dict[str, Any] = {"type": kind, "source": opts.pop(kind)}
+    for key in ("model", "mac", "mode"):
+        if key in opts:
+            nic[key] = opts.pop(key)
+    if opts:
+        raise InvalidInput(f"--network: unknown option {sorted(opts)[0]!r}", hint="use model=, mac= or mode=")
+    return nic
+
+
+def _graphics(value: str) -> dict[str, Any] | None:
+    opts = parse_opts(value, "--graphics", first="type")
+    if opts.get("type") == "none":
+        return None
+    if "port" in opts:
+        try:
+            opts["port"] = int(opts["port"])  # type: ignore[assignment]
+        except ValueError:
+            raise InvalidInput(f"--graphics port {opts['port']!r} is not a number") from None
+    return opts
+
+
+def build_spec_data(name: str, *, memory: str | None, vcpus: str | None, disks: list[str], cdrom: str | None,
+                    networks: list[str], graphics: str | None, **flat: Any) -> dict[str, Any]:
+    """Turn create's flags into the dict that VMSpec validates."""
+    data: dict[str, Any] = {"name": name}
+    if memory:
+        mem = parse_opts(memory, "--memory", first="memory")
+        data["memory_mib"] = mem.pop("memory", None) or mem.get("max")
+        if "max" in mem:
+            data["max_memory_mib"] = mem.pop("max")
+        if mem:
+            raise InvalidInput(f"--memory: unknown option {sorted(mem)[0]!r}", hint="e.g. --memory 512M,max=2G")
+    if vcpus:
+        cpu = parse_opts(vcpus, "--vcpus", first="vcpus")
+        for key, field in (("vcpus", "vcpus"), ("max", "max_vcpus"), ("sockets", "sockets"), ("cores", "cores"),
+                           ("threads", "threads")):
+            if key in cpu:
+                try:
+                    data[field] = int(cpu.pop(key))
+                except ValueError:
+                    raise InvalidInput(f"--vcpus {key}: not a whole number",
+                                       hint="e.g. --vcpus 2,max=4,sockets=1,cores=2,threads=2") from None
+        if cpu:
+            raise InvalidInput(f"--vcpus: unknown option {sorted(cpu)[0]!r}",
+                               hint="use max=, sockets=, cores=, threads=")
+    data["disks"] = [_disk(d) for d in disks]
+    if cdrom:
+        data["disks"].append({"device": "cdrom", "path": cdrom})
+        data.setdefault("boot", ["cdrom", "hd"])
+    if networks:
+        data["nics"] = [n for n in (_network(v) for v in networks) if n is not None]
+    else:
+        data["nics"] = [{"type": "network", "source": "default"}]
+    if graphics is not None:
+        data["graphics"] = _graphics(graphics)
+    cpu_arg = flat.pop("cpu", None)
+    if cpu_arg:
+        if cpu_arg in _CPU_MODES:
+            data["cpu_mode"] = cpu_arg
+        else:
+            data["cpu_mode"], data["cpu_model"] = "custom", cpu_arg
+    boot = flat.pop("boot", None)
+    if boot:
+        data["boot"] = [b.strip() for b in boot.split(",") if b.strip()]
+    metadata = flat.pop("metadata", None) or []
+    if metadata:
+        data["metadata"] = parse_opts(",".join(metadata), "--metadata")
+    for key, value in flat.items():
+        if value not in (None, False):
+            data[key] = value
+    return data
+
+
+def to_spec(data: dict[str, Any]):  # -> VMSpec
+    """Validate; on failure name the flag (not the internal field) in one line."""
+    from pydantic import ValidationError
+
+    from kvmkit.spec.vm import VMSpec, describe
+
+    try:
+        return VMSpec.model_validate(data)
+    except ValidationError as exc:
+        message, hint = describe(exc)
+        loc = exc.errors()[0].get("loc", ())
+        if loc and str(loc[0]) in FLAG_OF:
+            flag = FLAG_OF[str(loc[0])]
+            if loc[0] in ("disks", "nics") and len(loc) > 1:
+                flag = f"{flag} #{int(loc[1]) + 1}" + (f" {loc[2]}" if len(loc) > 2 else "")
+            message = message.replace(f"invalid {'.'.join(str(p) for p in loc)}:", f"invalid {flag}:", 1)
+        raise InvalidInput(message, hint) from exc
+
+
+def _show_created(d: dict[str, Any]) -> None:
+    out = console()
+    if not d.get("defined"):
+        out.print(d["xml"], markup=False, highlight=False)
+        return
+    out.print(f"VM [bold]{d['name']}[/] {'started' if d['started'] else 'defined'} ({d['virt_type']}: "
+              f"{d['virt_type_reason']})")
+    for path in d["disks"]:
+        out.print(f"  disk   {path}")
+    for mac in d["macs"]:
+        out.print(f"  nic    {mac}")
+    if d.get("serial_log"):
+        out.print(f"  serial log {d['serial_log']}  (kvmkit vm console {d['name']})")
+
+
+def _show_vm(d: dict[str, Any]) -> None:
+    out = console()
+    out.print(f"[bold]{d['name']}[/]  {d['state']}  ({d['host']})")
+    rows = [
+        ("uuid", d["uuid"]), ("title", d["title"]), ("virt type", f"{d['virt_type']} ({d['virt_type_reason']})"),
+        ("vcpus", f"{d['vcpus']} (max {d['max_vcpus']})"),
+        ("memory", f"{d['memory_mib']} MiB (max {d['max_memory_mib']} MiB)"),
+        ("machine", d["machine"]), ("firmware", d["firmware"]), ("autostart", d["autostart"]),
+        ("persistent", d["persistent"]), ("kernel", d["kernel"]), ("serial log", d["serial_log"]),
+    ]
+    for key, value in rows:
+        if value not in (None, ""):
+            out.print(f"  {key:<11} {value}")
+    for disk in d["disks"]:
+        out.print(f"  disk        {disk['target']} {disk['device']} {disk['bus']} {disk['format']} {disk['source']}")
+    for nic in d["nics"]:
+        out.print(f"  nic         {nic['mac']} {nic['type']}={nic['source']} {nic['model']}")
+    if d["graphics"]:
+        g = d["graphics"]
+        out.print(f"  graphics    {g['type']} {g['listen']}:{g['port'] or 'auto'}")
+    for key, value in d["metadata"].items():
+        out.print(f"  meta        {key}={value}")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def create(
+        name: str = typer.Argument(..., help="VM name (letters, digits, . _ -; up to 64)"),
+        memory: str = typer.Option(None, "--memory", help="512M[,max=2G] (bare number = MiB)"),
+        vcpus: str = typer.Option(None, "--vcpus", help="1[,max=4,sockets=1,cores=1,threads=1]"),
+        disk: list[str] = typer.Option([], "--disk", help="size=10G[,format=qcow2,bus=virtio,cache=none,"
+                                       "io=native,pool=default] | path=FILE[,...] | volume=V,pool=P"),
+        cdrom: str = typer.Option(None, "--cdrom", help="ISO to install from"),
+        import_: bool = typer.Option(False, "--import", help="boot from the given --disk path (no installer)"),
+        kernel: str = typer.Option(None, "--kernel", help="direct kernel boot: kernel file"),
+        initrd: str = typer.Option(None, "--initrd", help="direct kernel boot: initrd file"),
+        cmdline: str = typer.Option(None, "--cmdline", help="direct kernel boot: kernel command line"),
+        template: str = typer.Option(None, "--template", help="first disk from this template (linked clone)"),
+        full_clone: bool = typer.Option(False, "--full-clone", help="copy the template instead of linking"),
+        micro: bool = typer.Option(False, "--micro", help="boot kvmkit's micro-guest (demos and tests)"),
+        network: list[str] = typer.Option([], "--network", help="network=default[,model=virtio,mac=..] | "
+                                          "bridge=br0 | direct=eth0[,mode=bridge] | none"),
+        graphics: str = typer.Option(None, "--graphics", help="vnc|spice[,listen=127.0.0.1,password=..,port=N]"
+                                     " | none (default none)"),
+        serial_log: str = typer.Option(None, "--serial-log", help="serial log file "
+                                       "(default /var/log/kvmkit/NAME.serial.log)"),
+        hugepages: bool = typer.Option(False, "--hugepages", help="back memory with huge pages"),
+        nosharepages: bool = typer.Option(False, "--no-share-pages", help="opt out of KSM page sharing"),
+        cpuset: str = typer.Option(None, "--cpuset", help="host CPUs the vCPUs may use, e.g. 0-1"),
+        cpu: str = typer.Option(None, "--cpu", help="host-passthrough | host-model | a model name"),
+        autostart: bool = typer.Option(False, "--autostart", help="start with the host"),
+        virt_type: str = typer.Option(None, "--virt-type", help="kvm | qemu (default: kvm when usable)"),
+        start: bool = typer.Option(False, "--start", help="start the VM once defined"),
+        print_xml: bool = typer.Option(False, "--print-xml", help="print the XML; define nothing"),
+        title: str = typer.Option(None, "--title"),
+        description: str = typer.Option(None, "--description"),
+        machine: str = typer.Option(None, "--machine", help="machine type, e.g. pc or q35"),
+        firmware: str = typer.Option(None, "--firmware", help="bios | uefi"),
+        boot: str = typer.Option(None, "--boot", help="boot order, e.g. hd,cdrom"),
+        uuid: str = typer.Option(None, "--uuid"),
+        metadata: list[str] = typer.Option([], "--metadata", help="KEY=VALUE kept in kvmkit's domain metadata"),
+    ) -> None:
+        """Create a VM (define it; --start boots it). Checks everything first; on failure nothing is left."""
+        from kvmkit.cli.output import progress
+        from kvmkit.service.vm_create import create_vm
+
+        if import_ and not any("path=" in d or "volume=" in d for d in disk):
+            raise InvalidInput("--import needs an existing disk", hint="add --disk path=FILE (or volume=V,pool=P)")
+        data = build_spec_data(
+            name, memory=memory, vcpus=vcpus, disks=disk, cdrom=cdrom, networks=network, graphics=graphics,
+            kernel=kernel, initrd=initrd, cmdline=cmdline, template=template, full_clone=full_clone, micro=micro,
+            serial_log=serial_log, hugepages=hugepages, nosharepages=nosharepages, cpuset=cpuset, cpu=cpu,
+            autostart=autostart, virt_type=virt_type, title=title, description=description, machine=machine,
+            firmware=firmware, boot=boot, uuid=uuid, metadata=metadata)
+        if micro and memory is None:
+            data["memory_mib"] = 256
+        spec = to_spec(data)
+        from kvmkit.cli.context import settings
+
+        with progress(f"creating VM {name}") as advance:
+            steps = [0]
+
+            def say(msg: str) -> None:
+                steps[0] += 1
+                advance(steps[0])
+                if not settings.json:
+                    console(stderr=True).print(f"[dim]{msg}[/]")
+
+            result = create_vm(connection(), spec, start=start, print_xml=print_xml, progress=say)
+        emit(result, _show_created)
+
+    @app.command("list")
+    def list_(all_: bool = typer.Option(False, "--all", help="include shut-off VMs")) -> None:
+        """VMs on the host: name, state, vCPUs, memory (one bulk libvirt call)."""
+        from kvmkit.service.vm_query import list_vms
+
+        rows = list_vms(connection(), include_inactive=all_)
+        emit(rows, lambda r: table(r, ["name", "state", "vcpus", "memory_mib", "host"]))
+
+    @app.command()
+    def show(name: str = typer.Argument(..., help="VM name"),
+             xml: bool = typer.Option(False, "--xml", help="print the domain XML")) -> None:
+        """Details of one VM: resources, disks, NICs and MACs, graphics, guest type and why, metadata."""
+        from kvmkit.service.vm_query import show_vm
+
+        data = show_vm(connection(), name, xml=xml)
+        if xml:
+            emit(data, lambda d: console().print(d["xml"], markup=False, highlight=False))
+        else:
+            emit(data, _show_vm)
