@@ -55,6 +55,7 @@ def define(
     source_host: str = typer.Option(None, "--source-host", help="netfs/iscsi: server host name"),
     source_path: str = typer.Option(None, "--source-path", help="netfs: exported dir; iscsi: target IQN"),
     source_name: str = typer.Option(None, "--source-name", help="logical: volume group name (default: NAME)"),
+    source_format: str = typer.Option(None, "--source-format", help="fs: ext4 (default), xfs, auto; netfs: nfs"),
     build: bool = typer.Option(False, "--build", help="also build it (mkdir, mkfs, vgcreate)"),
     start: bool = typer.Option(False, "--start", help="also start it"),
     autostart: bool = typer.Option(False, "--autostart", help="also mark it autostart"),
@@ -64,7 +65,7 @@ def define(
 
     conn = connection()
     d = pools.define_pool(conn, name, type_, target=target, source_dev=source_dev, source_host=source_host,
-                          source_path=source_path, source_name=source_name)
+                          source_path=source_path, source_name=source_name, source_format=source_format)
     try:
         if build:
             d = pools.build_pool(conn, name)

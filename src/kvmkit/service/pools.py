@@ -40,7 +40,7 @@ def pool_xml(name: str, ptype: str, *, target: str | None = None, source_dev: st
         target = _need(target, "--target DIR", ptype)
     elif ptype == "fs":
         etree.SubElement(source, "device", path=_need(source_dev, "--source-dev DEV", ptype))
-        etree.SubElement(source, "format", type=source_format or "auto")
+        etree.SubElement(source, "format", type=source_format or "ext4")
         target = _need(target, "--target DIR", ptype)
     elif ptype == "netfs":
         etree.SubElement(source, "host", name=_need(source_host, "--source-host H", ptype))
@@ -80,7 +80,12 @@ def define_pool(conn: libvirt.virConnect, name: str, ptype: str, **kwargs: Any) 
 def build_pool(conn: libvirt.virConnect, name: str, *, overwrite: bool = False) -> dict[str, Any]:
     """Make the pool's storage (mkdir, mkfs, vgcreate ...). ``overwrite`` lets it format a used device."""
     pool = get_pool(conn, name, active=False)
-    flags = libvirt.VIR_STORAGE_POOL_BUILD_OVERWRITE if overwrite else 0
+    ptype = etree.fromstring(pool.XMLDesc(0)).get("type")
+    flags = 0
+    if overwrite:
+        flags = libvirt.VIR_STORAGE_POOL_BUILD_OVERWRITE
+    elif ptype == "fs":  # mkfs only when the device holds no file system yet
+        flags = libvirt.VIR_STORAGE_POOL_BUILD_NO_OVERWRITE
     with libvirt_errors(f"build pool {name}"):
         pool.build(flags)
     return pool_info(conn, name)

@@ -158,12 +158,33 @@ def create_volume(conn: libvirt.virConnect, pool_name: str, name: str, size: int
             raise InvalidInput("only qcow2 volumes can have a backing volume", hint="use --format qcow2")
         bvol = get_volume(pool, backing)
         backing_ref = (bvol.path(), volume_format(bvol))
-    full = preallocation == "full"
+    full = preallocation == "full" or ptype == "logical"  # a sparse LV would be a thin snapshot LV
     _check_space(pool, size_b, f"volume '{name}'")
+    if full and fmt == "qcow2" and ptype in ("dir", "fs", "netfs"):
+        return _create_full_qcow2(conn, pool, name, size_b, backing_ref)
     xml = _vol_xml(name, size_b, fmt, allocation=size_b if full else 0, backing=backing_ref, pool_type=ptype)
     with libvirt_errors(f"create volume {name} in pool {pool_name}"):
         vol = pool.createXML(xml, 0)
     return volume_info(conn, pool_name, vol.name())
+
+
+def _create_full_qcow2(conn: libvirt.virConnect, pool: libvirt.virStoragePool, name: str, size: int,
+                       backing: tuple[str, str] | None) -> dict[str, Any]:
+    """libvirt preallocates only qcow2 metadata; kvmkit runs qemu-img with preallocation=full itself."""
+    from kvmkit.images import qemu_img
+
+    _ptype, target = _pool_target(pool)
+    path = Path(target).resolve() / name
+    qemu_img.create(path, "qcow2", size, backing[0] if backing else None, backing[1] if backing else None,
+                    preallocation="full")
+    try:
+        path.chmod(0o600)
+        with libvirt_errors(f"refresh pool {pool.name()}"):
+            pool.refresh(0)
+        return volume_info(conn, pool.name(), name)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
 
 
 def clone_volume(conn: libvirt.virConnect, pool_name: str, src: str, new: str, *, linked: bool = False,
