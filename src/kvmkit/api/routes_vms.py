@@ -44,6 +44,15 @@ def _domain(conn: Any, name: str) -> Any:
     return domain(conn, name)
 
 
+def _not_busy(st: ServerState, name: str) -> None:
+    """409 naming the running task when vm:NAME is held (checked before anything else)."""
+    from kvmkit.service.tasks import Busy
+
+    running = st.runner.busy_with(f"vm:{name}")
+    if running:
+        raise Busy(f"vm:{name}", running, "another operation")
+
+
 def _accepted(task: dict[str, Any]) -> JSONResponse:
     return JSONResponse(task, status_code=202, headers={"Location": f"/api/v1/tasks/{task['id']}"})
 
@@ -94,6 +103,7 @@ def create_vm(body: CreateVM, request: Request, p: Principal = Depends(require("
     """Create (define, make new disks, optionally start) a VM. The task id is stored in the VM's metadata."""
     require_unrestricted(p, "create VMs")
     st = state(request)
+    _not_busy(st, body.name)
     conn = st.hv.get()
     try:
         conn.lookupByName(body.name)
@@ -123,6 +133,7 @@ def vm_action(name: str, action: Action, request: Request,
 
     check_vm_visible(p, name)
     st = state(request)
+    _not_busy(st, name)
     _domain(st.hv.get(), name)
     return _submit(request, st, p, f"vm.{action}", name,
                    action_body(st.hv.get, name, action, timeout=timeout, force=force), {"vm": name})
@@ -137,6 +148,7 @@ def delete_vm(name: str, request: Request,
 
     check_vm_visible(p, name)
     st = state(request)
+    _not_busy(st, name)
     _domain(st.hv.get(), name)
     return _submit(request, st, p, "vm.delete", name, delete_body(st.hv.get, name, storage, force),
                    {"vm": name, "storage": storage})
@@ -155,16 +167,13 @@ def set_resources(name: str, body: Resources, request: Request,
                   p: Principal = Depends(require("operator"))) -> dict[str, Any]:
     """Change vCPUs, memory (live within the maximum and/or in the definition) and autostart."""
     from kvmkit.service import vm_resources
-    from kvmkit.service.tasks import Busy
     from kvmkit.spec.common import parse_size_mib
 
     check_vm_visible(p, name)
     st = state(request)
     conn = st.hv.get()
+    _not_busy(st, name)
     _domain(conn, name)
-    running = st.runner.busy_with(f"vm:{name}")
-    if running:
-        raise Busy(f"vm:{name}", running, "task")
     out: dict[str, Any] = {"name": name}
     if body.vcpus is not None:
         out["vcpus"] = vm_resources.set_vcpus(conn, name, body.vcpus, live=body.live, config=body.config)

@@ -40,7 +40,9 @@ def create_body(conn_get: Any, spec: Any, start: bool) -> Any:
             from kvmkit.service import vm_lifecycle
 
             ctx.step("start", 80, f"starting VM {spec.name}")
-            vm_lifecycle.start(conn, spec.name)
+            started = vm_lifecycle.start(conn, spec.name)
+            if isinstance(result, dict):
+                result = {**result, "started": True, "state": started.get("state", "running")}
         return result if isinstance(result, dict) else {"name": spec.name}
 
     return body
