@@ -96,7 +96,7 @@ def _snap(dom: libvirt.virDomain, name: str) -> libvirt.virDomainSnapshot:
         raise
 
 
-def _refresh_pools(conn: libvirt.virConnect) -> None:
+def refresh_pools(conn: libvirt.virConnect) -> None:
     for pool in conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE):
         with contextlib.suppress(libvirt.libvirtError):
             pool.refresh(0)
@@ -179,7 +179,7 @@ def create_snapshot(conn: libvirt.virConnect, vm: str, name: str | None = None, 
                 os.unlink(f)
         raise
     if external:
-        _refresh_pools(conn)
+        refresh_pools(conn)
     result = describe(snap)
     result["vm"] = vm
     if uefi:
@@ -278,7 +278,7 @@ def delete_snapshot(conn: libvirt.virConnect, vm: str, name: str) -> dict[str, A
     if mem:
         with contextlib.suppress(OSError):
             os.unlink(mem)
-    _refresh_pools(conn)
+    refresh_pools(conn)
     return {"vm": vm, "deleted": name, "kind": "external", "merged": merged}
 
 
@@ -330,9 +330,16 @@ def _ensure_not_shared(conn: libvirt.virConnect, dom: libvirt.virDomain, base: s
     for other in conn.listAllDomains():
         if other.UUIDString() == dom.UUIDString():
             continue
-        for d in disks(other.XMLDesc(0)):
+        try:
+            other_disks = disks(other.XMLDesc(0))
+        except libvirt.libvirtError:
+            continue  # it vanished while we looked
+        for d in other_disks:
             if d["path"] and d["format"] == "qcow2" and os.path.exists(d["path"]):
-                chain = backing_chain(d["path"], d["format"])
+                try:
+                    chain = backing_chain(d["path"], d["format"])
+                except OperationFailed:
+                    continue
                 if real in (os.path.realpath(c["path"]) for c in chain[1:]):
                     raise InvalidState(f"cannot merge into {base}: VM '{other.name()}' uses it as a backing file "
                                        "(a linked clone)", hint=f"delete or fully clone '{other.name()}' first")
