@@ -222,6 +222,8 @@ def describe(exc: ValidationError) -> tuple[str, str]:
     msg = str(first.get("msg", "invalid")).removeprefix("Value error, ")
     if first.get("type") == "literal_error":
         msg = f"{first.get('input')!r} is not allowed; {msg.lower()}"
+    elif first.get("type") == "extra_forbidden":
+        msg = "unknown field; remove it (the fields are listed in docs/vm-spec.md)"
     extra = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
     if not first.get("loc"):  # a cross-field check: its message names the fields already
         return f"invalid VM spec: {msg}{extra}", "fix those values and try again"

@@ -81,6 +81,8 @@ def _write_cpu(root: etree._Element, spec: Any) -> None:
     model = cpu.find("model")
     if spec.cpu_mode:
         cpu.set("mode", spec.cpu_mode)
+        if spec.cpu_mode not in ("host-passthrough", "maximum"):
+            cpu.attrib.pop("migratable", None)  # libvirt allows it only for those two modes
         if spec.cpu_mode == "custom":
             cpu.set("match", cpu.get("match", "exact"))
             if model is None:
