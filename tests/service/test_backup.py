@@ -87,7 +87,7 @@ def test_corrupted_backup_is_refused_and_offline_round_trip(conn, micro_guest, w
     data = bytearray(disk.read_bytes())
     data[len(data) // 2] ^= 0xFF
     disk.write_bytes(bytes(data))
-    with pytest.raises(InvalidInput, match="vda.qcow2 is corrupt"):
+    with pytest.raises(InvalidInput, match=r"vda\.qcow2 is corrupt"):
         restore_vm(conn, dest, name=f"{prefix}bad")
     assert f"{prefix}bad" not in [d.name() for d in conn.listAllDomains()]
     assert pool_volumes(conn, prefix) == []
