@@ -1,0 +1,154 @@
+"""create_vm on qemu:///system: checks before acting, rollback on failure, new volumes, real boots."""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import libvirt
+import pytest
+from lxml import etree
+
+from kvmkit.errors import Conflict, InvalidInput, KvmkitError, NotFound
+from kvmkit.service.vm_create import create_vm
+from kvmkit.xml.domain import validate_with_schema
+from tests.support.serial import SerialLog
+
+
+@pytest.fixture()
+def logs(prefix):
+    """Serial logs create_vm writes under /var/log/kvmkit for this test's VMs, removed afterwards."""
+    yield
+    for path in glob.glob(f"/var/log/kvmkit/{prefix}*"):
+        os.unlink(path)
+
+
+def leftovers(conn: libvirt.virConnect, prefix: str) -> list[str]:
+    found = [d.name() for d in conn.listAllDomains() if d.name().startswith(prefix)]
+    pool = conn.storagePoolLookupByName("default")
+    pool.refresh(0)
+    found += [v.name() for v in pool.listAllVolumes() if v.name().startswith(prefix)]
+    return found
+
+
+def micro(name: str, **extra):
+    return {"name": name, "micro": True, "memory_mib": "256M", "nics": [], **extra}
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize(("change", "match"), [
+    ({"name": "{p}a/b"}, "invalid name"),
+    ({"name": "<x>"}, "invalid name"),
+    ({"name": ""}, "invalid name"),
+    ({"name": "{p}" + "x" * 60}, "invalid name"),
+    ({"memory_mib": "1G", "max_memory_mib": "512M"}, "above max memory"),
+    ({"vcpus": 3, "max_vcpus": 2}, "above max vcpus"),
+    ({"vcpus": 2, "max_vcpus": 4, "sockets": 3}, "does not match max vcpus 4"),
+    ({"memory_mib": "12Q"}, "'12Q' is not a size"),
+    ({"disks": [{"size": "12Q"}]}, "'12Q' is not a size"),
+])
+def test_bad_spec_leaves_nothing(conn, prefix, logs, change, match):
+    data = micro(f"{prefix}vm", disks=[{"size": "16M"}])
+    data.update({k: v.format(p=prefix) if isinstance(v, str) else v for k, v in change.items()})
+    with pytest.raises(InvalidInput, match=match) as err:
+        create_vm(conn, data)
+    assert err.value.hint
+    assert leftovers(conn, prefix) == []
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize(("change", "match"), [
+    ({"disks": [{"size": "16M"}, {"device": "cdrom", "path": "/var/lib/kvmkit/none.iso"}]},
+     "ISO /var/lib/kvmkit/none.iso does not exist"),
+    ({"disks": [{"size": "16M"}, {"path": "/var/lib/kvmkit/none.qcow2"}]}, "disk /var/lib/kvmkit/none.qcow2"),
+    ({"micro": False, "kernel": "/var/lib/kvmkit/none-vmlinuz"}, "kernel /var/lib/kvmkit/none-vmlinuz"),
+    ({"disks": [{"size": "16M", "pool": "kt-no-such-pool"}]}, "storage pool 'kt-no-such-pool' not found"),
+    ({"disks": [{"volume": "kt-no-such-vol"}]}, "volume 'kt-no-such-vol' not found"),
+    ({"nics": [{"source": "kt-no-such-net"}], "disks": [{"size": "16M"}]}, "network 'kt-no-such-net' not found"),
+])
+def test_missing_paths_leave_nothing(conn, prefix, logs, change, match):
+    with pytest.raises(NotFound, match=match) as err:
+        create_vm(conn, {**micro(f"{prefix}vm"), **change})
+    assert err.value.hint
+    assert leftovers(conn, prefix) == []
+
+
+@pytest.mark.fast
+def test_duplicate_name_is_refused(conn, prefix, logs):
+    first = create_vm(conn, micro(f"{prefix}dup", disks=[{"size": "16M"}]))
+    assert first["volumes_created"] == [f"{prefix}dup-disk0.qcow2"]
+    with pytest.raises(Conflict, match=f"a VM named '{prefix}dup' already exists"):
+        create_vm(conn, micro(f"{prefix}dup", disks=[{"size": "16M"}]))
+    assert sorted(leftovers(conn, prefix)) == sorted([f"{prefix}dup", f"{prefix}dup-disk0.qcow2"])
+    with pytest.raises(Conflict, match=f"UUID {first['uuid']} is already used by VM '{prefix}dup'"):
+        create_vm(conn, micro(f"{prefix}other", uuid=first["uuid"]))
+
+
+@pytest.mark.fast
+def test_duplicate_mac_is_refused_naming_the_domain(conn, prefix, logs, micro_guest):
+    owner = micro_guest("owner", start=False, networks=[{"network": "default", "mac": "52:54:00:fe:dc:ba"}])
+    with pytest.raises(Conflict, match=f"MAC 52:54:00:fe:dc:ba is already used by domain '{owner.name}'"):
+        create_vm(conn, micro(f"{prefix}vm", disks=[{"size": "16M"}],
+                              nics=[{"source": "default", "mac": "52:54:00:fe:dc:ba"}]))
+    assert leftovers(conn, prefix) == [owner.name]
+
+
+@pytest.mark.fast
+def test_print_xml_defines_nothing(conn, prefix, logs):
+    out = create_vm(conn, micro(f"{prefix}px", disks=[{"size": "16M"}], nics=[{"source": "default"}],
+                                graphics={"type": "vnc"}), print_xml=True)
+    assert out["defined"] is False
+    assert validate_with_schema(out["xml"]) == []
+    root = etree.fromstring(out["xml"].encode())
+    assert root.find("devices/disk/source").get("file").endswith(f"/{prefix}px-disk0.qcow2")
+    assert root.find("devices/disk/driver").get("type") == "qcow2"
+    assert root.find("devices/interface/mac").get("address").startswith("52:54:00:")
+    assert leftovers(conn, prefix) == []
+
+
+@pytest.mark.fast
+def test_define_failure_removes_created_volume(conn, prefix, logs):
+    with pytest.raises(KvmkitError, match=f"defining VM {prefix}bad"):
+        create_vm(conn, micro(f"{prefix}bad", machine="no-such-machine", disks=[{"size": "16M"}]))
+    assert leftovers(conn, prefix) == []
+
+
+@pytest.mark.fast
+def test_import_existing_disk_and_iso(conn, prefix, logs, workdir):
+    from kvmkit.images import qemu_img
+
+    disk = workdir / "imported.qcow2"
+    qemu_img.create(disk, "qcow2", 32 * 1024**2)
+    iso = workdir / "install.iso"
+    iso.write_bytes(b"\0" * 4096)
+    out = create_vm(conn, micro(f"{prefix}imp", disks=[{"path": str(disk)}, {"device": "cdrom", "path": str(iso)}]))
+    root = etree.fromstring(conn.lookupByName(out["name"]).XMLDesc(0).encode())
+    drivers = [d.get("type") for d in root.iterfind("devices/disk/driver")]
+    assert drivers == ["qcow2", "raw"]  # detected from the header, then written explicitly
+    assert out["volumes_created"] == []
+
+
+@pytest.mark.guest
+def test_new_qcow2_disk_in_default_pool_and_boot(conn, prefix, logs):
+    out = create_vm(conn, micro(f"{prefix}disk", disks=[{"size": "64M", "format": "qcow2"}],
+                                nics=[{"source": "default"}]), start=True)
+    vol = conn.storagePoolLookupByName("default").storageVolLookupByName(f"{prefix}disk-disk0.qcow2")
+    vol_xml = etree.fromstring(vol.XMLDesc(0).encode())
+    assert vol_xml.find("target/format").get("type") == "qcow2"
+    assert int(vol_xml.findtext("capacity")) == 64 * 1024**2
+    assert out["disks"] == [vol.path()] and out["serial_log"] == f"/var/log/kvmkit/{prefix}disk.serial.log"
+    assert out["virt_type"] in ("kvm", "qemu") and out["virt_type_reason"]
+    dom = conn.lookupByName(out["name"])
+    assert dom.isActive()
+    SerialLog(out["serial_log"]).wait_for("KVMKIT-GUEST-READY", timeout=60)
+
+
+@pytest.mark.guest
+def test_start_failure_rolls_back_domain_and_volume(conn, prefix, logs):
+    net = etree.Element("network")
+    etree.SubElement(net, "name").text = f"{prefix}down"
+    conn.networkDefineXML(etree.tostring(net, encoding="unicode"))  # defined, never started
+    with pytest.raises(KvmkitError, match="starting VM"):
+        create_vm(conn, micro(f"{prefix}roll", disks=[{"size": "16M"}], nics=[{"source": f"{prefix}down"}]),
+                  start=True)
+    assert leftovers(conn, prefix) == []

@@ -1,0 +1,63 @@
+"""list_vms (one bulk libvirt call) and show_vm shapes, on test:///default and qemu:///system."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from lxml import etree
+
+from kvmkit.errors import NotFound
+from kvmkit.service.vm_query import list_vms, lookup, show_vm
+
+ROW_KEYS = {"name", "uuid", "state", "vcpus", "max_vcpus", "memory_mib", "max_memory_mib", "host"}
+
+
+@pytest.mark.fast
+def test_list_on_test_driver_is_one_call_and_fast(test_conn):
+    base = etree.fromstring(test_conn.lookupByName("test").XMLDesc(0).encode())
+    base.remove(base.find("uuid"))
+    for i in range(200):
+        base.find("name").text = f"many-{i:03d}"
+        test_conn.defineXML(etree.tostring(base, encoding="unicode"))
+    start = time.monotonic()
+    rows = list_vms(test_conn)
+    took = time.monotonic() - start
+    assert len(rows) == 201 and took < 2.0
+    assert all(set(r) == ROW_KEYS for r in rows)
+    assert {r["state"] for r in rows} == {"running", "shut-off"}
+    assert [r["name"] for r in list_vms(test_conn, include_inactive=False)] == ["test"]
+
+
+@pytest.mark.fast
+def test_show_on_test_driver(test_conn):
+    info = show_vm(test_conn, "test", xml=True)
+    assert info["state"] == "running" and info["persistent"] is True
+    assert info["xml"].startswith("<domain")
+    with pytest.raises(NotFound, match="VM 'nope' not found"):
+        lookup(test_conn, "nope")
+
+
+@pytest.mark.guest
+def test_list_and_show_real_guest(conn, micro_guest):
+    guest = micro_guest("q", start=True, vcpus=1, max_vcpus=2, memory_mib=256, max_memory_mib=512,
+                        networks=[{"network": "default", "mac": "52:54:00:11:22:33"}])
+    off = micro_guest("off", start=False)
+    guest.log.wait_for("KVMKIT-GUEST-READY", timeout=60)
+    deadline = time.monotonic() + 60
+    while True:  # the balloon reaches its target once the guest's balloon driver runs
+        rows = {r["name"]: r for r in list_vms(conn)}
+        row = rows[guest.name]
+        if row["memory_mib"] == 256 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert row["state"] == "running" and row["vcpus"] == 1 and row["max_vcpus"] == 2
+    assert row["memory_mib"] == 256 and row["max_memory_mib"] == 512 and row["host"] == "qemu:///system"
+    assert rows[off.name]["state"] == "shut-off" and rows[off.name]["vcpus"] == 1
+    assert off.name not in {r["name"] for r in list_vms(conn, include_inactive=False)}
+    info = show_vm(conn, guest.name)
+    assert info["macs"] == ["52:54:00:11:22:33"] and info["nics"][0]["source"] == "default"
+    assert info["virt_type"] in ("kvm", "qemu") and info["virt_type_reason"]
+    assert info["kernel"] and info["serial_log"].endswith(".serial.log")
+    assert info["autostart"] is False and info["persistent"] is True and "xml" not in info
+    assert show_vm(conn, off.name, xml=True)["xml"].startswith("<domain")
