@@ -92,7 +92,7 @@ def test_graceful_shutdown_without_force(conn, micro_guest):
     guest = micro_guest("acpi")
     guest.log.wait_for("KVMKIT-STATUS", timeout=60)
     result = lc.shutdown(conn, guest.name, timeout=60)
-    assert result["forced"] is False and result["state"] == "shut off"
+    assert result["forced"] is False and result["state"] == "shut-off"
     assert guest.dom.state()[0] == libvirt.VIR_DOMAIN_SHUTOFF
     assert "KVMKIT-POWEROFF" in guest.log.text()
 

@@ -7,7 +7,6 @@ With neither given, both apply to a running persistent VM and only the definitio
 from __future__ import annotations
 
 import os
-import random
 import re
 import stat
 import time
@@ -257,46 +256,18 @@ def detach_disk(conn: libvirt.virConnect, name: str, target: str, *, live: bool 
 
 # ---- NICs --------------------------------------------------------------------------------------------
 
-def macs_in_use(conn: libvirt.virConnect, ignore_domain: str | None = None) -> dict[str, str]:
-    """MAC address -> domain name, over every domain's live and persistent definition (one listing)."""
-    used: dict[str, str] = {}
-    with libvirt_errors("listing VMs"):
-        doms = conn.listAllDomains()
-    for dom in doms:
-        try:
-            if dom.name() == ignore_domain:
-                continue
-            for root in _all_xmls(dom):
-                for mac in root.iterfind("./devices/interface/mac"):
-                    used.setdefault((mac.get("address") or "").lower(), dom.name())
-        except libvirt.libvirtError:
-            continue
-    return used
-
-
 def _choose_mac(conn: libvirt.virConnect, mac: str | None) -> str:
-    try:
-        from kvmkit.service import macs  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        macs = None
-    if mac is not None:
-        mac = mac.lower()
-        if not _MAC_RE.match(mac) or int(mac[:2], 16) & 1:
-            raise InvalidInput(f"invalid MAC address '{mac}': use six hex pairs like 52:54:00:12:34:56 "
-                               "(unicast: the first byte must be even)")
-        if macs is not None:
-            macs.ensure_mac_free(conn, mac)
-        elif mac in (used := macs_in_use(conn)):
-            raise Conflict(f"MAC address {mac} is already used by VM {used[mac]}",
-                           hint="leave out the MAC to get a free generated one")
-        return mac
-    if macs is not None:
-        return str(macs.generate_mac(conn))
-    used = macs_in_use(conn)
-    while True:
-        candidate = "52:54:00:" + ":".join(f"{random.randint(0, 255):02x}" for _ in range(3))
-        if candidate not in used:
-            return candidate
+    """``mac`` if no domain on the host uses it (Conflict naming the one that does), else a free generated one."""
+    from kvmkit.service import macs
+
+    if mac is None:
+        return macs.generate_mac(conn)
+    mac = mac.lower()
+    if not _MAC_RE.match(mac) or int(mac[:2], 16) & 1:
+        raise InvalidInput(f"invalid MAC address '{mac}': use six hex pairs like 52:54:00:12:34:56 "
+                           "(unicast: the first byte must be even)")
+    macs.ensure_mac_free(conn, mac)
+    return mac
 
 
 def attach_nic(conn: libvirt.virConnect, name: str, *, network: str | None = None, bridge: str | None = None,

@@ -13,7 +13,7 @@ from typing import Any
 
 import libvirt
 
-from kvmkit.errors import Conflict, InvalidInput, InvalidState, NotFound, OperationFailed
+from kvmkit.errors import Conflict, InvalidInput, InvalidState, OperationFailed
 from kvmkit.hypervisor.errors import libvirt_errors
 
 STATE_NAMES = {
@@ -31,19 +31,10 @@ SERIAL_LOG_DIR = "/var/log/kvmkit"
 
 
 def domain(conn: libvirt.virConnect, name: str) -> libvirt.virDomain:
-    """The domain called ``name`` or NotFound naming it (vm_query.lookup when that module exists)."""
-    try:
-        from kvmkit.service.vm_query import lookup  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        lookup = None
-    if lookup is not None:
-        return lookup(conn, name)
-    try:
-        return conn.lookupByName(name)
-    except libvirt.libvirtError as err:
-        if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-            raise NotFound(f"VM '{name}' does not exist", hint="list the VMs with `kvmkit vm list --all`") from err
-        raise
+    """The domain called ``name`` or NotFound naming it."""
+    from kvmkit.service.vm_query import lookup
+
+    return lookup(conn, name)
 
 
 def state_of(dom: libvirt.virDomain) -> str:
@@ -52,8 +43,16 @@ def state_of(dom: libvirt.virDomain) -> str:
     return STATE_NAMES.get(code, f"state {code}")
 
 
+def state_key(dom: libvirt.virDomain) -> str:
+    """The state as ``kvmkit vm list`` reports it in JSON (running, paused, shut-off, ...)."""
+    from kvmkit.service.vm_query import state_name
+
+    with libvirt_errors(f"reading the state of VM {dom.name()}"):
+        return state_name(dom.state()[0])
+
+
 def _summary(dom: libvirt.virDomain, action: str, **extra: Any) -> dict[str, Any]:
-    return {"name": dom.name(), "action": action, "state": state_of(dom), **extra}
+    return {"name": dom.name(), "action": action, "state": state_key(dom), **extra}
 
 
 def _refuse(action: str, dom: libvirt.virDomain, state: str, fix: str) -> InvalidState:
@@ -112,7 +111,7 @@ def shutdown(conn: libvirt.virConnect, name: str, *, timeout: float = 60, force:
         with libvirt_errors(f"sending the ACPI power button to VM {name}"):
             dom.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
         if _wait_shut_off(dom, timeout):
-            return {"name": name, "action": "shutdown", "state": "shut off", "forced": False,
+            return {"name": name, "action": "shutdown", "state": "shut-off", "forced": False,
                     "seconds": round(time.monotonic() - began, 1)}
         if not force:
             raise OperationFailed(
@@ -122,7 +121,7 @@ def shutdown(conn: libvirt.virConnect, name: str, *, timeout: float = 60, force:
                      "it off after the timeout")
     with libvirt_errors(f"powering off VM {name}"):
         dom.destroy()
-    return {"name": name, "action": "shutdown", "state": "shut off", "forced": True,
+    return {"name": name, "action": "shutdown", "state": "shut-off", "forced": True,
             "seconds": round(time.monotonic() - began, 1)}
 
 
@@ -264,7 +263,7 @@ def rename(conn: libvirt.virConnect, old: str, new: str) -> dict[str, Any]:
         dom.rename(new, 0)
     dom = conn.lookupByName(new)
     _move_serial_log(conn, dom, old, new)
-    return {"name": new, "old_name": old, "action": "rename", "state": state_of(dom), "uuid": dom.UUIDString()}
+    return {"name": new, "old_name": old, "action": "rename", "state": state_key(dom), "uuid": dom.UUIDString()}
 
 
 def _move_serial_log(conn: libvirt.virConnect, dom: libvirt.virDomain, old: str, new: str) -> None:

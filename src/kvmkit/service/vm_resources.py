@@ -14,7 +14,8 @@ import libvirt
 from kvmkit.errors import InvalidInput, InvalidState
 from kvmkit.hypervisor.errors import libvirt_errors
 from kvmkit.service.vm_devices import affect_flags
-from kvmkit.service.vm_lifecycle import STATE_NAMES, domain
+from kvmkit.service.vm_lifecycle import domain
+from kvmkit.service.vm_query import state_name
 
 LIVE = libvirt.VIR_DOMAIN_AFFECT_LIVE
 CONFIG = libvirt.VIR_DOMAIN_AFFECT_CONFIG
@@ -156,7 +157,7 @@ def _flatten(dom: libvirt.virDomain, rec: dict[str, Any]) -> dict[str, Any]:
     """Turn libvirt's flat 'block.0.rd.bytes' keys into a JSON-friendly record."""
     out: dict[str, Any] = {
         "name": dom.name(),
-        "state": STATE_NAMES.get(rec.get("state.state", 0), "unknown"),
+        "state": state_name(rec.get("state.state", 0)),
         "cpu_time_ns": rec.get("cpu.time"),
         "cpu_user_ns": rec.get("cpu.user"),
         "cpu_system_ns": rec.get("cpu.system"),
