@@ -62,3 +62,16 @@ def test_cli_host_info_json():
             "hugepages", "io_schedulers", "vms"} <= set(data)
     human = subprocess.run([*KVMKIT, "host", "info"], capture_output=True, text=True, timeout=60)
     assert human.returncode == 0 and "NUMA nodes" in human.stdout and "KSM" in human.stdout
+
+
+@pytest.mark.fast
+def test_remote_or_test_hosts_use_libvirts_topology(test_conn):
+    from kvmkit.host.plan import make_plan, parse_vm
+
+    topo = host_topology(test_conn)  # the test driver describes a 2-socket, 2-node, 16-CPU host
+    assert topo.source == "libvirt:test:///default"
+    assert (topo.sockets, topo.cores_per_socket, topo.threads_per_core) == (2, 8, 1)
+    assert [(n.id, n.cpus, n.sockets) for n in topo.nodes] == [(0, list(range(8)), [0]), (1, list(range(8, 16)), [1])]
+    assert [n.memory_mib for n in topo.nodes] == [2048, 4096]
+    plan = make_plan(topo, [parse_vm(f"v{i}=4c:1G") for i in range(4)])
+    assert plan["fits"] and all(len(v["nodes"]) == 1 for v in plan["vms"])

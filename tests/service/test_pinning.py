@@ -122,3 +122,10 @@ def test_cli_vm_pin(micro_guest, host_cpus):
     assert auto.returncode == 0 and "NUMA node" in auto.stdout
     bad = subprocess.run([*KVMKIT, "vm", "pin", g.name, "--vcpu", "0"], capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and bad.stderr.startswith("error: 1 --vcpu but 0 --cpus")
+
+
+@pytest.mark.fast
+def test_placement_on_the_test_driver(test_conn):
+    rows = pinning.placements(test_conn)
+    test = next(r for r in rows if r["name"] == "test")
+    assert test["vcpus"] == 2 and test["vcpu_affinity"] == {"0": "0-7", "1": "0-7"} and test["nodes"] == [0]

@@ -112,8 +112,50 @@ def _cpu_ids(cpu: int) -> tuple[int, int]:
     return max(socket, 0), core
 
 
+def is_local(conn) -> bool:
+    """True when ``conn`` talks to the hypervisor on this machine (so sysfs describes its host)."""
+    from urllib.parse import urlparse
+
+    uri = urlparse(conn.getURI())
+    return not uri.hostname and not uri.scheme.startswith("test")
+
+
+def topology_from_capabilities(conn) -> Topology:
+    """The topology libvirt reports (``<host><topology>`` of getCapabilities) for remote or test hosts."""
+    from lxml import etree
+
+    from kvmkit.hypervisor.errors import libvirt_errors
+
+    with libvirt_errors("reading host capabilities"):
+        root = etree.fromstring(conn.getCapabilities().encode())
+        cells = root.findall("host/topology/cells/cell")
+        free = conn.getCellsFreeMemory(0, len(cells)) if cells else []
+    nodes: list[Node] = []
+    cpu_socket: dict[int, int] = {}
+    cores: set[tuple[int, int]] = set()
+    for cell in cells:
+        nid = int(cell.get("id"))
+        mem = cell.find("memory")
+        node_cpus = []
+        for cpu in cell.findall("cpus/cpu"):
+            cid, sock = int(cpu.get("id")), int(cpu.get("socket_id", "0"))
+            node_cpus.append(cid)
+            cpu_socket[cid] = sock
+            cores.add((sock, int(cpu.get("core_id", cid))))
+        nodes.append(Node(nid, sorted(node_cpus), int(mem.text) // 1024 if mem is not None else 0,
+                          int(free[nid]) // 2**20 if nid < len(free) else None,
+                          sorted({cpu_socket[c] for c in node_cpus})))
+    sockets = len(set(cpu_socket.values())) or 1
+    ncpus = len(cpu_socket)
+    return Topology(sockets, max(1, len(cores) // sockets), max(1, ncpus // max(1, len(cores))),
+                    sum(n.memory_mib for n in nodes), nodes, cpu_socket, f"libvirt:{conn.getURI()}")
+
+
 def host_topology(conn=None) -> Topology:
-    """This host's topology from sysfs; free memory per node from libvirt when ``conn`` is given."""
+    """This host's topology from sysfs; free memory per node from libvirt when ``conn`` is given.
+    For a remote (or test) connection, the topology libvirt reports for that host."""
+    if conn is not None and not is_local(conn):
+        return topology_from_capabilities(conn)
     cpus = _online_cpus()
     ids = {cpu: _cpu_ids(cpu) for cpu in cpus}
     sockets = sorted({s for s, _ in ids.values()})

@@ -150,7 +150,7 @@ def auto_pin(conn, name: str, *, live: bool | None = None, config: bool | None =
 
 def placement(conn, dom, topo=None) -> dict[str, Any]:
     """Where a running VM runs: each vCPU's current host CPU and affinity, emulator affinity, nodes used."""
-    topo = topo or host_topology()
+    topo = topo or host_topology(conn)
     with libvirt_errors(f"reading the placement of {dom.name()}"):
         info, maps = dom.vcpus()
         emulator = dom.emulatorPinInfo(libvirt.VIR_DOMAIN_AFFECT_LIVE)
@@ -164,7 +164,7 @@ def placement(conn, dom, topo=None) -> dict[str, Any]:
 
 def placements(conn) -> list[dict[str, Any]]:
     """:func:`placement` for every running VM."""
-    topo = host_topology()
+    topo = host_topology(conn)
     out = []
     with libvirt_errors("listing running VMs"):
         doms = conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
