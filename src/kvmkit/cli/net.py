@@ -58,7 +58,7 @@ def _show_one(d: dict[str, Any]) -> None:
         out.print(f"{'reservation':<14} {h['mac']} -> {h['ip']} {h.get('name') or ''}")
     if "vms" in d:
         out.print(f"{'vms':<14} {', '.join(d['vms']) or '-'} (running: {', '.join(d['running_vms']) or '-'})")
-    for lease in d.get("leases", []):
+    for lease in d.get("leases") or []:
         out.print(f"{'lease':<14} {lease['ip']}/{lease['prefix']} {lease['mac']} {lease.get('hostname') or ''}")
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import libvirt
 from lxml import etree
 
-from kvmkit.errors import Conflict, InvalidInput, InvalidState, NotFound
+from kvmkit.errors import Conflict, InvalidInput, InvalidState, NotFound, OperationFailed
 from kvmkit.hypervisor.errors import libvirt_errors
 from kvmkit.service.network_xml import DhcpHost, NetworkSpec, describe_xml, host_xml, network_subnets, spec_to_xml
 
@@ -55,7 +55,8 @@ def find_overlap(conn: libvirt.virConnect, subnet: str | Subnet, *, ignore_netwo
         if a["family"] not in ("inet", "inet6") or a["scope"] == "host":
             continue
         iface = ipaddress.ip_interface(f"{a['local']}/{a['prefixlen']}")
-        if iface.version == net.version and iface.network.overlaps(net) and bridges.get(a["ifname"]) != ignore_network:
+        own = ignore_network is not None and bridges.get(a["ifname"]) == ignore_network
+        if iface.version == net.version and iface.network.overlaps(net) and not own:
             return f"address {iface} on host interface {a['ifname']}"
     for r in host.routes():
         if r["dst"] == "default" or r.get("type") in ("multicast", "unreachable", "blackhole"):
@@ -107,15 +108,20 @@ def users(conn: libvirt.virConnect, name: str, *, running_only: bool = True) -> 
     found = []
     with libvirt_errors("listing VMs"):
         doms = conn.listAllDomains(flags)
-        for dom in doms:
-            for iface in _interfaces(dom):
-                src = iface.find("source")
-                if src is None:
-                    continue
-                if src.get("network") == name or (bridge and iface.get("type") == "bridge"
-                                                  and src.get("bridge") == bridge):
-                    found.append(dom.name())
-                    break
+    for dom in doms:
+        try:
+            nics = _interfaces(dom)
+            dom_name = dom.name()
+        except libvirt.libvirtError:
+            continue  # the VM went away while we looked
+        for iface in nics:
+            src = iface.find("source")
+            if src is None:
+                continue
+            if src.get("network") == name or (bridge and iface.get("type") == "bridge"
+                                              and src.get("bridge") == bridge):
+                found.append(dom_name)
+                break
     return sorted(found)
 
 
@@ -197,8 +203,13 @@ def show_network(conn: libvirt.virConnect, name: str) -> dict[str, Any]:
         out = _summary(net, xml)
         out["vms"] = users(conn, name, running_only=False)
         out["running_vms"] = users(conn, name)
-        out["leases"] = leases(conn, name) if out["active"] and out["mode"] != "bridge" else []
         out["xml"] = xml
+    out["leases"] = []
+    if out["active"] and out["mode"] != "bridge":
+        try:
+            out["leases"] = leases(conn, name)
+        except OperationFailed:
+            out["leases"] = None  # this driver cannot report leases (e.g. the test driver)
     return out
 
 
