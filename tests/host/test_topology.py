@@ -75,3 +75,13 @@ def test_remote_or_test_hosts_use_libvirts_topology(test_conn):
     assert [n.memory_mib for n in topo.nodes] == [2048, 4096]
     plan = make_plan(topo, [parse_vm(f"v{i}=4c:1G") for i in range(4)])
     assert plan["fits"] and all(len(v["nodes"]) == 1 for v in plan["vms"])
+
+
+@pytest.mark.fast
+def test_cli_host_info_for_another_host_shows_its_libvirt_topology():
+    res = subprocess.run([*KVMKIT, "host", "info", "--connect", "test:///default", "--json"], capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    data = json.loads(res.stdout)
+    assert data["sockets"] == 2 and len(data["nodes"]) == 2 and "local host only" in data["note"]
+    assert [v["nodes"] for v in data["vms"] if v["name"] == "test"] == [[0]]

@@ -38,6 +38,15 @@ def _human_info(d: dict[str, Any]) -> None:
            for n in d["nodes"]], ["node", "cpus", "memory", "free"], title="NUMA nodes")
     out.print("caches: " + ", ".join(f"L{c['level']} {c['type']} {c['size']} (cpus {c['shared_cpus']})"
                                      for c in d["caches"]))
+    if d.get("note"):
+        out.print(f"[dim]{d['note']}[/]")
+    else:
+        _human_tunables(d)
+    _human_vms(d)
+
+
+def _human_tunables(d: dict[str, Any]) -> None:
+    out = console()
     _human_ksm(d["ksm"])
     thp = d["thp"]
     out.print(f"THP: enabled={thp.get('enabled')} defrag={thp.get('defrag')}")
@@ -45,6 +54,9 @@ def _human_info(d: dict[str, Any]) -> None:
               + f"; hugetlbfs mounted at: {', '.join(d['hugetlbfs_mounts']) or 'nowhere'}")
     out.print("IO schedulers: " + ", ".join(f"{s['device']}={s['scheduler']}" for s in d["io_schedulers"]
                                             if s["scheduler"]))
+
+
+def _human_vms(d: dict[str, Any]) -> None:
     if d["vms"]:
         table([{"vm": v["name"], "vcpus": v["vcpus"], "on cpus": ",".join(map(str, v["vcpu_cpu"].values())),
                 "affinity": " ".join(f"{k}:{a}" for k, a in v["vcpu_affinity"].items()),

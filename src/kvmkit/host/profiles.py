@@ -178,6 +178,11 @@ def tuned_running() -> bool:
     return res.returncode == 0 and "Current active profile" in res.stdout
 
 
+def tuned_knows(name: str) -> bool:
+    """tuned has a profile of this name (its own, or the admin's in /etc/tuned); else kvmkit applies directly."""
+    return any(Path(d, name, "tuned.conf").is_file() for d in ("/usr/lib/tuned", "/etc/tuned"))
+
+
 def _tuned_active() -> str | None:
     out = subprocess.run(["tuned-adm", "active"], capture_output=True, text=True, timeout=30).stdout
     match = re.search(r"Current active profile:\s*(\S+)", out)
@@ -205,7 +210,8 @@ def apply(name: str | None = None, *, file: str | Path | None = None, persist: b
     if previous:
         raise Conflict(f"profile {previous['profile']!r} is applied already",
                        hint="kvmkit host profile rollback first, then apply the new one")
-    use_tuned = tuned_running() if use_tuned is None else use_tuned
+    if use_tuned is None:
+        use_tuned = tuned_running() and tuned_knows(name)
     changes: list[sysfs.Change] = []
     skipped = [s["key"] for s in prof["settings"] if s["current"] is None]
     tuned_prev: str | None = None

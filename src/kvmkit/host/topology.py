@@ -279,6 +279,12 @@ def host_info(conn=None) -> dict[str, Any]:
     from kvmkit.host import hugepages, iosched, ksm
 
     topo = host_topology(conn)
+    if conn is not None and not is_local(conn):
+        return {**topo.to_dict(), "caches": [], "memory": {"total_mib": topo.memory_mib, "free_mib": None,
+                                                           "available_mib": None},
+                "ksm": {"available": False}, "hugepages": [], "hugetlbfs_mounts": [], "thp": {},
+                "io_schedulers": [], "note": "KSM, huge pages, THP and IO schedulers are read from sysfs, "
+                "so they are shown for the local host only"}
     mem = sysfs.meminfo()
     return {**topo.to_dict(), "caches": caches(),
             "memory": {"total_mib": mem.get("MemTotal", 0) // 1024, "free_mib": mem.get("MemFree", 0) // 1024,
