@@ -12,13 +12,18 @@ app = typer.Typer(help="disk images and guest image builders", no_args_is_help=T
 BUILDERS = ("micro", "debian-12")
 
 
+def _gib(n: int | None) -> str:
+    return "?" if n is None else f"{n / 1024**3:.2f} GiB" if n >= 1024**3 else f"{n / 1024**2:.1f} MiB"
+
+
 def _show_info(d: dict) -> None:
     out = console()
-    out.print(f"[bold]{d['path']}[/]: {d['format']}, virtual {d['virtual_size']} B, actual {d['actual_size']} B")
+    out.print(f"[bold]{d['path']}[/]\n  format:       {d['format']}\n  virtual size: {_gib(d['virtual_size'])}\n"
+              f"  actual size:  {_gib(d['actual_size'])}")
     if d.get("backing_file"):
         out.print(f"  backing file: {d['backing_file']} ({d.get('backing_format')})")
     for i, b in enumerate(d.get("backing_chain") or []):
-        out.print(f"  chain[{i}]: {b['path']} ({b['format']}, virtual {b['virtual_size']} bytes)")
+        out.print(f"  chain[{i}]:     {b['path']} ({b['format']}, virtual {_gib(b['virtual_size'])})")
 
 
 @app.callback()
@@ -42,9 +47,12 @@ def build(
             f"  initrd: {d['initrd']}\n  cmdline: {d['cmdline']}"))
         return
     if name == "debian-12":
+        from kvmkit.cli.context import settings
         from kvmkit.images import debian
 
-        result = debian.build(out, force=force)
+        err = console(stderr=True)
+        result = debian.build(out, force=force,
+                              progress=None if settings.json else lambda stage: err.print(f"[dim]... {stage}[/]"))
         emit(result, lambda d: console().print(f"debian-12 image: {d['path']}"))
         return
     raise InvalidInput(f"unknown image '{name}'", hint=f"choose one of: {', '.join(BUILDERS)}")

@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from kvmkit.config import cache_dir
@@ -22,12 +23,13 @@ from kvmkit.errors import HostError, InvalidInput
 
 SUITE = "bookworm"
 MIRROR = os.environ.get("KVMKIT_DEBIAN_MIRROR", "http://deb.debian.org/debian")
-FORMAT_VERSION = 1  # bump when the build or the sealing changes
+FORMAT_VERSION = 2  # bump when the build or the sealing changes
 CMDLINE = "console=ttyS0 root=/dev/vda rw net.ifnames=0"
 BOOTSTRAP_INCLUDE = ["systemd-sysv", "ca-certificates", "python3-cffi-backend", "dbus"]
 PACKAGES = ["linux-image-cloud-amd64", "qemu-guest-agent", "cloud-init", "openssh-server",
             "systemd-resolved", "sudo", "less", "iproute2", "netbase", "e2fsprogs", "locales"]
 HEADROOM_MIB = 512
+MIN_DISK_MIB = 4096  # virtual size; sparse in the qcow2. cloud-init grows the fs when the disk grows
 
 
 def _run(cmd: list[str], *, env: dict[str, str] | None = None, what: str | None = None) -> str:
@@ -77,7 +79,8 @@ class _Mounts:
             subprocess.run(["umount", "-l", str(target)], capture_output=True, check=False)
 
 
-def _bootstrap(root: Path) -> None:
+def _bootstrap(root: Path, say: Callable[[str], None]) -> None:
+    say(f"debootstrap {SUITE} from {MIRROR}")
     _run(["debootstrap", "--variant=minbase", f"--include={','.join(BOOTSTRAP_INCLUDE)}", SUITE, str(root), MIRROR],
          what="debootstrap")
     (root / "etc/apt/sources.list").write_text(
@@ -89,6 +92,7 @@ def _bootstrap(root: Path) -> None:
     policy.write_text("#!/bin/sh\nexit 101\n")  # start no services in the chroot
     policy.chmod(0o755)
     env = _chroot_env()
+    say(f"apt-get install {' '.join(PACKAGES)}")
     with _Mounts(root):
         _run(["chroot", str(root), "apt-get", "update", "-q"], env=env, what="apt-get update (chroot)")
         _run(["chroot", str(root), "apt-get", "install", "-y", "-q", "--no-install-recommends", *PACKAGES],
@@ -112,7 +116,7 @@ def _make_disk(root: Path, out: Path, work: Path) -> None:
     from kvmkit.images import qemu_img
 
     used_kib = int(_run(["du", "-sxk", str(root)]).split()[0])
-    size_mib = used_kib // 1024 + HEADROOM_MIB + used_kib // 4096
+    size_mib = max(MIN_DISK_MIB, used_kib // 1024 + HEADROOM_MIB + used_kib // 4096)
     raw = work / "root.raw"
     with raw.open("wb") as fh:
         fh.truncate(size_mib * 1024 * 1024)
@@ -136,8 +140,11 @@ def _remove_tree(work: Path) -> None:
     shutil.rmtree(work, ignore_errors=True)
 
 
-def build(out: str | None, *, force: bool = False) -> dict[str, str]:
-    """Build (or reuse from cache) the debian-12 image; copy it to ``out`` if given. Returns the paths."""
+def build(out: str | None, *, force: bool = False, progress: Callable[[str], None] | None = None) -> dict[str, str]:
+    """Build (or reuse from cache) the debian-12 image; copy it to ``out`` if given. Returns the paths.
+
+    ``progress(stage)`` is called as each stage starts (the whole build takes a few minutes).
+    """
     from kvmkit.images.debian_seal import seal
 
     if out is not None and not out.endswith(".qcow2"):
@@ -152,12 +159,15 @@ def build(out: str | None, *, force: bool = False) -> dict[str, str]:
         work = Path(tempfile.mkdtemp(dir=cache_dir("debian-12"), prefix="build-"))
         root = work / "root"
         try:
-            _bootstrap(root)
+            say = progress or (lambda _stage: None)
+            _bootstrap(root, say)
             vmlinuz, initrd_src = _kernel_files(root)
             shutil.copyfile(vmlinuz, kernel)
             shutil.copyfile(initrd_src, initrd)
+            say("sealing: machine-id, SSH host keys, net rules, cloud-init NoCloud")
             seal(root)
             image.unlink(missing_ok=True)
+            say("mkfs.ext4 -d, qemu-img convert to qcow2")
             _make_disk(root, image, work)
         except BaseException:
             for f in (image, kernel, initrd):
