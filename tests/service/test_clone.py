@@ -78,3 +78,27 @@ def test_clone_refuses_existing_name_and_leaves_nothing_on_failure(conn, micro_g
     assert f"{prefix}half" not in [d.name() for d in conn.listAllDomains()]
     assert snaps.list_snapshots(conn, src.name) == []
     assert not any(Path(p).name.startswith(f"{prefix}half") for p in os.listdir(workdir))
+
+
+@pytest.mark.guest
+def test_linked_clone_base_is_protected_from_source_snapshots(conn, micro_guest, workdir, prefix):
+    src = micro_guest("src3", start=False, disks=[{"path": make_disk(workdir, f"{prefix}c"), "format": "qcow2"}])
+    snaps.create_snapshot(conn, src.name, "pre")  # lives inside the file that becomes the clone's base
+    res = clone_vm(conn, src.name, f"{prefix}lc", linked=True)
+    with pytest.raises(InvalidState, match=f"'{prefix}lc' uses .* as a backing file"):
+        snaps.revert_snapshot(conn, src.name, "pre")
+    with pytest.raises(InvalidState, match="linked clone"):
+        snaps.delete_snapshot(conn, src.name, f"linked-{prefix}lc")
+    snaps.create_snapshot(conn, src.name, "post")  # goes into the source's own overlay
+    snaps.revert_snapshot(conn, src.name, "post")
+    assert snaps.backing_chain(res["disks"][0]["path"], "qcow2")[1]["path"] == str(workdir / f"{prefix}c.qcow2")
+    # once the clone is gone, the source's linked-... snapshot merges back into its base
+    conn.lookupByName(f"{prefix}lc").undefine()
+    os.unlink(res["disks"][0]["path"])
+    with pytest.raises(InvalidState, match="'post' .* is stored in"):
+        snaps.delete_snapshot(conn, src.name, f"linked-{prefix}lc")
+    snaps.delete_snapshot(conn, src.name, "post")
+    snaps.delete_snapshot(conn, src.name, f"linked-{prefix}lc")
+    root = etree.fromstring(src.dom.XMLDesc(0).encode())
+    assert root.find("devices/disk/source").get("file") == str(workdir / f"{prefix}c.qcow2")
+    assert [s["name"] for s in snaps.list_snapshots(conn, src.name)] == ["pre"]

@@ -247,6 +247,12 @@ def revert_snapshot(conn: libvirt.virConnect, vm: str, name: str) -> dict[str, A
                            "cannot revert external snapshots",
                            hint="delete it to merge the overlay back, or use internal snapshots (qcow2 disks, "
                            "without --disk-only) for revertable checkpoints")
+    snap_root = etree.fromstring(snap.getXMLDesc(0).encode())
+    snap_dom = snap_root.find("domain")
+    if snap_dom is not None:  # reverting rewrites the disks the snapshot lives in: not a linked clone's base
+        for d in disks(etree.tostring(snap_dom, encoding="unicode")):
+            if d["path"]:
+                _ensure_not_shared(conn, dom, d["path"], f"revert '{vm}' to '{name}'")
     with libvirt_errors(f"revert {vm} to {name}"):
         dom.revertToSnapshot(snap, 0)
     state = "running" if dom.isActive() and dom.info()[0] == libvirt.VIR_DOMAIN_RUNNING else \
@@ -268,6 +274,7 @@ def delete_snapshot(conn: libvirt.virConnect, vm: str, name: str) -> dict[str, A
         with libvirt_errors(f"delete snapshot {vm}/{name}"):
             snap.delete(0)
         return {"vm": vm, "deleted": name, "kind": "internal", "merged": []}
+    _ensure_no_internal_inside(dom, name, set(info["overlays"].values()))
     merged = []
     for target, overlay in info["overlays"].items():
         _merge_overlay(conn, dom, target, overlay)
@@ -280,6 +287,22 @@ def delete_snapshot(conn: libvirt.virConnect, vm: str, name: str) -> dict[str, A
             os.unlink(mem)
     refresh_pools(conn)
     return {"vm": vm, "deleted": name, "kind": "external", "merged": merged}
+
+
+def _ensure_no_internal_inside(dom: libvirt.virDomain, name: str, overlays: set[str]) -> None:
+    """An overlay about to be merged and removed must not hold internal snapshots of its own."""
+    real = {os.path.realpath(o) for o in overlays}
+    for other in dom.listAllSnapshots(0):
+        if other.getName() == name:
+            continue
+        root = etree.fromstring(other.getXMLDesc(0).encode())
+        if any(d.get("snapshot") == "external" for d in root.iterfind("disks/disk")) or root.find("domain") is None:
+            continue
+        for d in disks(etree.tostring(root.find("domain"), encoding="unicode")):
+            if d["path"] and os.path.realpath(d["path"]) in real:
+                raise InvalidState(f"internal snapshot '{other.getName()}' of '{dom.name()}' is stored in "
+                                   f"{d['path']}, which deleting '{name}' would merge and remove",
+                                   hint=f"delete snapshot '{other.getName()}' first")
 
 
 def _current_disk(dom: libvirt.virDomain, target: str) -> dict[str, Any]:
@@ -302,7 +325,7 @@ def _merge_overlay(conn: libvirt.virConnect, dom: libvirt.virDomain, target: str
     if idx + 1 >= len(chain):
         raise InvalidState(f"overlay {overlay} has no backing file to merge into")
     base = chain[idx + 1]
-    _ensure_not_shared(conn, dom, base["path"])
+    _ensure_not_shared(conn, dom, base["path"], f"merge {overlay} into {base['path']}")
     if dom.isActive():
         if idx == 0:
             with libvirt_errors(f"active block commit of {dom.name()}/{target}"):
@@ -324,7 +347,7 @@ def _merge_overlay(conn: libvirt.virConnect, dom: libvirt.virDomain, target: str
         os.unlink(overlay)
 
 
-def _ensure_not_shared(conn: libvirt.virConnect, dom: libvirt.virDomain, base: str) -> None:
+def _ensure_not_shared(conn: libvirt.virConnect, dom: libvirt.virDomain, base: str, doing: str) -> None:
     """Refuse to write into a file that another VM (a linked clone) uses as a backing file."""
     real = os.path.realpath(base)
     for other in conn.listAllDomains():
@@ -341,8 +364,9 @@ def _ensure_not_shared(conn: libvirt.virConnect, dom: libvirt.virDomain, base: s
                 except OperationFailed:
                     continue
                 if real in (os.path.realpath(c["path"]) for c in chain[1:]):
-                    raise InvalidState(f"cannot merge into {base}: VM '{other.name()}' uses it as a backing file "
-                                       "(a linked clone)", hint=f"delete or fully clone '{other.name()}' first")
+                    raise InvalidState(f"cannot {doing}: VM '{other.name()}' uses {base} as a backing file "
+                                       "(a linked clone)", hint=f"delete '{other.name()}' first (or make a full "
+                                       f"clone of it with `kvmkit vm clone {other.name()} NEW` and delete it)")
 
 
 def _wait_job(dom: libvirt.virDomain, target: str, *, pivot: bool, timeout: float = 600) -> None:
