@@ -95,7 +95,7 @@ def test_linked_clone_base_is_protected_from_source_snapshots(conn, micro_guest,
     # once the clone is gone, the source's linked-... snapshot merges back into its base
     conn.lookupByName(f"{prefix}lc").undefine()
     os.unlink(res["disks"][0]["path"])
-    with pytest.raises(InvalidState, match="'post' .* is stored in"):
+    with pytest.raises(InvalidState, match=r"'post' .* is stored in"):
         snaps.delete_snapshot(conn, src.name, f"linked-{prefix}lc")
     snaps.delete_snapshot(conn, src.name, "post")
     snaps.delete_snapshot(conn, src.name, f"linked-{prefix}lc")
