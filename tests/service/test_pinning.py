@@ -90,6 +90,12 @@ def test_auto_picks_the_node_with_most_free_memory(conn, micro_guest):
         assert len(set(res["vcpupin"].values())) == 2  # spread over different CPUs
     assert res["emulatorpin"] == best.to_dict()["cpulist"]
     assert set(_saved_pins(g.dom)) == {"0", "1", "emulator"}
+    saved = etree.fromstring(g.dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE).encode()).find("numatune/memory")
+    assert (saved.get("mode"), saved.get("nodeset")) == ("strict", str(best.id)) and res["numatune"]
+    g.dom.destroy()  # the saved placement boots
+    g.dom.create()
+    g.log.wait_for("KVMKIT-GUEST-READY", timeout=60, after=0)
+    assert pinning.placement(conn, g.dom)["nodes"] == [best.id]
 
 
 @pytest.mark.guest

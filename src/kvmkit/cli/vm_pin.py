@@ -19,6 +19,10 @@ def _human(d: dict[str, Any]) -> None:
     for vcpu, cpus in d["vcpupin"].items():
         out.print(f"  vCPU {vcpu} -> host CPUs {cpus}")
     out.print(f"  emulator -> host CPUs {d['emulatorpin']}")
+    if d.get("numatune"):
+        out.print(f"  memory -> NUMA node {d['numatune']['nodeset']} (strict, from the next start)")
+    if d.get("warning"):
+        out.print(f"[yellow]warning:[/] {d['warning']}")
 
 
 def register(app: typer.Typer) -> None:

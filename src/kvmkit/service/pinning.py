@@ -120,7 +120,8 @@ def pin_info(dom, flags: int | None = None) -> dict[str, Any]:
 
 def auto_pin(conn, name: str, *, live: bool | None = None, config: bool | None = None) -> dict[str, Any]:
     """Pin every vCPU into the NUMA node with the most free memory, spreading over its least used CPUs
-    (counting other running VMs' pins), and the emulator to that node's CPUs."""
+    (counting other running VMs' pins), and the emulator to that node's CPUs; with config, also bind the
+    VM's memory to that node (numatune strict) from its next start."""
     dom = _lookup(conn, name)
     flags = _flags(dom, live, config)
     topo = host_topology(conn)
@@ -145,6 +146,15 @@ def auto_pin(conn, name: str, *, live: bool | None = None, config: bool | None =
                  config=bool(flags & libvirt.VIR_DOMAIN_AFFECT_CONFIG))
     result["node"] = node.id
     result["node_free_mib"] = node.free_mib
+    if flags & libvirt.VIR_DOMAIN_AFFECT_CONFIG:
+        # keep the memory in that node too: <numatune><memory mode="strict" nodeset="N"/> (from the next start;
+        # libvirt cannot move a running VM's memory into a strict policy)
+        try:
+            dom.setNumaParameters({libvirt.VIR_DOMAIN_NUMA_MODE: libvirt.VIR_DOMAIN_NUMATUNE_MEM_STRICT,
+                                   libvirt.VIR_DOMAIN_NUMA_NODESET: str(node.id)}, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+            result["numatune"] = {"mode": "strict", "nodeset": str(node.id), "from": "next start"}
+        except libvirt.libvirtError as err:
+            result["warning"] = f"vCPUs pinned, but memory placement was not saved: {err.get_error_message()}"
     return result
 
 
