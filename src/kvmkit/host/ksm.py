@@ -66,15 +66,19 @@ def configure(*, run: int | None = None, sleep_ms: int | None = None, pages_to_s
         raise InvalidInput(f"--sleep-ms {sleep_ms} is out of range", hint="use 0 .. 10000000 milliseconds")
     if pages_to_scan is not None and not 1 <= pages_to_scan <= 100_000_000:
         raise InvalidInput(f"--pages-to-scan {pages_to_scan} is out of range", hint="use 1 .. 100000000 pages")
-    changes = []
-    if sleep_ms is not None:
-        changes.append(sysfs.write(sysfs.KSM_DIR / "sleep_millisecs", sleep_ms))
-    if pages_to_scan is not None:
-        changes.append(sysfs.write(sysfs.KSM_DIR / "pages_to_scan", pages_to_scan))
-    if run is not None:
-        changes.append(sysfs.write(sysfs.KSM_DIR / "run", run))
-        if run == 2:
-            wait_unmerged(wait_unmerge)
+    changes: list[sysfs.Change] = []
+    try:
+        if sleep_ms is not None:
+            changes.append(sysfs.write(sysfs.KSM_DIR / "sleep_millisecs", sleep_ms))
+        if pages_to_scan is not None:
+            changes.append(sysfs.write(sysfs.KSM_DIR / "pages_to_scan", pages_to_scan))
+        if run is not None:
+            changes.append(sysfs.write(sysfs.KSM_DIR / "run", run))
+    except Exception:
+        sysfs.restore(changes)  # all or nothing
+        raise
+    if run == 2:
+        wait_unmerged(wait_unmerge)
     result = status()
     result["changed"] = [c.to_dict() for c in changes if c.before != c.after]
     return result
