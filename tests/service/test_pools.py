@@ -163,4 +163,7 @@ def test_delete_pool_with_volume_in_use_names_the_vm(conn, prefix, dir_pool, mic
     with pytest.raises(Conflict, match=guest.name):
         pools.delete_pool(conn, dir_pool)
     assert pools.pool_info(conn, dir_pool)["state"] == "running"
+    pools.stop_pool(conn, dir_pool)
+    with pytest.raises(Conflict, match=guest.name):  # stopped: found through the VMs' disk paths
+        pools.delete_pool(conn, dir_pool)
     assert Path(vol["path"]).exists()

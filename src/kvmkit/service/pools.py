@@ -140,6 +140,14 @@ def delete_pool(conn: libvirt.virConnect, name: str) -> dict[str, Any]:
     if pool.isActive():
         _refuse_if_in_use(conn, pool, "delete")
         raise InvalidState(f"pool '{name}' is running", hint=f"stop it first: kvmkit pool stop {name}")
+    target = etree.fromstring(pool.XMLDesc(0)).findtext("target/path")
+    if target:  # stopped: its volumes cannot be listed, so look for VM disks below its target
+        base = target.rstrip("/") + "/"
+        busy = sorted({f"{path} (VM {', '.join(doms)})" for path, doms in domains_using(conn).items()
+                       if path.startswith(base)})
+        if busy:
+            raise Conflict(f"cannot delete pool '{name}': VM disks live in it: {'; '.join(busy)}",
+                           hint="detach those disks or delete the VMs first")
     with libvirt_errors(f"delete pool {name}"):
         pool.delete(0)
     return {"name": name, "deleted": True}

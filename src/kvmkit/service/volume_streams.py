@@ -15,7 +15,7 @@ from typing import Any, BinaryIO
 
 import libvirt
 
-from kvmkit.errors import InvalidInput, NotFound, OperationFailed
+from kvmkit.errors import Conflict, InvalidInput, NotFound, OperationFailed
 from kvmkit.hypervisor.errors import libvirt_errors
 from kvmkit.service.volumes import (
     _check_new_name,
@@ -58,7 +58,7 @@ def upload(conn: libvirt.virConnect, pool_name: str, name: str, file: str | Path
             raise InvalidInput(f"volume '{name}' is {declared}, not {fmt}", hint=f"upload a {declared} image")
         users = volume_users(conn, pool_name, vol)
         if users:
-            raise InvalidInput(f"volume '{name}' is in use by VM {', '.join(users)}", hint="shut down and detach first")
+            raise Conflict(f"volume '{name}' is in use by VM {', '.join(users)}", hint="shut down and detach first")
     else:
         if not fmt:
             raise InvalidInput(f"volume '{name}' does not exist; say which format the file is",

@@ -68,7 +68,8 @@ def get_pool(conn: libvirt.virConnect, name: str, *, active: bool = True) -> lib
 
 
 def get_volume(pool: libvirt.virStoragePool, name: str) -> libvirt.virStorageVol:
-    check_volume_name(name)
+    if not name or "/" in name or "\x00" in name or name in (".", ".."):
+        raise InvalidInput(f"invalid volume name {name!r}", hint="a volume name is a file name without '/'")
     try:
         return pool.storageVolLookupByName(name)
     except libvirt.libvirtError:
