@@ -152,3 +152,52 @@ def test_start_failure_rolls_back_domain_and_volume(conn, prefix, logs):
         create_vm(conn, micro(f"{prefix}roll", disks=[{"size": "16M"}], nics=[{"source": f"{prefix}down"}]),
                   start=True)
     assert leftovers(conn, prefix) == []
+
+
+@pytest.fixture()
+def template(conn, prefix):
+    """A small qcow2 volume in the default pool marked as template '<prefix>tpl' (unmarked afterwards)."""
+    from kvmkit.service import templates
+
+    vol = etree.Element("volume")
+    etree.SubElement(vol, "name").text = f"{prefix}tpl.qcow2"
+    etree.SubElement(vol, "capacity", unit="bytes").text = str(32 * 1024**2)
+    etree.SubElement(etree.SubElement(vol, "target"), "format", type="qcow2")
+    conn.storagePoolLookupByName("default").createXML(etree.tostring(vol, encoding="unicode"), 0)
+    entry = templates.mark(conn, "default", f"{prefix}tpl.qcow2", name=f"{prefix}tpl")
+    yield entry
+    templates.unmark(entry["name"])
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize("full_clone", [False, True])
+def test_template_disk_linked_or_full(conn, prefix, logs, template, full_clone):
+    from kvmkit.images import qemu_img
+
+    out = create_vm(conn, {"name": f"{prefix}fromtpl", "template": template["name"], "full_clone": full_clone,
+                           "memory_mib": "256M", "nics": []})
+    disk = out["disks"][0]
+    assert disk.endswith(f"/{prefix}fromtpl-disk0.qcow2")
+    info = qemu_img.info(disk, "qcow2")
+    backing = info.get("backing-filename") or info.get("full-backing-filename")
+    assert (backing == template["path"]) is (not full_clone)
+    root = etree.fromstring(conn.lookupByName(out["name"]).XMLDesc(0).encode())
+    assert root.find("devices/disk/driver").get("type") == "qcow2"
+    assert root.find("metadata").find("{https://kvmkit.dev/xmlns/vm/1}vm/{https://kvmkit.dev/xmlns/vm/1}template")\
+        .text == template["name"]
+
+
+@pytest.mark.fast
+def test_missing_template_leaves_nothing(conn, prefix, logs):
+    with pytest.raises(NotFound, match=f"template '{prefix}none' not found"):
+        create_vm(conn, {"name": f"{prefix}vm", "template": f"{prefix}none", "disks": [{"size": "16M"}],
+                         "nics": []})
+    assert leftovers(conn, prefix) == []
+
+
+@pytest.mark.fast
+def test_uefi_vm_is_defined_with_firmware_autoselection(conn, prefix, logs):
+    out = create_vm(conn, micro(f"{prefix}efi", firmware="uefi"))
+    root = etree.fromstring(conn.lookupByName(out["name"]).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE).encode())
+    assert root.find("os").get("firmware") == "efi"
+    assert "q35" in root.find("os/type").get("machine")

@@ -172,3 +172,10 @@ def test_libvirt_defined_xml_round_trips(conn, prefix):
     assert xml_to_spec(after).metadata == {}
     assert etree.fromstring(after.encode()).find("metadata")[1].find("{https://example.org/other-app/1}owner").text \
         == "alice"
+
+
+@pytest.mark.fast
+def test_foreign_names_are_described_not_refused():
+    root = etree.fromstring(VMM_XML.encode())
+    root.find("name").text = "My Windows VM"
+    assert xml_to_spec(etree.tostring(root, encoding="unicode")).name == "My Windows VM"

@@ -106,6 +106,9 @@ def resolve(conn: libvirt.virConnect, spec: VMSpec, progress: Progress) -> tuple
     plan: list[dict[str, Any]] = []
     disks: list[DiskSpec] = []
     if spec.template:
+        from kvmkit.service.templates import get_template
+
+        get_template(spec.template)  # NotFound naming it, before anything is created
         changes["metadata"]["template"] = spec.template
         vol = f"{spec.name}-disk0.qcow2"
         plan.append({"kind": "template", "template": spec.template, "volume": vol, "pool": None,

@@ -13,6 +13,7 @@ from typing import Any
 from lxml import etree
 
 from kvmkit.errors import InvalidInput
+from kvmkit.spec.common import NAME_RE
 from kvmkit.spec.vm import VMSpec, parse_spec
 from kvmkit.xml import chardevs, cpu, disks, general, graphics, memory, metadata, misc_devices, nics, osboot
 from kvmkit.xml.util import ensure, parse, to_string
@@ -37,6 +38,10 @@ def xml_to_spec(xml: str) -> VMSpec:
         raise InvalidInput(f"expected <domain> XML, got <{root.tag}>")
     data = read_fields(root)
     data = {k: v for k, v in data.items() if v is not None}
+    name = data.get("name")
+    if name is not None and not NAME_RE.match(name):
+        # libvirt accepts names kvmkit would not create (spaces ...): describe the domain anyway
+        return parse_spec({**data, "name": "unnamed"}).model_copy(update={"name": name})
     return parse_spec(data)
 
 
