@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from kvmkit.errors import Conflict, InvalidInput, InvalidState, NotFound
+from kvmkit.errors import Conflict, InvalidInput, InvalidState, KvmkitError, NotFound
 from kvmkit.service import pools, volumes
 from tests.service.storage_fixtures import *  # noqa: F403
 from tests.service.storage_fixtures import remove_pool, remove_vg
@@ -127,6 +127,8 @@ def test_fs_pool_on_loop_device(conn, prefix, workdir, loop_device):
         volumes.delete_volume(conn, name, "d.qcow2")
         pools.stop_pool(conn, name)
         assert str(target) not in Path("/proc/self/mounts").read_text()
+        with pytest.raises(KvmkitError, match=r"(?i)format|file ?system"):  # never mkfs over a file system
+            pools.build_pool(conn, name)
         pools.delete_pool(conn, name)
         pools.undefine_pool(conn, name)
     finally:

@@ -83,6 +83,17 @@ def test_clone_and_linked_clone(conn, dir_pool):
 
 
 @pytest.mark.guest
+def test_create_with_backing_volume(conn, dir_pool):
+    base = volumes.create_volume(conn, dir_pool, "base.raw", "64M", fmt="raw")
+    top = volumes.create_volume(conn, dir_pool, "top.qcow2", "64M", backing="base.raw")
+    assert top["backing_chain"] == [{"path": base["path"], "format": "raw"}]
+    with pytest.raises(InvalidInput, match="only qcow2"):
+        volumes.create_volume(conn, dir_pool, "top.raw", "64M", fmt="raw", backing="base.raw")
+    with pytest.raises(NotFound, match="missing"):
+        volumes.create_volume(conn, dir_pool, "top2.qcow2", "64M", backing="missing.qcow2")
+
+
+@pytest.mark.guest
 def test_resize_grow_and_shrink(conn, dir_pool):
     volumes.create_volume(conn, dir_pool, "r.qcow2", "1G")
     assert volumes.resize_volume(conn, dir_pool, "r.qcow2", "2G")["capacity"] == 2 * GiB
