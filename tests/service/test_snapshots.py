@@ -111,17 +111,24 @@ def test_raw_disk_is_refused_with_convert_hint(conn, micro_guest, workdir, prefi
     assert guest.dom.snapshotNum(0) == 0
 
 
+def make_uefi(conn, guest, workdir: Path) -> None:
+    """Turn a defined micro-guest into a UEFI (OVMF pflash) one; it still boots its kernel directly."""
+    root = etree.fromstring(guest.dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE).encode())
+    os_el = root.find("os")
+    loader = etree.Element("loader", readonly="yes", type="pflash")
+    loader.text = "/usr/share/OVMF/OVMF_CODE_4M.fd"
+    nvram = etree.Element("nvram", template="/usr/share/OVMF/OVMF_VARS_4M.fd")
+    nvram.text = str(workdir / f"{guest.name}_VARS.fd")
+    os_el.insert(1, loader)
+    os_el.insert(2, nvram)
+    conn.defineXML(etree.tostring(root, encoding="unicode"))
+
+
 @pytest.mark.guest
 def test_uefi_vm_gets_external_snapshot_and_offline_merge(conn, micro_guest, workdir, prefix):
     base = make_disk(workdir, f"{prefix}uefi")
     guest = micro_guest("uefi", start=False, disks=[{"path": base, "format": "qcow2"}])
-    root = etree.fromstring(guest.dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE).encode())
-    os_el = root.find("os")
-    loader = etree.SubElement(os_el, "loader", readonly="yes", type="pflash")
-    loader.text = "/usr/share/OVMF/OVMF_CODE_4M.fd"
-    nvram = etree.SubElement(os_el, "nvram", template="/usr/share/OVMF/OVMF_VARS_4M.fd")
-    nvram.text = str(workdir / f"{prefix}uefi_VARS.fd")
-    conn.defineXML(etree.tostring(root, encoding="unicode"))
+    make_uefi(conn, guest, workdir)
     res = snaps.create_snapshot(conn, guest.name, "u1")
     assert res["kind"] == "external" and "UEFI" in res["note"]
     overlay = res["overlays"]["vda"]
@@ -129,6 +136,23 @@ def test_uefi_vm_gets_external_snapshot_and_offline_merge(conn, micro_guest, wor
     snaps.delete_snapshot(conn, guest.name, "u1")
     assert disk_source(guest.dom, libvirt.VIR_DOMAIN_XML_INACTIVE) == base
     assert not Path(overlay).exists()
+
+
+@pytest.mark.guest
+def test_running_uefi_vm_gets_external_snapshot_with_memory(conn, micro_guest, workdir, prefix):
+    base = make_disk(workdir, f"{prefix}uefirun")
+    guest = micro_guest("uefirun", start=False, disks=[{"path": base, "format": "qcow2"}])
+    make_uefi(conn, guest, workdir)
+    guest.dom.create()
+    guest.log.wait_for("KVMKIT-GUEST-READY", timeout=2 * BOOT_TIMEOUT)  # OVMF under TCG takes a while
+    res = snaps.create_snapshot(conn, guest.name, "u1")
+    assert res["kind"] == "external" and res["memory"] and "memory file" in res["note"]
+    assert Path(res["memory_file"]).exists() and Path(res["overlays"]["vda"]).exists()
+    guest.log.wait_status(timeout=BOOT_TIMEOUT, after=guest.log.offset())
+    snaps.delete_snapshot(conn, guest.name, "u1")
+    assert not Path(res["memory_file"]).exists() and not Path(res["overlays"]["vda"]).exists()
+    assert guest.dom.isActive() and disk_source(guest.dom) == base
+    guest.log.wait_status(timeout=BOOT_TIMEOUT, after=guest.log.offset())
 
 
 @pytest.mark.fast
