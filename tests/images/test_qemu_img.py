@@ -47,6 +47,22 @@ def test_info_with_backing_chain(workdir):
 
 
 @pytest.mark.fast
+def test_chain_not_followed_when_a_backing_format_is_missing(workdir):
+    base = _qcow2(workdir / "base.qcow2")
+    top = workdir / "top.qcow2"
+    _qcow2(top, "16M", "-b", str(base), "-F", "qcow2")
+    # turn the backing-format header extension into an unknown one: an old image without a backing format
+    header = bytearray(top.read_bytes()[:65536])
+    at = header.index(b"\xe2\x79\x2a\xca")
+    with top.open("r+b") as fh:
+        fh.seek(at)
+        fh.write(b"\x12\x34\x56\x78")
+    assert "backing-filename-format" not in qemu_img.info(top, "qcow2")
+    data = qemu_img.info(top, "qcow2", chain=True)
+    assert data["backing_chain"] == [] and data["backing_format_missing"] is True
+
+
+@pytest.mark.fast
 def test_create_needs_backing_format_and_valid_format(workdir):
     base = _qcow2(workdir / "b.qcow2")
     with pytest.raises(InvalidInput, match="backing file needs its format"):

@@ -81,6 +81,11 @@ def info(path: str | Path, fmt: str | None = None, *, chain: bool = False) -> di
         raise NotFound(f"image file {p} does not exist", hint="check the path")
     cmd = [QEMU_IMG, "info", "--output=json", "-U", "-f", fmt]
     if chain:
+        # qemu-img opens no backing file without --backing-chain; follow the chain only when every link
+        # records its format (else qemu-img would probe it)
+        top = json.loads(_run([*cmd, str(p)], f"qemu-img info {p}"))
+        if top.get("backing-filename") and not top.get("backing-filename-format"):
+            return {**top, "backing_chain": [], "backing_format_missing": True}
         cmd.append("--backing-chain")
     cmd.append(str(p))
     data = json.loads(_run(cmd, f"qemu-img info {p}"))
