@@ -201,3 +201,13 @@ def test_uefi_vm_is_defined_with_firmware_autoselection(conn, prefix, logs):
     root = etree.fromstring(conn.lookupByName(out["name"]).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE).encode())
     assert root.find("os").get("firmware") == "efi"
     assert "q35" in root.find("os/type").get("machine")
+
+
+@pytest.mark.fast
+def test_hugepages_vm_that_cannot_start_is_rolled_back(conn, prefix, logs):
+    from kvmkit.errors import InvalidState
+
+    with pytest.raises(InvalidState, match="huge"):
+        create_vm(conn, micro(f"{prefix}huge", memory_mib="64G", hugepages=True, disks=[{"size": "16M"}]),
+                  start=True)
+    assert leftovers(conn, prefix) == []

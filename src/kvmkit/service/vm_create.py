@@ -201,7 +201,7 @@ def create_vm(conn: libvirt.virConnect, spec: VMSpec | dict[str, Any], *, start:
         xml = spec_to_xml(final)
         say(f"defining VM {final.name}")
         with libvirt_errors(f"defining VM {final.name}"):
-            dom = conn.defineXML(xml)
+            dom = conn.defineXMLFlags(xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)  # libvirt's schema check too
         undo.append(functools.partial(_undefine, dom))
         if final.autostart:
             with libvirt_errors(f"setting autostart on {final.name}"):
