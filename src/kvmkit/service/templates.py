@@ -62,8 +62,7 @@ def mark(conn: libvirt.virConnect, pool: str, volume: str, *, name: str | None =
     fmt = volume_format(vol)
     if fmt != "qcow2":
         raise InvalidInput(f"volume '{volume}' is {fmt}, a template must be qcow2",
-                           hint=f"convert it: kvmkit volume clone is format-preserving; use kvmkit image convert "
-                           f"{vol.path()} NEW.qcow2 --format qcow2")
+                           hint=f"convert it first: kvmkit image convert {vol.path()} NEW.qcow2 --format qcow2")
     entry = {"name": name, "pool": pool, "volume": volume, "path": vol.path(), "format": fmt,
              "capacity": vol.info()[1], "description": description, "created": int(time.time())}
     with _locked() as data:
