@@ -32,12 +32,24 @@ class Server:
     def __init__(self, db: str, *, uri: str = "qemu:///system", env: dict[str, str] | None = None,
                  data_dir: Path | None = None) -> None:
         self.uri = uri
-        self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="kvmkit-api-"))
+        self.data_dir = data_dir or self._new_data_dir()
         self.db = f"sqlite:///{self.data_dir}/kvmkit.db" if db == "sqlite" else db
         self.extra_env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.log_path = self.data_dir / "server.log"
+
+    @staticmethod
+    def _new_data_dir() -> Path:
+        """A data directory QEMU can read from, sharing kvmkit's image cache (the micro-guest is built once)."""
+        root = Path(os.environ.get("KVMKIT_TEST_DIR", "/var/lib/kvmkit/test"))
+        root.mkdir(parents=True, exist_ok=True)
+        path = Path(tempfile.mkdtemp(prefix="api-", dir=root))
+        path.chmod(0o755)
+        shared = Path("/var/lib/kvmkit/cache")
+        shared.mkdir(parents=True, exist_ok=True)
+        (path / "cache").symlink_to(shared)
+        return path
 
     @property
     def env(self) -> dict[str, str]:
@@ -136,3 +148,50 @@ class PostgresCluster:
             self._as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class EventReader:
+    """Reads /api/v1/events in a thread and keeps every event (type + JSON data)."""
+
+    def __init__(self, server: Server, token: str) -> None:
+        import threading
+
+        self.events: list[dict[str, Any]] = []
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._client = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"},
+                                    timeout=httpx.Timeout(30, read=None))
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        if not self._ready.wait(30):
+            raise RuntimeError("event stream did not open")
+
+    def _run(self) -> None:
+        kind = None
+        try:
+            with self._client.stream("GET", "/api/v1/events") as r:
+                for line in r.iter_lines():
+                    if self._stop.is_set():
+                        break
+                    if line.startswith("event: "):
+                        kind = line[7:]
+                    elif line.startswith("data: "):
+                        data = json.loads(line[6:])
+                        if kind == "hello":
+                            self._ready.set()
+                        self.events.append({"kind": kind, **data})
+        except httpx.HTTPError:
+            pass
+
+    def wait(self, timeout: float = 60, **match: Any) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for ev in list(self.events):
+                if all(ev.get(k) == v for k, v in match.items()):
+                    return ev
+            time.sleep(0.2)
+        raise TimeoutError(f"no event {match} in {timeout} s; got {self.events[-10:]}")
+
+    def close(self) -> None:
+        self._stop.set()
+        self._client.close()

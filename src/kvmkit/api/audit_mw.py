@@ -54,9 +54,11 @@ class AuditMiddleware:
             return
         state = scope.get("state") or {}
         user = state.get("principal") or state.get("login_name")
-        route = scope.get("route")
-        what = f"{scope['method']} {getattr(route, 'path', scope['path'])}"
         params = scope.get("path_params") or {}
+        path = scope["path"]
+        for key, value in params.items():  # /api/v1/vms/web1 -> /api/v1/vms/{name}
+            path = path.replace(f"/{value}", "/{" + key + "}", 1)
+        what = f"{scope['method']} {path}"
         target = "/".join(str(v) for v in params.values()) or scope["path"]
         detail = state.get("audit_detail")
         client = scope.get("client")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic import BaseModel, Field
 
 from kvmkit.api.deps import require, state
@@ -48,7 +48,8 @@ def create_token(body: NewToken, request: Request, p: Principal = Depends(requir
 
 
 @router.delete("/{token_id}", status_code=204, responses={404: {"description": "no such token"}})
-def revoke_token(token_id: int, request: Request, p: Principal = Depends(require("viewer"))) -> Response:
+def revoke_token(request: Request, token_id: int = Path(ge=1, le=2**31 - 1),
+                 p: Principal = Depends(require("viewer"))) -> Response:
     with state(request).store.session() as s:
         auth.revoke_token(s, token_id, p)
     return Response(status_code=204)

@@ -40,9 +40,13 @@ def serve(
     for path in (tls_cert, tls_key):
         if path and not os.path.isfile(path):
             raise InvalidInput(f"TLS file {path} does not exist", hint="give the path of a PEM file")
+    import faulthandler
     import logging
+    import signal
 
     import uvicorn
+
+    faulthandler.register(signal.SIGUSR1)  # `kill -USR1 PID` prints every thread's stack (debugging hangs)
 
     from kvmkit.api.app import create_app
 
