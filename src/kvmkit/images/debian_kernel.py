@@ -56,8 +56,23 @@ def resolve_package(meta: str = META_PACKAGE) -> str:
     return match.group(1)
 
 
-def fetch_kernel(meta: str = META_PACKAGE) -> KernelTree:
-    """Download (once) and unpack the current cloud kernel; return where it lies."""
+def cached_kernels() -> list[KernelTree]:
+    """Kernels already unpacked in the cache, oldest first."""
+    trees = []
+    for path in cache_dir("kernels").iterdir():
+        tree = KernelTree(path.name, path)
+        if path.is_dir() and tree.vmlinuz.exists() and tree.modules.exists():
+            trees.append(tree)
+    return sorted(trees, key=lambda t: [int(p) if p.isdigit() else p for p in re.split(r"[.-]", t.version)])
+
+
+def fetch_kernel(meta: str = META_PACKAGE, *, refresh: bool = False) -> KernelTree:
+    """The cloud kernel: the newest one already unpacked in the cache, unless ``refresh`` (or none is cached)
+    asks apt for the current package, downloads and unpacks it. Cached kernels make builds work offline."""
+    if not refresh:
+        cached = cached_kernels()
+        if cached:
+            return cached[-1]
     package = resolve_package(meta)
     version = package.removeprefix("linux-image-").removesuffix("-unsigned")
     dest = cache_dir("kernels") / version

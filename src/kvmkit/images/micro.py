@@ -153,7 +153,7 @@ def build(out_dir: str | os.PathLike[str] | None = None, *, force: bool = False)
     """Build (or reuse the cached) micro-guest; copy it to ``out_dir`` when given."""
     if not BUSYBOX.exists():
         raise HostError(f"{BUSYBOX} not found", hint="apt-get install busybox-static (scripts/setup.sh does)")
-    kernel = fetch_kernel()
+    kernel = fetch_kernel(refresh=force)
     key = _input_key(kernel)
     cached = cache_dir("micro") / key
     manifest = cached / "manifest.json"
