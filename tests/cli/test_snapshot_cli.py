@@ -32,6 +32,8 @@ def test_snapshot_commands_json_and_human(micro_guest, workdir, prefix):
     made = json.loads(res.stdout)
     assert made["name"] == "s1" and made["kind"] == "internal" and made["description"] == "before upgrade"
     assert kvmkit("snapshot", "create", guest.name, "s2").returncode == 0
+    dup = kvmkit("snapshot", "create", guest.name, "s2")
+    assert dup.returncode == 1 and "already has a snapshot 's2'" in dup.stderr
     tree = json.loads(kvmkit("snapshot", "list", guest.name, "--json").stdout)
     assert [(t["name"], t["depth"], t["current"]) for t in tree] == [("s1", 0, False), ("s2", 1, True)]
     human = kvmkit("snapshot", "list", guest.name)

@@ -31,7 +31,8 @@ def create(vm: str = typer.Argument(..., help="the VM"),
     """Snapshot a VM: internal with memory when running; --disk-only for external overlays."""
     from kvmkit.service.snapshots import create_snapshot
 
-    res = create_snapshot(connection(), vm, snap, disk_only=disk_only, description=description)
+    with console(stderr=True).status(f"snapshotting {vm}"):
+        res = create_snapshot(connection(), vm, snap, disk_only=disk_only, description=description)
 
     def show(r: dict[str, Any]) -> None:
         console().print(f"created snapshot {r['name']} of {r['vm']} ({r['kind']}, "
@@ -64,7 +65,8 @@ def revert(vm: str = typer.Argument(...), snap: str = typer.Argument(...)) -> No
     """Return the VM to a snapshot; a snapshot of a running VM comes back running (no reboot)."""
     from kvmkit.service.snapshots import revert_snapshot
 
-    res = revert_snapshot(connection(), vm, snap)
+    with console(stderr=True).status(f"reverting {vm} to {snap}"):
+        res = revert_snapshot(connection(), vm, snap)
     emit(res, lambda r: console().print(f"{r['vm']} reverted to {r['snapshot']}: {r['state']}"))
 
 
@@ -73,7 +75,8 @@ def delete(vm: str = typer.Argument(...), snap: str = typer.Argument(...)) -> No
     """Delete a snapshot; children stay usable; external overlays are merged back while the VM runs."""
     from kvmkit.service.snapshots import delete_snapshot
 
-    res = delete_snapshot(connection(), vm, snap)
+    with console(stderr=True).status(f"deleting snapshot {snap} of {vm} (merging overlays back if external)"):
+        res = delete_snapshot(connection(), vm, snap)
 
     def show(r: dict[str, Any]) -> None:
         merged = f" (merged {', '.join(r['merged'])})" if r["merged"] else ""

@@ -145,7 +145,12 @@ def _live_copy(dom: libvirt.virDomain, disk_list: list[dict[str, Any]], scratch:
         if frozen:
             with contextlib.suppress(libvirt.libvirtError):
                 dom.fsThaw(None, 0)
-    _wait_backup(dom, progress)
+    try:
+        _wait_backup(dom, progress)
+    except BaseException:
+        with contextlib.suppress(libvirt.libvirtError):
+            dom.abortJob()
+        raise
     return frozen
 
 

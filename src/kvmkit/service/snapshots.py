@@ -24,7 +24,7 @@ from typing import Any
 import libvirt
 from lxml import etree
 
-from kvmkit.errors import InvalidInput, InvalidState, NotFound, OperationFailed
+from kvmkit.errors import Conflict, InvalidInput, InvalidState, NotFound, OperationFailed
 from kvmkit.hypervisor.errors import libvirt_errors
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -129,7 +129,7 @@ def create_snapshot(conn: libvirt.virConnect, vm: str, name: str | None = None, 
     name = check_name(name or datetime.now(UTC).strftime("snap-%Y%m%d-%H%M%S"), "snapshot name")
     with contextlib.suppress(NotFound):
         _snap(dom, name)
-        raise InvalidInput(f"VM '{vm}' already has a snapshot '{name}'", hint="pick another snapshot name")
+        raise Conflict(f"VM '{vm}' already has a snapshot '{name}'", hint="pick another snapshot name")
     xml = dom.XMLDesc(0)
     running = dom.isActive() == 1
     uefi = is_uefi(xml)
