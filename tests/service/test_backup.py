@@ -97,3 +97,24 @@ def test_corrupted_backup_is_refused_and_offline_round_trip(conn, micro_guest, w
     res = restore_vm(conn, dest)
     assert res["name"] == guest.name and res["uuid"] == uuid and not res["renamed"]
     assert pool_volumes(conn, prefix) == [f"{guest.name}-vda.qcow2"]
+
+
+@pytest.mark.guest
+def test_uefi_nvram_is_backed_up_and_restored(conn, micro_guest, workdir, prefix):
+    from tests.service.test_snapshots import make_uefi
+
+    guest = micro_guest("nv", start=False, disks=[{"path": make_disk(workdir, f"{prefix}nv"), "format": "qcow2"}])
+    make_uefi(conn, guest, workdir)
+    nvram = workdir / f"{guest.name}_VARS.fd"
+    nvram.write_bytes(b"kvmkit-nvram-" + bytes(range(256)) * 16)
+    dest = workdir / "backup"
+    manifest = backup_vm(conn, guest.name, dest)
+    assert manifest["nvram"] == "nvram.fd" and "nvram.fd" in manifest["sha256"]
+    res = restore_vm(conn, dest, name=f"{prefix}nv2")
+    root = etree.fromstring(conn.lookupByName(res["name"]).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE).encode())
+    restored = Path(root.findtext("os/nvram"))
+    assert restored == workdir / f"{prefix}nv2_VARS.fd" and restored.read_bytes() == nvram.read_bytes()
+    guest.dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_KEEP_NVRAM)
+    with pytest.raises(Conflict, match="NVRAM file"):  # no --name: the original's NVRAM file is still there
+        restore_vm(conn, dest)
+    assert guest.name not in [d.name() for d in conn.listAllDomains()]

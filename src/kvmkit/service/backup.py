@@ -33,6 +33,7 @@ FORMAT = "kvmkit-backup"
 VERSION = 1
 MANIFEST = "manifest.json"
 DOMAIN_XML = "domain.xml"
+NVRAM = "nvram.fd"
 
 
 def sha256(path: str | Path) -> str:
@@ -76,6 +77,11 @@ def _backup(conn: libvirt.virConnect, dom: libvirt.virDomain, out: Path, scratch
     name = dom.name()
     inactive = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE) if dom.isPersistent() else dom.XMLDesc(0)
     (out / DOMAIN_XML).write_text(inactive)
+    nvram_src = etree.fromstring(inactive.encode()).findtext("os/nvram")
+    nvram = None
+    if nvram_src and os.path.isfile(nvram_src):  # UEFI variables (boot entries, secure-boot keys)
+        shutil.copyfile(nvram_src, out / NVRAM)
+        nvram = NVRAM
     active = dom.isActive() == 1
     disk_list = snapshots.disks(dom.XMLDesc(0))
     for d in disk_list:
@@ -99,7 +105,7 @@ def _backup(conn: libvirt.virConnect, dom: libvirt.virDomain, out: Path, scratch
                 progress=scaled(progress, start + span * i / count, span / count))
         entries.append({"target": d["target"], "file": file, "format": "qcow2", "original_path": d["path"],
                         "original_format": d["format"], "virtual_size": virtual_size(str(out / file), "qcow2")})
-    files = {f: sha256(out / f) for f in [DOMAIN_XML, *(e["file"] for e in entries)]}
+    files = {f: sha256(out / f) for f in [DOMAIN_XML, *([nvram] if nvram else []), *(e["file"] for e in entries)]}
     if active:
         consistency = "live: libvirt backup job" + (", guest file systems frozen by the guest agent" if frozen
                                                      else ", no guest agent: crash-consistent")
@@ -108,7 +114,7 @@ def _backup(conn: libvirt.virConnect, dom: libvirt.virDomain, out: Path, scratch
     manifest = {
         "format": FORMAT, "version": VERSION, "vm": name, "uuid": dom.UUIDString(),
         "created": datetime.now(UTC).isoformat(), "consistency": consistency, "frozen": frozen,
-        "domain_xml": DOMAIN_XML, "disks": entries, "sha256": files,
+        "domain_xml": DOMAIN_XML, "nvram": nvram, "disks": entries, "sha256": files,
         "sizes": {f: (out / f).stat().st_size for f in files},
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")

@@ -129,7 +129,7 @@ def clone_vm(conn: libvirt.virConnect, src: str, new: str, *, linked: bool = Fal
     linked_snap: str | None = None
     defined = None
     try:
-        if linked:
+        if linked and snapshots.disks(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)):
             linked_snap = f"linked-{new}"[:64]
             snapshots.create_snapshot(conn, src, linked_snap, disk_only=True,
                                       description=f"base of linked clone '{new}' (keep while '{new}' exists)")

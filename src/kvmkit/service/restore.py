@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,8 @@ def verify(backup_dir: str | Path, manifest: dict[str, Any] | None = None,
     manifest = manifest or read_manifest(base)
     sums: dict[str, str] = manifest["sha256"]
     needed = {manifest["domain_xml"], *(d["file"] for d in manifest["disks"])}
+    if manifest.get("nvram"):
+        needed.add(manifest["nvram"])
     missing = needed - set(sums)
     if missing:
         raise InvalidInput(f"the manifest of {base} has no checksum for {', '.join(sorted(missing))}",
@@ -99,8 +102,15 @@ def restore_vm(conn: libvirt.virConnect, backup_dir: str | Path, *, name: str | 
             raise Conflict(f"{dst} exists already in pool '{pool_obj.name()}'",
                            hint="remove it, restore under another --name, or pick another --pool")
         plan.append((entry, disk, fmt, dst))
+    nvram_dst = root.findtext("os/nvram") if manifest.get("nvram") else None
+    if nvram_dst and os.path.exists(nvram_dst):
+        raise Conflict(f"NVRAM file {nvram_dst} exists already",
+                       hint="restore under another name with --name NEW, or remove the stale file")
     made: list[Path] = []
     try:
+        if nvram_dst:
+            made.append(Path(nvram_dst))
+            shutil.copyfile(base / manifest["nvram"], nvram_dst)
         count = max(len(plan), 1)
         for i, (entry, disk, fmt, dst) in enumerate(plan):
             made.append(dst)
