@@ -49,7 +49,7 @@ def _show_list(rows: list[dict[str, Any]]) -> None:
 def _show_one(d: dict[str, Any]) -> None:
     out = console()
     for key in ("name", "uuid", "mode", "active", "autostart", "bridge", "forward_dev", "subnet", "gateway",
-                "domain", "dns", "kvmkit_bridge"):
+                "domain", "dns", "kvmkit_bridge", "uplink"):
         if d.get(key) not in (None, ""):
             out.print(f"{key:<14} {d[key]}")
     if d.get("dhcp_range"):

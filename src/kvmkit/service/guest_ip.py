@@ -107,7 +107,9 @@ def guest_addresses(conn: libvirt.virConnect, dom: libvirt.virDomain) -> list[di
         found += got
         if not got:
             pending.append(nic)
-    if pending and not conn.getURI().startswith("test:"):
+    from kvmkit.service.networks import is_local
+
+    if pending and is_local(conn):
         from kvmkit.errors import KvmkitError
         from kvmkit.host.bridges import neighbours
 

@@ -19,6 +19,14 @@ from kvmkit.service.network_xml import DhcpHost, NetworkSpec, describe_xml, host
 Subnet = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+def is_local(conn: libvirt.virConnect) -> bool:
+    """True when libvirt runs on this machine (host interfaces and routes can be read and changed here)."""
+    from urllib.parse import urlparse
+
+    uri = urlparse(conn.getURI())
+    return not uri.scheme.startswith("test") and uri.hostname in (None, "", "localhost", "127.0.0.1")
+
+
 def lookup(conn: libvirt.virConnect, name: str) -> libvirt.virNetwork:
     try:
         return conn.networkLookupByName(name)
@@ -47,8 +55,8 @@ def find_overlap(conn: libvirt.virConnect, subnet: str | Subnet, *, ignore_netwo
         for s in network_subnets(xml):
             if s.version == net.version and s.overlaps(net):
                 return f"libvirt network '{other.name()}' ({s})"
-    if conn.getURI().startswith("test:"):
-        return None  # the test driver has no host interfaces to compare with
+    if not is_local(conn):
+        return None  # host interfaces of the test driver or a remote host are not visible from here
     from kvmkit.host import bridges as host
 
     for a in host.addresses():
@@ -131,10 +139,13 @@ def users(conn: libvirt.virConnect, name: str, *, running_only: bool = True) -> 
 def _summary(net: libvirt.virNetwork, xml: str | None = None) -> dict[str, Any]:
     info = describe_xml(xml or net.XMLDesc(0))
     info.update(active=bool(net.isActive()), autostart=bool(net.autostart()), persistent=bool(net.isPersistent()))
-    from kvmkit.host.bridges import load_record
+    info["kvmkit_bridge"] = False
+    if info["mode"] == "bridge" and info["bridge"] and is_local(net.connect()):
+        from kvmkit.host.bridges import load_record
 
-    info["kvmkit_bridge"] = bool(info["mode"] == "bridge" and info["bridge"]
-                                 and (load_record(info["bridge"]) or {}).get("owner") == info["name"])
+        record = load_record(info["bridge"]) or {}
+        if record.get("owner") == info["name"]:
+            info.update(kvmkit_bridge=True, uplink=record.get("uplink"))
     return info
 
 
@@ -164,8 +175,11 @@ def create_network(conn: libvirt.virConnect, spec: NetworkSpec, *, start: bool =
                 raise Conflict(f"bridge '{spec.bridge}' is already used by network '{other.name()}'",
                                hint="one libvirt network per host bridge")
         if create_bridge:
+            if not is_local(conn):
+                raise InvalidInput(f"--create-bridge works only on this host, not on {conn.getURI()}",
+                                   hint="create the bridge on that host (kvmkit net create there), then use --bridge")
             bridge_record = host.create_bridge(spec.bridge, uplink=uplink, owner=spec.name)
-        elif not conn.getURI().startswith("test:") and not host.is_bridge(host.link(spec.bridge)):
+        elif is_local(conn) and not host.is_bridge(host.link(spec.bridge)):
             raise NotFound(f"host bridge '{spec.bridge}' does not exist",
                            hint="create it with --create-bridge [--uplink IFACE], or name an existing bridge")
     xml = spec_to_xml(spec)
@@ -264,7 +278,7 @@ def delete(conn: libvirt.virConnect, name: str) -> dict[str, Any]:
         if net.isPersistent():
             net.undefine()
     out: dict[str, Any] = {"name": name, "deleted": True, "bridge_deleted": None}
-    if info["mode"] == "bridge" and info["bridge"] and not conn.getURI().startswith("test:"):
+    if info["mode"] == "bridge" and info["bridge"] and is_local(conn):
         record = host.load_record(info["bridge"])
         if record is not None and record.get("owner") == name:
             out["bridge_deleted"] = host.delete_bridge(info["bridge"])
