@@ -115,7 +115,7 @@ def register(app: typer.Typer) -> None:
             import tty
 
             saved = termios.tcgetattr(in_fd)
-            tty.setraw(in_fd)
+            tty.setraw(in_fd, termios.TCSANOW)  # TCSANOW: keep what was typed ahead
         try:
             result = vm_console.attach(conn, name, in_fd, out_fd, force=force)
         finally:
