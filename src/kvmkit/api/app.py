@@ -58,6 +58,9 @@ def create_app(db_url: str | None = None, uri: str | None = None, *, tls: bool =
     for mod in (routes_auth, routes_vms, routes_tasks, routes_events, routes_users, routes_tokens,
                 routes_audit, routes_pools, routes_networks):
         app.include_router(mod.router, prefix=API)
+    from kvmkit.web.routes import install as install_portal
+
+    install_portal(app)  # the web portal at / and its console WebSocket
     return app
 
 
