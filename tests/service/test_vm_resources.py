@@ -59,6 +59,9 @@ def test_live_changes_on_a_stopped_vm_are_refused(conn, micro_guest):
         res.set_memory(conn, guest.name, 128, live=True)
     with pytest.raises(InvalidInput, match="at least 1 vCPU"):
         res.set_vcpus(conn, guest.name, 0)
+    with pytest.raises(InvalidInput, match="at least 16 MiB"):  # checked before the vCPU change is applied
+        res.set_resources(conn, guest.name, vcpus=2, memory_mib=8)
+    assert guest.dom.vcpusFlags(libvirt.VIR_DOMAIN_AFFECT_CONFIG) == 1
     # stopped: the default is the definition only, and it may raise the maximum
     out = res.set_memory(conn, guest.name, 384)
     assert out["config"] and not out["live"] and out["max_memory_raised_to_mib"] == 384

@@ -53,21 +53,14 @@ def register(app: typer.Typer) -> None:
         """Change vCPUs, memory and autostart. Without --live/--config: both when running, else the definition."""
         from kvmkit.service import vm_resources
 
-        if vcpus is None and memory is None and autostart is None:
-            raise InvalidInput("nothing to set", hint="give --vcpus N, --memory SIZE and/or --autostart on|off")
         if autostart is not None and autostart not in ("on", "off"):
             raise InvalidInput(f"invalid --autostart '{autostart}': use on or off")
         size = _parse_mib(memory) if memory is not None else None
-        conn = connection()
         lv, cf = _live_config(live, config)
-        changes = []
-        if vcpus is not None:
-            changes.append(vm_resources.set_vcpus(conn, name, vcpus, live=lv, config=cf))
-        if size is not None:
-            changes.append(vm_resources.set_memory(conn, name, size, live=lv, config=cf))
-        if autostart is not None:
-            changes.append(vm_resources.set_autostart(conn, name, autostart == "on"))
-        emit({"name": name, "changes": changes}, _human_set)
+        result = vm_resources.set_resources(connection(), name, vcpus=vcpus, memory_mib=size,
+                                            autostart=None if autostart is None else autostart == "on",
+                                            live=lv, config=cf)
+        emit(result, _human_set)
 
     @app.command()
     def stats(name: str | None = typer.Argument(None, help="VM name (default: every VM)")) -> None:

@@ -29,6 +29,12 @@ def set_vcpus(conn: libvirt.virConnect, name: str, count: int, *, live: bool | N
               config: bool | None = None) -> dict[str, Any]:
     """Set the number of vCPUs: live by hot-plug up to the running maximum, and/or in the definition
     (raising its maximum when ``count`` is above it)."""
+    dom, flags = _check_vcpus(conn, name, count, live, config)
+    return _apply_vcpus(dom, flags, count)
+
+
+def _check_vcpus(conn: libvirt.virConnect, name: str, count: int, live: bool | None,
+                 config: bool | None) -> tuple[libvirt.virDomain, int]:
     if count < 1:
         raise InvalidInput(f"invalid vcpus {count}: a VM needs at least 1 vCPU")
     dom = domain(conn, name)
@@ -40,6 +46,11 @@ def set_vcpus(conn: libvirt.virConnect, name: str, count: int, *, live: bool | N
             raise InvalidInput(
                 f"cannot set vcpus to {count} live on VM {name}: its maximum while running is {live_max}",
                 hint=f"raise the maximum with `kvmkit vm set {name} --vcpus {count} --config`, then restart the VM")
+    return dom, flags
+
+
+def _apply_vcpus(dom: libvirt.virDomain, flags: int, count: int) -> dict[str, Any]:
+    name = dom.name()
     raised = None
     if flags & CONFIG:
         with libvirt_errors(f"reading the vCPU maximum of VM {name}"):
@@ -66,6 +77,12 @@ def set_memory(conn: libvirt.virConnect, name: str, size_mib: int, *, live: bool
                config: bool | None = None) -> dict[str, Any]:
     """Set the memory: live through the balloon up to the maximum, and/or in the definition (raising the
     maximum there when ``size_mib`` is above it)."""
+    dom, flags = _check_memory(conn, name, size_mib, live, config)
+    return _apply_memory(dom, flags, size_mib)
+
+
+def _check_memory(conn: libvirt.virConnect, name: str, size_mib: int, live: bool | None,
+                  config: bool | None) -> tuple[libvirt.virDomain, int]:
     if size_mib < 16:
         raise InvalidInput(f"invalid memory {size_mib} MiB: give at least 16 MiB (e.g. 512M or 1G)")
     dom = domain(conn, name)
@@ -83,6 +100,12 @@ def set_memory(conn: libvirt.virConnect, name: str, size_mib: int, *, live: bool
         if not _has_balloon(dom):
             raise InvalidState(f"cannot change the memory of VM {name} live: it has no memory balloon device",
                                hint="use --config and restart the VM")
+    return dom, flags
+
+
+def _apply_memory(dom: libvirt.virDomain, flags: int, size_mib: int) -> dict[str, Any]:
+    name = dom.name()
+    kib = size_mib * 1024
     raised = None
     cfg_max = 0
     if flags & CONFIG:
@@ -126,6 +149,26 @@ def _has_balloon(dom: libvirt.virDomain) -> bool:
     root = etree.fromstring(dom.XMLDesc(0).encode())
     balloon = root.find("./devices/memballoon")
     return balloon is not None and balloon.get("model") != "none"
+
+
+def set_resources(conn: libvirt.virConnect, name: str, *, vcpus: int | None = None, memory_mib: int | None = None,
+                  autostart: bool | None = None, live: bool | None = None,
+                  config: bool | None = None) -> dict[str, Any]:
+    """Several changes at once (``kvmkit vm set``): every one is checked before any is applied."""
+    if vcpus is None and memory_mib is None and autostart is None:
+        raise InvalidInput("nothing to set", hint="give --vcpus N, --memory SIZE and/or --autostart on|off")
+    checked_cpu = _check_vcpus(conn, name, vcpus, live, config) if vcpus is not None else None
+    checked_mem = _check_memory(conn, name, memory_mib, live, config) if memory_mib is not None else None
+    if autostart is not None and not domain(conn, name).isPersistent():
+        raise InvalidState(f"cannot set autostart on VM {name}: it is transient (not defined)")
+    changes = []
+    if checked_cpu is not None and vcpus is not None:
+        changes.append(_apply_vcpus(*checked_cpu, vcpus))
+    if checked_mem is not None and memory_mib is not None:
+        changes.append(_apply_memory(*checked_mem, memory_mib))
+    if autostart is not None:
+        changes.append(set_autostart(conn, name, autostart))
+    return {"name": name, "changes": changes}
 
 
 def set_autostart(conn: libvirt.virConnect, name: str, on: bool) -> dict[str, Any]:
