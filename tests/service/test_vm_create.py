@@ -211,3 +211,45 @@ def test_hugepages_vm_that_cannot_start_is_rolled_back(conn, prefix, logs):
         create_vm(conn, micro(f"{prefix}huge", memory_mib="64G", hugepages=True, disks=[{"size": "16M"}]),
                   start=True)
     assert leftovers(conn, prefix) == []
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize("step", ["defining VM", "creating volume"])
+def test_ctrl_c_mid_create_rolls_back(conn, prefix, logs, step):
+    """An interrupt (Ctrl-C) arriving while create reports a step undoes everything done so far."""
+
+    def progress(msg: str) -> None:
+        if msg.startswith(step) and "disk1" not in msg:
+            raise KeyboardInterrupt
+
+    def interrupt_after_volumes(msg: str) -> None:
+        if msg.startswith("defining VM"):
+            assert len(leftovers(conn, prefix)) == 2  # both volumes exist at this point
+        progress(msg)
+
+    with pytest.raises(KeyboardInterrupt):
+        create_vm(conn, micro(f"{prefix}intr", disks=[{"size": "16M"}, {"size": "16M", "format": "raw"}]),
+                  progress=interrupt_after_volumes)
+    assert leftovers(conn, prefix) == []
+
+
+@pytest.mark.guest
+def test_wide_device_set_boots(conn, prefix, logs, workdir):
+    """Every bus and NIC model kvmkit offers, plus VNC, RNG, balloon, agent channel, pinning: QEMU runs it."""
+    iso = workdir / "empty.iso"
+    iso.write_bytes(b"\0" * 4096)
+    out = create_vm(conn, micro(
+        f"{prefix}wide", vcpus=1, max_vcpus=2, cores=2, memory_mib="256M", max_memory_mib="384M",
+        disks=[{"size": "16M", "bus": "virtio", "cache": "none", "io": "native"},
+               {"size": "16M", "bus": "virtio-scsi", "format": "raw", "cache": "writeback"},
+               {"size": "16M", "bus": "sata", "cache": "unsafe", "io": "threads"},
+               {"size": "16M", "bus": "ide", "format": "raw", "shareable": True, "cache": "none"},
+               {"device": "cdrom", "path": str(iso)}],
+        nics=[{"source": "default", "model": m} for m in ("virtio", "e1000e", "rtl8139")],
+        graphics={"type": "vnc", "password": "secret1"}, cpuset="0-1", vcpupin={0: "0"}, emulatorpin="0-1",
+        nosharepages=True, on_crash="preserve"), start=True)
+    SerialLog(out["serial_log"]).wait_for("KVMKIT-GUEST-READY", timeout=60)
+    root = etree.fromstring(conn.lookupByName(out["name"]).XMLDesc(0).encode())
+    buses = sorted(t.get("bus") for t in root.iterfind("devices/disk/target"))
+    assert buses == ["ide", "sata", "sata", "scsi", "virtio"]
+    assert int(root.find("devices/graphics").get("port")) >= 5900

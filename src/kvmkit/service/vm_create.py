@@ -102,6 +102,8 @@ def resolve(conn: libvirt.virConnect, spec: VMSpec, progress: Progress) -> tuple
             _check_path(what, path, local=local)
     if spec.serial:
         changes["serial_log"] = spec.default_serial_log()
+    if spec.firmware == "uefi" and not spec.machine:
+        changes["machine"] = "q35"  # libvirt's OVMF descriptors (secure boot, SMM) want q35
 
     plan: list[dict[str, Any]] = []
     disks: list[DiskSpec] = []

@@ -20,8 +20,7 @@ from kvmkit.xml.util import ensure, parse, to_string
 
 FAMILIES = (general, metadata, memory, cpu, osboot, disks, nics, graphics, chardevs, misc_devices)
 
-# Not modelled by the spec: written once for new domains only (ACPI for graceful shutdown, UTC clock).
-_NEW_DOMAIN_EXTRAS = ("features", "clock")
+# Not modelled by the spec, written for new domains only: ACPI (graceful shutdown) and a UTC clock.
 
 
 def read_fields(root: etree._Element) -> dict[str, Any]:
@@ -54,11 +53,6 @@ def spec_to_xml(spec: VMSpec) -> str:
     etree.SubElement(features, "acpi")
     etree.SubElement(features, "apic")
     ensure(root, "clock", offset="utc")
-    for tag, action in (("on_poweroff", "destroy"), ("on_reboot", "restart"), ("on_crash", "destroy")):
-        if root.find(tag) is None:
-            ensure(root, tag).text = action
-    if spec.firmware == "uefi" and not spec.machine:
-        ensure(root, "os").find("type").set("machine", "q35")  # OVMF with secure features needs q35
     etree.indent(root, space="  ")
     return to_string(root)
 
