@@ -73,6 +73,8 @@ def test_disk_errors_leave_the_vm_unchanged(conn, micro_guest, workdir):
     before = etree.tostring(_inactive(guest.dom))
     with pytest.raises(InvalidInput, match="invalid disk format 'vmdk'"):
         dev.attach_disk(conn, guest.name, path=disk, fmt="vmdk")
+    with pytest.raises(InvalidInput, match=r"d\.qcow2 is a qcow2 image, not raw"):
+        dev.attach_disk(conn, guest.name, path=disk, fmt="raw")
     with pytest.raises(InvalidInput, match="does not exist"):
         dev.attach_disk(conn, guest.name, path=str(workdir / "missing.qcow2"), fmt="qcow2")
     with pytest.raises(InvalidState, match=r"cannot attach a disk live on VM .*: it is shut off"):

@@ -187,6 +187,12 @@ def attach_disk(conn: libvirt.virConnect, name: str, *, fmt: str, path: str | No
     if cache is not None and cache not in CACHE_MODES:
         raise InvalidInput(f"invalid disk cache '{cache}': use one of {', '.join(CACHE_MODES)}")
     path = _resolve_disk_path(conn, path, pool, volume)
+    from kvmkit.images.qemu_img import probe_format
+
+    found = probe_format(path)
+    if found != fmt:
+        raise InvalidInput(f"{path} is a {found} image, not {fmt}",
+                           hint=f"give the format it has (--format {found}) or convert it with `kvmkit image convert`")
     dom = domain(conn, name)
     flags = affect_flags(dom, live, config, "attach a disk")
     roots = _xmls(dom, flags)
