@@ -179,3 +179,19 @@ def test_foreign_names_are_described_not_refused():
     root = etree.fromstring(VMM_XML.encode())
     root.find("name").text = "My Windows VM"
     assert xml_to_spec(etree.tostring(root, encoding="unicode")).name == "My Windows VM"
+
+
+@pytest.mark.fast
+def test_disks_kvmkit_does_not_model_are_left_alone():
+    root = etree.fromstring(VMM_XML.encode())
+    devices = root.find("devices")
+    net_disk = etree.fromstring(
+        "<disk type='network' device='disk'><driver name='qemu' type='raw'/>"
+        "<source protocol='nbd' name='x'><host name='h' port='10809'/></source><target dev='vdc' bus='virtio'/></disk>")
+    devices.find("disk").addnext(net_disk)
+    root.find("devices/disk/driver").set("cache", "default")
+    xml = etree.tostring(root, encoding="unicode")
+    spec = xml_to_spec(xml)
+    assert [d.target for d in spec.disks] == ["vda", "sda"] and spec.disks[0].cache is None
+    out = etree.fromstring(apply_spec(xml, spec.updated(disks=[spec.disks[1].model_dump()])).encode())
+    assert [t.get("dev") for t in out.iterfind("devices/disk/target")] == ["vdc", "sda"]  # vda removed only

@@ -35,9 +35,9 @@ def _parse_disk(el: etree._Element) -> DiskSpec | None:
     data: dict[str, Any] = {"device": device, "bus": bus, "target": target.get("dev"), "format": fmt,
                             "readonly": el.find("readonly") is not None,
                             "shareable": el.find("shareable") is not None}
-    if driver is not None:
-        data["cache"] = driver.get("cache")
-        data["io"] = driver.get("io")
+    if driver is not None:  # 'default' is libvirt's spelling of "not set"
+        data["cache"] = None if driver.get("cache") == "default" else driver.get("cache")
+        data["io"] = None if driver.get("io") == "default" else driver.get("io")
     if source is not None:
         if dtype == "file":
             data["path"] = source.get("file")
