@@ -111,6 +111,15 @@ def test_metadata_keys_and_uuid():
     assert spec.uuid == "3b9a2c61-2f7e-4b8e-9a77-1c0d5e6f7a81"
 
 
+def test_text_that_xml_cannot_hold_is_refused():
+    bad("invalid title: title contains control characters", title="a\x00b")
+    bad("invalid title", title="two\nlines")
+    bad("invalid description", description="bell\x07")
+    bad("invalid metadata", metadata={"k": "esc\x1b"})
+    bad("not an IP address", graphics={"type": "vnc", "listen": "localhost; rm"})
+    assert parse_spec({"name": "vm1", "description": "multi\nline ok"}).description == "multi\nline ok"
+
+
 def test_unknown_fields_are_refused():
     bad("invalid colour: unknown field", colour="blue")
 

@@ -83,6 +83,19 @@ def validate_mac(value: str, what: str = "mac") -> str:
     return mac
 
 
+_XML_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def validate_text(value: str, what: str, *, single_line: bool = False, max_len: int = 4096) -> str:
+    """Free text that goes into XML: no control characters (XML cannot hold them), bounded length."""
+    if _XML_BAD.search(value) or (single_line and ("\n" in value or "\r" in value)):
+        raise InvalidInput(f"{what} contains control characters or line breaks",
+                           hint="use printable text" + (" on one line" if single_line else ""))
+    if len(value) > max_len:
+        raise InvalidInput(f"{what} is {len(value)} characters long", hint=f"keep it under {max_len}")
+    return value
+
+
 T = TypeVar("T")
 
 

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kvmkit.errors import InvalidInput
-from kvmkit.spec.common import as_value_error, parse_size_mib, validate_cpuset, validate_name
+from kvmkit.spec.common import as_value_error, parse_size_mib, validate_cpuset, validate_name, validate_text
 from kvmkit.spec.vm_devices import DiskSpec, GraphicsSpec, NicSpec, NumaTuneSpec
 
 LifecycleAction = Literal["destroy", "restart", "preserve", "rename-restart", "coredump-destroy",
@@ -145,10 +145,21 @@ class VMSpec(BaseModel):
     @field_validator("metadata")
     @classmethod
     def _meta(cls, v: dict[str, str]) -> dict[str, str]:
-        for key in v:
+        for key, value in v.items():
             if not _META_KEY.match(key):
                 raise ValueError(f"metadata key {key!r} is not valid; use letters, digits, '_', '.', '-'")
+            as_value_error(validate_text, value, f"metadata {key}")
         return v
+
+    @field_validator("title", "cmdline")
+    @classmethod
+    def _line(cls, v: str | None, info) -> str | None:
+        return None if v is None else as_value_error(validate_text, v, info.field_name, single_line=True)
+
+    @field_validator("description")
+    @classmethod
+    def _text(cls, v: str | None) -> str | None:
+        return None if v is None else as_value_error(validate_text, v, "description")
 
     # -- cross-field checks ------------------------------------------------------------------------
     @model_validator(mode="after")

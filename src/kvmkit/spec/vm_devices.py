@@ -145,6 +145,16 @@ class GraphicsSpec(_Part):
             raise ValueError(f"graphics port {v} is out of range; use 5900-65535 or leave it out for autoport")
         return None if v == -1 else v
 
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        import ipaddress
+
+        try:
+            return str(ipaddress.ip_address(v))
+        except ValueError:
+            raise ValueError(f"graphics listen {v!r} is not an IP address; e.g. 127.0.0.1 or 0.0.0.0") from None
+
     @field_validator("password")
     @classmethod
     def _password(cls, v: str | None) -> str | None:
