@@ -175,3 +175,28 @@ def test_tree_and_current_on_test_driver(test_conn):
     assert tree[0]["description"] == "first"
     with pytest.raises(NotFound, match="'nope' not found"):
         snaps.list_snapshots(test_conn, "nope")
+
+
+def qemu_io(path: str, cmd: str) -> str:
+    res = subprocess.run(["qemu-io", "-f", "qcow2", "-c", cmd, path], capture_output=True, text=True, check=True)
+    assert "Pattern verification failed" not in res.stdout, res.stdout
+    return res.stdout
+
+
+@pytest.mark.guest
+def test_external_snapshots_of_shut_off_vm_merge_back_with_their_data(conn, micro_guest, workdir, prefix):
+    base = make_disk(workdir, f"{prefix}off")
+    guest = micro_guest("offext", start=False, disks=[{"path": base, "format": "qcow2"}])
+    qemu_io(base, "write -P 0x11 0 1M")
+    e1 = snaps.create_snapshot(conn, guest.name, "e1", disk_only=True)["overlays"]["vda"]
+    qemu_io(e1, "write -P 0x22 1M 1M")  # what the VM wrote after e1
+    e2 = snaps.create_snapshot(conn, guest.name, "e2", disk_only=True)["overlays"]["vda"]
+    qemu_io(e2, "write -P 0x33 2M 1M")  # ... and after e2
+    snaps.delete_snapshot(conn, guest.name, "e1")  # inner: qemu-img commit + rebase of e2's overlay
+    assert not Path(e1).exists()
+    assert [c["path"] for c in snaps.backing_chain(e2, "qcow2")] == [e2, base]
+    snaps.delete_snapshot(conn, guest.name, "e2")  # the active one: commit, definition back on base
+    assert disk_source(guest.dom, libvirt.VIR_DOMAIN_XML_INACTIVE) == base and not Path(e2).exists()
+    for offset, pattern in (("0", "0x11"), ("1M", "0x22"), ("2M", "0x33")):
+        qemu_io(base, f"read -P {pattern} {offset} 1M")
+    assert sorted(p.name for p in workdir.glob("*.qcow2")) == [Path(base).name]
