@@ -116,6 +116,8 @@ def test_text_that_xml_cannot_hold_is_refused():
     bad("invalid title", title="two\nlines")
     bad("invalid description", description="bell\x07")
     bad("invalid metadata", metadata={"k": "esc\x1b"})
+    bad("invalid disks.0.path", disks=[{"path": "/a\x01b"}])
+    bad("invalid kernel", kernel="/boot/k\nx")
     bad("not an IP address", graphics={"type": "vnc", "listen": "localhost; rm"})
     assert parse_spec({"name": "vm1", "description": "multi\nline ok"}).description == "multi\nline ok"
 

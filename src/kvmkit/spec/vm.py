@@ -140,7 +140,7 @@ class VMSpec(BaseModel):
     def _abs_path(cls, v: str | None, info) -> str | None:
         if v is not None and not v.startswith("/"):
             raise ValueError(f"{info.field_name} {v!r} is not an absolute path; give the full path")
-        return v
+        return None if v is None else as_value_error(validate_text, v, info.field_name, single_line=True)
 
     @field_validator("metadata")
     @classmethod

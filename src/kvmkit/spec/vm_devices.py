@@ -12,6 +12,7 @@ from kvmkit.spec.common import (
     validate_cpuset,
     validate_mac,
     validate_name,
+    validate_text,
 )
 
 DiskBus = Literal["virtio", "virtio-scsi", "sata", "ide"]
@@ -63,7 +64,7 @@ class DiskSpec(_Part):
     def _path(cls, v: str | None) -> str | None:
         if v is not None and not v.startswith("/"):
             raise ValueError(f"disk path {v!r} is not absolute; give the full path, e.g. /var/lib/images/a.qcow2")
-        return v
+        return None if v is None else as_value_error(validate_text, v, "disk path", single_line=True)
 
     @field_validator("target")
     @classmethod
