@@ -65,6 +65,7 @@ def test_bad_spec_leaves_nothing(conn, prefix, logs, change, match):
     ({"disks": [{"size": "16M", "pool": "kt-no-such-pool"}]}, "storage pool 'kt-no-such-pool' not found"),
     ({"disks": [{"volume": "kt-no-such-vol"}]}, "volume 'kt-no-such-vol' not found"),
     ({"nics": [{"source": "kt-no-such-net"}], "disks": [{"size": "16M"}]}, "network 'kt-no-such-net' not found"),
+    ({"nics": [{"type": "bridge", "source": "ktnobr0"}], "disks": [{"size": "16M"}]}, "host bridge 'ktnobr0' not"),
 ])
 def test_missing_paths_leave_nothing(conn, prefix, logs, change, match):
     with pytest.raises(NotFound, match=match) as err:

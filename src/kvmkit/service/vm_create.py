@@ -162,6 +162,10 @@ def resolve(conn: libvirt.virConnect, spec: VMSpec, progress: Progress) -> tuple
             nics.append(nic.model_copy(update={"mac": mac}))
         if nic.type == "network" and _exists_by(conn.networkLookupByName, nic.source) is None:
             raise NotFound(f"network '{nic.source}' not found", hint="see `kvmkit net list`, or use --network none")
+        if nic.type != "network" and local and not os.path.exists(f"/sys/class/net/{nic.source}"):
+            what = "bridge" if nic.type == "bridge" else "device"
+            raise NotFound(f"host {what} '{nic.source}' not found",
+                           hint="see `ip link`; create a bridge with `kvmkit net create NAME --mode bridge`")
     changes["nics"] = [n.model_dump() for n in nics]
     return spec.updated(**changes), plan
 
