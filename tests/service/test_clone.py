@@ -102,3 +102,25 @@ def test_linked_clone_base_is_protected_from_source_snapshots(conn, micro_guest,
     root = etree.fromstring(src.dom.XMLDesc(0).encode())
     assert root.find("devices/disk/source").get("file") == str(workdir / f"{prefix}c.qcow2")
     assert [s["name"] for s in snaps.list_snapshots(conn, src.name)] == ["pre"]
+
+
+@pytest.mark.fast
+def test_rename_identity_gives_the_new_vm_its_own_paths():
+    from kvmkit.service.clone import rename_identity
+
+    root = etree.fromstring(
+        "<domain><name>a</name><uuid>4dea22b3-1d52-d8f3-2516-782e98ab3fa0</uuid><os><type>hvm</type>"
+        "<nvram>/var/lib/libvirt/qemu/nvram/a_VARS.fd</nvram></os><devices>"
+        "<serial type='pty'><log file='/var/log/kvmkit/a.serial.log'/></serial>"
+        "<console type='pty'><log file='/var/log/kvmkit/other.log'/></console>"
+        "<channel type='unix'><source mode='bind' path='/run/a.agent'/><target type='virtio' "
+        "name='org.qemu.guest_agent.0'/></channel>"
+        "<graphics type='vnc' port='5901' autoport='no'/></devices></domain>")
+    out = rename_identity(root, "a", "web-2")
+    assert root.findtext("name") == "web-2" and root.find("uuid") is None
+    assert out["serial_logs"] == ["/var/log/kvmkit/web-2.serial.log", "/var/log/kvmkit/web-2.serial.log"]
+    assert out["nvram"] == ("/var/lib/libvirt/qemu/nvram/a_VARS.fd", "/var/lib/libvirt/qemu/nvram/web-2_VARS.fd")
+    assert root.findtext("os/nvram") == "/var/lib/libvirt/qemu/nvram/web-2_VARS.fd"
+    assert root.find("devices/channel/source").get("path") is None
+    gfx = root.find("devices/graphics")
+    assert gfx.get("autoport") == "yes" and gfx.get("port") is None

@@ -91,7 +91,8 @@ def rename_identity(root: etree._Element, old: str, new: str) -> dict[str, Any]:
     logs: list[str] = []
     for log in root.iterfind("devices/*/log"):
         path = Path(log.get("file", ""))
-        name = path.name.replace(old, new) if old in path.name else f"{new}.serial.log"
+        rest = path.name[len(old):]
+        name = new + rest if path.name.startswith(old) and rest[:1] in (".", "-", "_") else f"{new}.serial.log"
         log.set("file", str(path.with_name(name)))
         logs.append(log.get("file"))
     for ch in root.iterfind("devices/channel"):  # unix sockets named after the old VM: let libvirt pick
