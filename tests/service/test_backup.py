@@ -118,3 +118,19 @@ def test_uefi_nvram_is_backed_up_and_restored(conn, micro_guest, workdir, prefix
     with pytest.raises(Conflict, match="NVRAM file"):  # no --name: the original's NVRAM file is still there
         restore_vm(conn, dest)
     assert guest.name not in [d.name() for d in conn.listAllDomains()]
+
+
+@pytest.mark.fast
+def test_damaged_or_forged_manifests_are_refused(conn, tmp_path):
+    from kvmkit.errors import NotFound
+
+    with pytest.raises(NotFound, match="not a kvmkit backup"):
+        restore_vm(conn, tmp_path)
+    manifest = tmp_path / "manifest.json"
+    for body, msg in (("{", "not valid JSON"), ('{"format": "x"}', "not a kvmkit-backup"),
+                      ('{"format": "kvmkit-backup", "version": 1}', "lacks its file list"),
+                      ('{"format": "kvmkit-backup", "version": 1, "domain_xml": "domain.xml", "disks": [], '
+                       '"sha256": {"../../etc/passwd": "00"}}', "unsafe file")):
+        manifest.write_text(body)
+        with pytest.raises(InvalidInput, match=msg):
+            restore_vm(conn, tmp_path)

@@ -199,7 +199,13 @@ def read_manifest(backup_dir: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("version") != VERSION:
         raise InvalidInput(f"{path} is not a {FORMAT} version {VERSION} manifest",
                            hint="this backup was written by another tool or kvmkit version")
-    for f in data.get("sha256", {}):
-        if os.path.basename(f) != f or f in ("", ".", ".."):
+    sums, disks = data.get("sha256"), data.get("disks")
+    if not isinstance(sums, dict) or not isinstance(disks, list) or not isinstance(data.get("domain_xml"), str) \
+            or not all(isinstance(d, dict) and isinstance(d.get("file"), str) and isinstance(d.get("target"), str)
+                       for d in disks):
+        raise InvalidInput(f"{path} lacks its file list, checksums or disk entries", hint="the backup is damaged")
+    names = [*sums, data["domain_xml"], *(d["file"] for d in disks), *([data["nvram"]] if data.get("nvram") else [])]
+    for f in names:
+        if not isinstance(f, str) or os.path.basename(f) != f or f in ("", ".", ".."):
             raise InvalidInput(f"manifest names an unsafe file '{f}'", hint="the backup is damaged or forged")
     return data
