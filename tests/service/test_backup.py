@@ -121,11 +121,11 @@ def test_uefi_nvram_is_backed_up_and_restored(conn, micro_guest, workdir, prefix
 
 
 @pytest.mark.fast
-def test_damaged_or_forged_manifests_are_refused(conn, tmp_path):
+def test_damaged_or_forged_manifests_are_refused(test_conn, tmp_path):
     from kvmkit.errors import NotFound
 
     with pytest.raises(NotFound, match="not a kvmkit backup"):
-        restore_vm(conn, tmp_path)
+        restore_vm(test_conn, tmp_path)
     manifest = tmp_path / "manifest.json"
     for body, msg in (("{", "not valid JSON"), ('{"format": "x"}', "not a kvmkit-backup"),
                       ('{"format": "kvmkit-backup", "version": 1}', "lacks its file list"),
@@ -133,4 +133,4 @@ def test_damaged_or_forged_manifests_are_refused(conn, tmp_path):
                        '"sha256": {"../../etc/passwd": "00"}}', "unsafe file")):
         manifest.write_text(body)
         with pytest.raises(InvalidInput, match=msg):
-            restore_vm(conn, tmp_path)
+            restore_vm(test_conn, tmp_path)
