@@ -1,0 +1,134 @@
+"""Scenario 7: boot of the micro-guest to its ready marker, by machine type and firmware.
+
+Each variant is defined through libvirt-python, started with ``dom.create()`` and timed from that call
+until ``KVMKIT-GUEST-READY`` appears in the serial log. The fastest variant is what
+``vm create --profile fast-boot`` should set; virt-install's own default (the peer) is measured too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+
+import libvirt
+
+from bench.common import PREFIX, READY, Ctx, Row, Series, Unavailable, log, run, wait_for_text
+from bench.guest import MicroXML
+
+
+@dataclass
+class Variant:
+    key: str
+    label: str
+    machine: str
+    firmware: str = ""
+    lean: bool = False
+    extra_cmdline: str = ""
+
+
+FAST_CMDLINE = "i8042.noaux i8042.nokbd i8042.nopnp no_timer_check tsc=reliable"
+
+VARIANTS = [
+    Variant("q35-efi", "q35 + UEFI firmware (OVMF), kernel via fw_cfg", "q35", "efi"),
+    Variant("pc-direct", "pc (i440fx) + SeaBIOS, direct kernel boot (kvmkit --micro default)", "pc"),
+    Variant("q35-direct", "q35 + SeaBIOS, direct kernel boot", "q35"),
+    Variant("microvm", "microvm machine type, virtio-mmio, no firmware", "microvm"),
+    Variant("pc-lean", "pc direct kernel boot, no USB/balloon, i8042 off, no timer check", "pc", lean=True,
+            extra_cmdline=FAST_CMDLINE),
+    Variant("q35-lean", "q35 direct kernel boot, no USB/balloon, i8042 off, no timer check", "q35", lean=True,
+            extra_cmdline=FAST_CMDLINE),
+]
+
+
+def _boot_once(ctx: Ctx, v: Variant, i: int) -> tuple[float, float]:
+    name = f"{PREFIX}boot-{v.key}-{i}"
+    log_path = ctx.path("boot", f"{name}.serial.log")
+    xml = MicroXML(name, ctx.kernel, ctx.initrd, ctx.cmdline, str(log_path), virt_type=ctx.virt_type,
+                   machine=v.machine, firmware=v.firmware, lean=v.lean, extra_cmdline=v.extra_cmdline).xml()
+    dom = ctx.conn.defineXML(xml)
+    try:
+        t0 = time.perf_counter()
+        dom.create()
+        running = time.perf_counter() - t0
+        ready = wait_for_text(log_path, READY, t0, timeout=90)
+        return running, ready
+    finally:
+        with contextlib.suppress(libvirt.libvirtError):
+            dom.destroy()
+        dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+
+
+def _virt_install_once(ctx: Ctx, i: int) -> tuple[float, float]:
+    name = f"{PREFIX}boot-vi-{i}"
+    log_path = ctx.path("boot", f"{name}.serial.log")
+    cmd = ["virt-install", "--connect", "qemu:///system", "--name", name, "--memory", "256", "--vcpus", "1",
+           "--virt-type", ctx.virt_type, "--osinfo", "detect=on,require=off", "--import", "--disk", "none",
+           "--boot", f"kernel={ctx.kernel},initrd={ctx.initrd},kernel_args={ctx.cmdline}",
+           "--network", "none", "--graphics", "none", "--serial", f"pty,log.file={log_path}",
+           "--noautoconsole"]
+    t0 = time.perf_counter()
+    try:
+        run(cmd, timeout=120)
+        running = time.perf_counter() - t0
+        ready = wait_for_text(log_path, READY, t0, timeout=90)
+        return running, ready
+    finally:
+        with contextlib.suppress(libvirt.libvirtError):
+            dom = ctx.conn.lookupByName(name)
+            with contextlib.suppress(libvirt.libvirtError):
+                dom.destroy()
+            dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+
+
+def bench_boot(ctx: Ctx) -> list[Row]:
+    n = max(ctx.repeats, 3)
+    peer_run, peer_ready = Series(), Series()
+    peer_missing = ""
+    try:
+        for i in range(n):
+            r, m = _virt_install_once(ctx, i)
+            peer_run.samples.append(r)
+            peer_ready.samples.append(m)
+    except Exception as exc:  # reported, not fatal
+        peer_missing = f"virt-install failed: {exc}"
+    results: dict[str, tuple[Series, Series] | str] = {}
+    for v in VARIANTS:
+        run_s, ready_s = Series(), Series()
+        try:
+            for i in range(n):
+                r, m = _boot_once(ctx, v, i)
+                run_s.samples.append(r)
+                ready_s.samples.append(m)
+            results[v.key] = (run_s, ready_s)
+            log(f"boot {v.key}: ready median {ready_s.median:.2f} s")
+        except (libvirt.libvirtError, TimeoutError, Unavailable) as exc:
+            results[v.key] = f"not available: {str(exc).splitlines()[0][:200]}"
+            log(f"boot {v.key}: {results[v.key]}")
+    rows: list[Row] = []
+    timed = {k: val for k, val in results.items() if isinstance(val, tuple)}
+    fastest = min(timed, key=lambda k: timed[k][1].median) if timed else ""
+    for v in VARIANTS:
+        val = results[v.key]
+        label = v.label + (" **(fastest)**" if v.key == fastest else "")
+        row = Row("7. boot to ready marker", label, "start → ready marker", "s", peer_name="virt-install --import",
+                  target="<= 1.0 s (fast-boot profile)")
+        if isinstance(val, tuple):
+            row.kvmkit = val[1]
+        else:
+            row.kvmkit_missing = val
+        if peer_missing:
+            row.peer_missing = peer_missing
+        else:
+            row.peer = peer_ready
+        rows.append(row)
+    if peer_run.samples:
+        ctx.notes.append(f"7: virt-install --import returned (domain running) after {peer_run.median:.2f} s "
+                         f"median; the table shows its time to the ready marker.")
+    if fastest:
+        best = next(v for v in VARIANTS if v.key == fastest)
+        ctx.notes.append(f"7: fastest boot variant: {best.label} (machine={best.machine}, "
+                         f"firmware={best.firmware or 'none/SeaBIOS'}, lean devices={best.lean}, "
+                         f"extra kernel args='{best.extra_cmdline}'); 'kvmkit' column = that domain XML "
+                         f"started by libvirt-python, the shape `vm create --profile fast-boot` must produce.")
+    return rows

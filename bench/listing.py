@@ -1,0 +1,158 @@
+"""Scenarios 2, 5 and 6: listing 1/100/1000 defined domains, the API under load, the server's memory.
+
+Set-up defines lightweight shut-off domains straight through libvirt-python (no disks, no devices).
+Measured: ``virsh list --all`` (the peer), ``kvmkit vm list --all --json`` (a fresh process each time,
+as a user runs it) and GET /api/v1/vms on a kept-alive connection to ``kvmkit serve``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+import libvirt
+
+from bench.api_load import bench_api_load
+from bench.common import KVMKIT, PREFIX, Ctx, Row, Series, Unavailable, log, run
+from bench.guest import shell_domain_xml
+from bench.server import Server
+
+SCEN = "2. list defined domains"
+
+
+class Domains:
+    """Keeps ``count`` bench shell domains defined (kb-list-NNNN)."""
+
+    def __init__(self, ctx: Ctx) -> None:
+        self.ctx = ctx
+        self.names: list[str] = []
+
+    def ensure(self, count: int) -> None:
+        while len(self.names) < count:
+            name = f"{PREFIX}list-{len(self.names):04d}"
+            self.ctx.conn.defineXML(shell_domain_xml(name, self.ctx.virt_type))
+            self.names.append(name)
+
+    def remove(self) -> None:
+        for name in self.names:
+            with contextlib.suppress(libvirt.libvirtError):
+                self.ctx.conn.lookupByName(name).undefine()
+        self.names = []
+
+
+def _total(ctx: Ctx) -> int:
+    return len(ctx.conn.listAllDomains())
+
+
+def _series(n: int, cmd: list[str], expect: str) -> Series:
+    s = Series()
+    for _ in range(n):
+        elapsed, proc = run(cmd, timeout=120)
+        if expect not in proc.stdout:
+            raise RuntimeError(f"{' '.join(cmd)} did not list {expect}")
+        s.samples.append(elapsed * 1000)
+    return s
+
+
+def _api_series(server: Server, n: int, expect: int) -> Series:
+    """Median-able request times; each answer must hold at least ``expect`` bench domains."""
+    s = Series()
+    with server.client() as client:
+        for _ in range(3):  # warm the connection and the server's libvirt connection
+            client.get("/api/v1/vms").raise_for_status()
+        for _ in range(n):
+            t0 = time.perf_counter()
+            resp = client.get("/api/v1/vms")
+            elapsed = time.perf_counter() - t0
+            resp.raise_for_status()
+            ours = sum(1 for vm in resp.json() if vm["name"].startswith(f"{PREFIX}list-"))
+            if ours < expect:
+                raise RuntimeError(f"GET /api/v1/vms returned {ours} bench VMs, expected {expect}")
+            s.samples.append(elapsed * 1000)
+    return s
+
+
+def _list_rows(ctx: Ctx, count: int, server: Server | None, server_missing: str) -> list[Row]:
+    total = _total(ctx)
+    case = f"{count} bench domains ({total} on host)"
+    probe = f"{PREFIX}list-0000"
+    n = ctx.repeats * 3
+    virsh = _series(n, ["virsh", "-c", "qemu:///system", "list", "--all"], probe)
+    cli = Row(SCEN, case, "kvmkit vm list --all --json (CLI process)", "ms", peer=virsh,
+              peer_name="virsh list --all", target="<= 80 ms at 1; <= virsh at 100, 1000")
+    try:
+        cli.kvmkit = _series(n, [KVMKIT, "--json", "vm", "list", "--all"], probe)
+    except RuntimeError as exc:
+        cli.kvmkit_missing = f"not available: {exc}"
+    api = Row(SCEN, case, "GET /api/v1/vms (kept-alive client)", "ms", peer=virsh, peer_name="virsh list --all",
+              target="<= 10 ms at 1000")
+    if server is None:
+        api.kvmkit_missing = server_missing
+    else:
+        try:
+            api.kvmkit = _api_series(server, n * 3, count)
+        except Exception as exc:  # reported in the table
+            api.kvmkit_missing = f"failed: {exc}"
+    log(f"list {case}: virsh {virsh.median:.1f} ms, cli "
+        f"{cli.kvmkit.median if cli.kvmkit else float('nan'):.1f} ms, api "
+        f"{api.kvmkit.median if api.kvmkit else float('nan'):.1f} ms")
+    return [cli, api]
+
+
+def bench_listing(ctx: Ctx, *, load_seconds: int, load_clients: int = 50) -> list[Row]:
+    sizes = [1, 100, 1000] if not ctx.quick else [1, 100, 300]
+    rows: list[Row] = []
+    domains = Domains(ctx)
+    server: Server | None = None
+    server_missing = ""
+    try:
+        server = Server()
+        try:
+            server.start()
+        except Unavailable as exc:
+            server.stop()
+            server, server_missing = None, f"not available: {exc}"
+        rss_idle = None
+        if server is not None:
+            with server.client() as client:
+                client.get("/api/v1/vms").raise_for_status()
+            time.sleep(1)
+            rss_idle = server.rss_mib()
+        for count in sizes:
+            if count > 200 and len(domains.names) < 200:
+                domains.ensure(200)
+                rows += _load_rows(server, server_missing, _total(ctx), load_clients, load_seconds)
+            t0 = time.perf_counter()
+            domains.ensure(count)
+            log(f"defined {count} shell domains ({time.perf_counter() - t0:.1f} s)")
+            rows += _list_rows(ctx, count, server, server_missing)
+        rows += _rss_rows(server, server_missing, rss_idle, sizes[-1], _total(ctx))
+    finally:
+        if server is not None:
+            server.stop()
+        domains.remove()
+    return rows
+
+
+def _load_rows(server: Server | None, missing: str, total: int, clients: int, seconds: int) -> list[Row]:
+    scen = "5. API under load"
+    if server is None:
+        return [Row(scen, "GET /api/v1/vms", "requests/s", "req/s", kvmkit_missing=missing, peer_missing="no peer")]
+    try:
+        return bench_api_load(server, total, clients=clients, seconds=seconds)
+    except (Unavailable, RuntimeError, ValueError) as exc:
+        return [Row(scen, "GET /api/v1/vms", "requests/s", "req/s", kvmkit_missing=f"failed: {exc}",
+                    peer_missing="no peer")]
+
+
+def _rss_rows(server: Server | None, missing: str, idle: float | None, count: int, total: int) -> list[Row]:
+    scen = "6. server resident memory"
+    idle_row = Row(scen, "idle (after start and one request)", "RSS", "MiB", peer_missing="no peer")
+    full_row = Row(scen, f"after listing {count} bench domains ({total} on host)", "RSS", "MiB",
+                   target="<= 150 MiB at 1000", peer_missing="no peer")
+    if server is None or idle is None:
+        idle_row.kvmkit_missing = full_row.kvmkit_missing = missing
+    else:
+        idle_row.kvmkit = Series([idle])
+        full_row.kvmkit = Series([server.rss_mib()])
+    return [idle_row, full_row]

@@ -1,0 +1,128 @@
+"""Scenario 4: snapshot create and revert of a running micro-guest, virsh vs kvmkit.
+
+Each side gets its own running guest with a qcow2 disk (internal snapshots with memory need one).
+After each revert the harness reads the guest's next KVMKIT-STATUS line: its uptime must be at least
+the uptime when the snapshot was taken and no new ready marker may appear, i.e. the guest resumed
+where it was and did not boot again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import libvirt
+
+from bench.common import KVMKIT, PREFIX, READY, Ctx, Row, Series, log, run, wait_for_text
+from bench.guest import MicroXML
+
+SCEN = "4. snapshot of a running guest"
+STATUS = re.compile(rb"KVMKIT-STATUS uptime=([0-9.]+)")
+
+
+def _text(path: Path) -> bytes:
+    with contextlib.suppress(FileNotFoundError, PermissionError):
+        return path.read_bytes()
+    return b""
+
+
+def _last_uptime(path: Path) -> float:
+    found = STATUS.findall(_text(path))
+    return float(found[-1]) if found else 0.0
+
+
+def _next_status(path: Path, offset: int, timeout: float = 60.0) -> tuple[float, bool]:
+    """(uptime of the first status line past ``offset``, whether a ready marker appeared there)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        data = _text(path)
+        if len(data) < offset:  # the log was truncated when QEMU restarted
+            offset = 0
+        tail = data[offset:]
+        m = STATUS.search(tail)
+        if m:
+            return float(m[1]), READY.encode() in tail[:m.start()]
+        time.sleep(0.05)
+    raise TimeoutError(f"no status line in {path} after the revert")
+
+
+def _guest(ctx: Ctx, side: str) -> tuple[libvirt.virDomain, Path]:
+    name = f"{PREFIX}snap-{side}"
+    disk = ctx.path("snap", f"{name}.qcow2")
+    run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "1G"])
+    log_path = ctx.path("snap", f"{name}.serial.log")
+    dom = ctx.conn.defineXML(MicroXML(name, ctx.kernel, ctx.initrd, ctx.cmdline, str(log_path),
+                                      virt_type=ctx.virt_type, disks=[{"path": str(disk), "format": "qcow2"}]).xml())
+    t0 = time.perf_counter()
+    dom.create()
+    wait_for_text(log_path, "KVMKIT-STATUS", t0, timeout=120)
+    return dom, log_path
+
+
+def _side(ctx: Ctx, side: str, create: Callable[[str, str], list[str]],
+          revert: Callable[[str, str], list[str]]) -> tuple[Series, Series, list[str]]:
+    dom, log_path = _guest(ctx, side)
+    c, r, problems = Series(), Series(), []
+    for i in range(ctx.repeats):
+        snap = f"s{i}"
+        time.sleep(2.5)  # a fresh status line
+        uptime = _last_uptime(log_path)
+        elapsed, _ = run(create(dom.name(), snap), timeout=300)
+        c.samples.append(elapsed)
+        time.sleep(4.5)  # the guest runs on past the snapshot
+        offset = len(_text(log_path))
+        elapsed, _ = run(revert(dom.name(), snap), timeout=300)
+        r.samples.append(elapsed)
+        if not dom.isActive():
+            problems.append(f"{side}: guest not running after revert {i}")
+            dom.create()
+        after, ready = _next_status(log_path, offset)
+        if ready or after + 0.5 < uptime:
+            problems.append(f"{side}: guest rebooted on revert {i} (uptime {uptime:.1f} s -> {after:.1f} s)")
+        with contextlib.suppress(libvirt.libvirtError):
+            dom.snapshotLookupByName(snap).delete(0)
+    with contextlib.suppress(libvirt.libvirtError):
+        dom.destroy()
+    for s in dom.listAllSnapshots():
+        with contextlib.suppress(libvirt.libvirtError):
+            s.delete(libvirt.VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY)
+    dom.undefine()
+    return c, r, problems
+
+
+def bench_snapshots(ctx: Ctx) -> list[Row]:
+    virsh = ["virsh", "-c", "qemu:///system"]
+    p_create, p_revert, p_problems = _side(
+        ctx, "virsh", lambda d, s: [*virsh, "snapshot-create-as", d, s],
+        lambda d, s: [*virsh, "snapshot-revert", d, s])
+    k_missing = ""
+    k_create, k_revert, k_problems = Series(), Series(), []
+    _, proc = run([KVMKIT, "snapshot", "--help"], check=False)
+    if proc.returncode != 0:
+        k_missing = "not available: `kvmkit snapshot` missing"
+    else:
+        try:
+            k_create, k_revert, k_problems = _side(
+                ctx, "kvmkit", lambda d, s: [KVMKIT, "snapshot", "create", d, s],
+                lambda d, s: [KVMKIT, "snapshot", "revert", d, s])
+        except (RuntimeError, TimeoutError) as exc:
+            k_missing = f"failed: {str(exc)[:300]}"
+    for p in p_problems + k_problems:
+        ctx.notes.append(f"4: {p}")
+    ctx.notes.append("4: guest did not reboot on any revert: "
+                     f"virsh {'yes' if not p_problems else 'NO'}, kvmkit "
+                     f"{'yes' if not k_problems and not k_missing else 'NO' if k_problems else 'n/a'} "
+                     "(checked by the guest's uptime in its next status line)")
+    log(f"snapshot: virsh create {p_create.samples} revert {p_revert.samples}; "
+        f"kvmkit create {k_create.samples} revert {k_revert.samples}")
+    rows = []
+    for metric, peer_name, k, p in (("create (internal, with memory)", "virsh snapshot-create-as", k_create,
+                                     p_create),
+                                    ("revert (guest keeps running)", "virsh snapshot-revert", k_revert, p_revert)):
+        rows.append(Row(SCEN, "256 MiB guest, 1 GiB qcow2", metric, "s", kvmkit=k if k.samples else None,
+                        peer=p, peer_name=peer_name, target="no slower than virsh; no reboot",
+                        kvmkit_missing=k_missing))
+    return rows
