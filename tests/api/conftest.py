@@ -68,7 +68,7 @@ def make_user(server: Server, admin: httpx.Client, prefix: str):
         c.close()
 
 
-def wait_task(client: httpx.Client, task_id: str, timeout: float = 90) -> dict[str, Any]:
+def wait_task(client: httpx.Client, task_id: str, timeout: float = 180) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
         task = client.get(f"/api/v1/tasks/{task_id}").json()

@@ -10,6 +10,25 @@ from fastapi.responses import JSONResponse
 router = APIRouter(tags=["health"])
 
 
+PROBE_TIMEOUT_S = 5.0
+
+
+def _probe(fn: Any) -> str:
+    """'ok', or why not; a daemon that does not answer within 5 s counts as not ready."""
+    import concurrent.futures
+
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    try:
+        pool.submit(fn).result(timeout=PROBE_TIMEOUT_S)
+        return "ok"
+    except concurrent.futures.TimeoutError:
+        return f"not answering within {PROBE_TIMEOUT_S:.0f} s"
+    except Exception as err:
+        return f"unreachable: {err}"
+    finally:
+        pool.shutdown(wait=False)
+
+
 @router.get("/healthz")
 def healthz() -> dict[str, str]:
     return {"status": "ok"}
@@ -20,17 +39,8 @@ def readyz(request: Request) -> Any:
     from kvmkit.store.db import check
 
     st = request.app.state.kvmkit
-    checks: dict[str, str] = {}
-    try:
-        st.hv.get().getLibVersion()
-        checks["libvirt"] = "ok"
-    except Exception as err:
-        checks["libvirt"] = f"unreachable: {err}"
-    try:
-        check(st.store.engine)
-        checks["database"] = "ok"
-    except Exception as err:
-        checks["database"] = f"unreachable: {type(err).__name__}"
+    checks = {"libvirt": _probe(lambda: st.hv.get().getLibVersion()),
+              "database": _probe(lambda: check(st.store.engine))}
     checks["events"] = "connected" if st.hub.connected else "reconnecting"
     ready = checks["libvirt"] == "ok" and checks["database"] == "ok"
     return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)

@@ -49,6 +49,9 @@ def serve(
     faulthandler.register(signal.SIGUSR1)  # `kill -USR1 PID` prints every thread's stack (debugging hangs)
 
     from kvmkit.api.app import create_app
+    from kvmkit.store.db import Store
+
+    Store(db).engine.dispose()  # migrate now: a bad --db fails here with one clear line, not a traceback
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     api = create_app(db, settings.connect, tls=bool(tls_cert), workers=workers)
