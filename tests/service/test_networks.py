@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from kvmkit.errors import Conflict, InvalidInput, NotFound
+from kvmkit.errors import Conflict, InvalidInput, InvalidState, NotFound
 from kvmkit.host import bridges as host
 from kvmkit.service import networks
 from kvmkit.service.network_xml import NetworkSpec, describe_xml, spec_to_xml
@@ -121,6 +121,13 @@ def test_cli_create_list_stop_start_autostart_delete(conn, netlab) -> None:
     assert kvmkit("autostart", name)["autostart"]
     assert not kvmkit("autostart", name, "--off")["autostart"]
     assert kvmkit("leases", name) == []
+    extra = str(ipaddress.IPv4Network(subnet).network_address + 10)
+    hosts = kvmkit("host", "add", name, f"mac=52:54:00:12:34:57,ip={extra}")["hosts"]
+    assert [h["ip"] for h in hosts][-1] == extra
+    assert kvmkit("host", "add", name, f"mac=52:54:00:12:34:58,ip={extra}", ok=False)["code"] == "conflict"
+    assert [h["mac"] for h in kvmkit("host", "remove", name, "52:54:00:12:34:56")["hosts"]] == ["52:54:00:12:34:57"]
+    assert kvmkit("create", f"{name}y", "--host", "mac=zz,ip=1.2.3.4", "--subnet", subnet,
+                  ok=False)["code"] == "invalid"
     err = kvmkit("create", f"{name}x", "--subnet", subnet, ok=False)
     assert err["code"] == "conflict" and name in err["error"]
     assert kvmkit("delete", name)["deleted"]
@@ -142,6 +149,8 @@ def test_nat_two_guests_get_leases_in_range_and_ping_each_other(conn, netlab, mi
         assert rc == 0, out
     with pytest.raises(Conflict, match=f"{guests[0].name}, {guests[1].name}"):
         networks.delete(conn, net["name"])
+    with pytest.raises(InvalidState, match=f"used by running VMs: {guests[0].name}, {guests[1].name}"):
+        networks.stop(conn, net["name"])
     assert networks.show_network(conn, net["name"])["running_vms"] == [g.name for g in guests]
 
 

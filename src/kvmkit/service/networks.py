@@ -27,6 +27,19 @@ def is_local(conn: libvirt.virConnect) -> bool:
     return not uri.scheme.startswith("test") and uri.hostname in (None, "", "localhost", "127.0.0.1")
 
 
+def _network_xmls(conn: libvirt.virConnect) -> list[tuple[libvirt.virNetwork, str]]:
+    """Every network with its XML, skipping ones that vanish while we look (other clients work too)."""
+    with libvirt_errors("listing networks"):
+        nets = conn.listAllNetworks()
+    out = []
+    for net in nets:
+        try:
+            out.append((net, net.XMLDesc(0)))
+        except libvirt.libvirtError:
+            continue
+    return out
+
+
 def lookup(conn: libvirt.virConnect, name: str) -> libvirt.virNetwork:
     try:
         return conn.networkLookupByName(name)
@@ -42,16 +55,13 @@ def lookup(conn: libvirt.virConnect, name: str) -> libvirt.virNetwork:
 def find_overlap(conn: libvirt.virConnect, subnet: str | Subnet, *, ignore_network: str | None = None) -> str | None:
     """Name what ``subnet`` overlaps (a libvirt network, a host address or a host route), or None."""
     net = ipaddress.ip_network(subnet) if isinstance(subnet, str) else subnet
-    with libvirt_errors("listing networks"):
-        nets = conn.listAllNetworks()
     bridges: dict[str, str] = {}
-    for other in nets:
-        if other.name() == ignore_network:
-            continue
-        xml = other.XMLDesc(0)
+    for other, xml in _network_xmls(conn):
         info = describe_xml(xml)
         if info["bridge"]:
             bridges[info["bridge"]] = other.name()
+        if other.name() == ignore_network:
+            continue
         for s in network_subnets(xml):
             if s.version == net.version and s.overlaps(net):
                 return f"libvirt network '{other.name()}' ({s})"
@@ -170,8 +180,8 @@ def create_network(conn: libvirt.virConnect, spec: NetworkSpec, *, start: bool =
         ensure_no_overlap(conn, str(spec.subnet))
     bridge_record = None
     if spec.mode == "bridge" and spec.bridge:
-        for other in conn.listAllNetworks():
-            if describe_xml(other.XMLDesc(0))["bridge"] == spec.bridge:
+        for other, other_xml in _network_xmls(conn):
+            if describe_xml(other_xml)["bridge"] == spec.bridge:
                 raise Conflict(f"bridge '{spec.bridge}' is already used by network '{other.name()}'",
                                hint="one libvirt network per host bridge")
         if create_bridge:
@@ -206,8 +216,13 @@ def create_network(conn: libvirt.virConnect, spec: NetworkSpec, *, start: bool =
 
 
 def list_networks(conn: libvirt.virConnect) -> list[dict[str, Any]]:
-    with libvirt_errors("listing networks"):
-        return sorted((_summary(n) for n in conn.listAllNetworks()), key=lambda d: d["name"])
+    out = []
+    for net, xml in _network_xmls(conn):
+        try:
+            out.append(_summary(net, xml))
+        except libvirt.libvirtError:
+            continue  # removed meanwhile
+    return sorted(out, key=lambda d: d["name"])
 
 
 def show_network(conn: libvirt.virConnect, name: str) -> dict[str, Any]:
