@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.service.storage_fixtures import *  # noqa: F403
+
 KVMKIT = [sys.executable, "-m", "kvmkit"]
 
 
@@ -128,3 +130,29 @@ def test_help_of_storage_groups():
         assert res.returncode == 0 and "Usage" in res.stdout
     res = subprocess.run([*KVMKIT, "image", "--help"], capture_output=True, text=True, timeout=60)
     assert "convert" in res.stdout and "info" in res.stdout and "build" in res.stdout
+
+
+@pytest.mark.guest
+def test_image_convert_vm_disk(cli, micro_guest, workdir, conn):
+    raw = workdir / "vmdisk.raw"
+    raw.write_bytes(b"\0" * 1024**2)
+    guest = micro_guest("cliconv", start=False, disks=[{"path": str(raw), "format": "raw"}])
+    new = workdir / "vmdisk.qcow2"
+    res = cli("image", "convert", str(raw), str(new), "--format", "qcow2", "--vm", guest.name)
+    assert res["vm"] == guest.name and res["new"] == str(new)
+    xml = conn.lookupByName(guest.name).XMLDesc(0)
+    assert f"file='{new}'" in xml and "type='qcow2'" in xml
+    err = cli("image", "convert", str(raw), str(workdir / "x.qcow2"), "--format", "qcow2", "--vm", guest.name,
+              ok=False)
+    assert "has no disk" in err["error"] and not (workdir / "x.qcow2").exists()
+
+
+@pytest.mark.guest
+def test_pool_define_rolls_back_when_a_step_fails(cli, conn, prefix, loop_device, workdir):
+    dev = loop_device(16)
+    subprocess.run(["mkfs.ext4", "-q", dev], check=True)  # build must refuse to format over it
+    name = f"{prefix}rollback"
+    err = cli("pool", "define", name, "--type", "fs", "--source-dev", dev, "--target", str(workdir / "rb"),
+              "--build", "--start", ok=False)
+    assert err["error"]
+    assert name not in [p.name() for p in conn.listAllStoragePools()]
