@@ -223,7 +223,8 @@ def domains_using(conn: libvirt.virConnect) -> dict[str, list[str]]:
         if dom.isActive():
             xmls.append(dom.XMLDesc(0))
         for xml in xmls:
-            for src in etree.fromstring(xml).iterfind("devices/disk/source"):
+            # .//source also catches backing files libvirt lists in <backingStore> (e.g. a template)
+            for src in etree.fromstring(xml).iterfind("devices/disk//source"):
                 keys = [src.get("file"), src.get("dev")]
                 if src.get("pool") and src.get("volume"):
                     keys.append(f"{src.get('pool')}/{src.get('volume')}")
