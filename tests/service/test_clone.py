@@ -124,3 +124,28 @@ def test_rename_identity_gives_the_new_vm_its_own_paths():
     assert root.find("devices/channel/source").get("path") is None
     gfx = root.find("devices/graphics")
     assert gfx.get("autoport") == "yes" and gfx.get("port") is None
+
+
+@pytest.mark.guest
+def test_pool_volume_disks_are_cloned_snapshotted_and_backed_up(conn, micro_guest, workdir, prefix):
+    from kvmkit.service.backup import backup_vm
+
+    pool = conn.storagePoolLookupByName("default")
+    vol_xml = etree.Element("volume")
+    etree.SubElement(vol_xml, "name").text = f"{prefix}vol.qcow2"
+    etree.SubElement(vol_xml, "capacity", unit="MiB").text = "32"
+    etree.SubElement(etree.SubElement(vol_xml, "target"), "format", type="qcow2")
+    vol = pool.createXML(etree.tostring(vol_xml, encoding="unicode"), 0)
+    guest = micro_guest("vol", start=False)
+    root = etree.fromstring(guest.dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE).encode())
+    disk = etree.SubElement(root.find("devices"), "disk", type="volume", device="disk")
+    etree.SubElement(disk, "driver", name="qemu", type="qcow2")
+    etree.SubElement(disk, "source", pool="default", volume=f"{prefix}vol.qcow2")
+    etree.SubElement(disk, "target", dev="vda", bus="virtio")
+    conn.defineXML(etree.tostring(root, encoding="unicode"))
+    assert snaps.create_snapshot(conn, guest.name, "s1")["kind"] == "internal"
+    res = clone_vm(conn, guest.name, f"{prefix}vclone")
+    assert res["disks"][0]["path"] == str(Path(vol.path()).parent / f"{prefix}vclone-vda.qcow2")
+    assert pool.storageVolLookupByName(f"{prefix}vclone-vda.qcow2").path() == res["disks"][0]["path"]
+    manifest = backup_vm(conn, guest.name, workdir / "bk")
+    assert manifest["disks"][0]["original_path"] == vol.path()

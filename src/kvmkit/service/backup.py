@@ -83,9 +83,9 @@ def _backup(conn: libvirt.virConnect, dom: libvirt.virDomain, out: Path, scratch
         shutil.copyfile(nvram_src, out / NVRAM)
         nvram = NVRAM
     active = dom.isActive() == 1
-    disk_list = snapshots.disks(dom.XMLDesc(0))
+    disk_list = snapshots.disks(dom.XMLDesc(0), conn)
     for d in disk_list:
-        if not d["path"] or d["type"] not in ("file", None):
+        if not d["path"] or d["type"] not in ("file", "volume", None):
             raise OperationFailed(f"disk {d['target']} of '{name}' is not a file disk: kvmkit backs up file disks "
                                   "only", hint="detach it or back it up with its storage's own tools")
     entries: list[dict[str, Any]] = []

@@ -130,7 +130,7 @@ def clone_vm(conn: libvirt.virConnect, src: str, new: str, *, linked: bool = Fal
     linked_snap: str | None = None
     defined = None
     try:
-        if linked and snapshots.disks(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)):
+        if linked and snapshots.disks(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE), conn):
             linked_snap = f"linked-{new}"[:64]
             snapshots.create_snapshot(conn, src, linked_snap, disk_only=True,
                                       description=f"base of linked clone '{new}' (keep while '{new}' exists)")
@@ -138,7 +138,7 @@ def clone_vm(conn: libvirt.virConnect, src: str, new: str, *, linked: bool = Fal
                                             | libvirt.VIR_DOMAIN_XML_SECURE).encode())
         ident = rename_identity(root, src, new)
         macs = new_macs(conn, root)
-        disk_out = _copy_disks(root, src, new, linked=linked, shared=bool(dom.isActive()), made=made_files,
+        disk_out = _copy_disks(conn, root, src, new, linked=linked, shared=bool(dom.isActive()), made=made_files,
                                progress=progress)
         if ident["nvram"] and os.path.exists(ident["nvram"][0]):
             if os.path.exists(ident["nvram"][1]):
@@ -157,7 +157,8 @@ def clone_vm(conn: libvirt.virConnect, src: str, new: str, *, linked: bool = Fal
             "macs": macs, "serial_logs": ident["serial_logs"], "source_snapshot": linked_snap}
 
 
-def _copy_disks(root: etree._Element, src: str, new: str, *, linked: bool, shared: bool, made: list[str],
+def _copy_disks(conn: libvirt.virConnect, root: etree._Element, src: str, new: str, *, linked: bool, shared: bool,
+                made: list[str],
                 progress: Progress | None) -> list[dict[str, Any]]:
     elements = []
     for disk in root.iterfind("devices/disk"):
@@ -165,6 +166,12 @@ def _copy_disks(root: etree._Element, src: str, new: str, *, linked: bool, share
                 or disk.find("shareable") is not None:
             continue  # cdroms and shared/read-only disks are used as they are
         source = disk.find("source")
+        if disk.get("type") == "volume" and source is not None:  # a pool volume: clone the file behind it
+            path = snapshots.volume_path(conn, source.get("pool"), source.get("volume"))
+            if path:
+                disk.set("type", "file")
+                source.attrib.clear()
+                source.set("file", path)
         if disk.get("type") != "file" or source is None or not source.get("file"):
             raise InvalidState(f"disk {disk.find('target').get('dev')} of '{src}' is not a file disk: "
                                "kvmkit clones file disks only", hint="detach it before cloning, or copy it yourself")

@@ -65,8 +65,18 @@ def backing_chain(path: str, fmt: str) -> list[dict[str, str]]:
     return [{"path": i["filename"], "format": i["format"]} for i in out]
 
 
-def disks(xml: str) -> list[dict[str, Any]]:
-    """Writable file-backed disks of a domain XML: [{target, path, format, element}]."""
+def volume_path(conn: libvirt.virConnect | None, pool: str | None, volume: str | None) -> str | None:
+    """The file behind a <disk type='volume'> (None when it cannot be resolved)."""
+    if conn is None or not pool or not volume:
+        return None
+    try:
+        return conn.storagePoolLookupByName(pool).storageVolLookupByName(volume).path()
+    except libvirt.libvirtError:
+        return None
+
+
+def disks(xml: str, conn: libvirt.virConnect | None = None) -> list[dict[str, Any]]:
+    """Writable disks of a domain XML: [{target, path, format, type}] (pool volumes resolved with ``conn``)."""
     root = etree.fromstring(xml.encode())
     found = []
     for disk in root.iterfind("devices/disk"):
@@ -75,6 +85,8 @@ def disks(xml: str) -> list[dict[str, Any]]:
             continue
         src, drv, tgt = disk.find("source"), disk.find("driver"), disk.find("target")
         path = src.get("file") if src is not None else None
+        if disk.get("type") == "volume" and src is not None:
+            path = volume_path(conn, src.get("pool"), src.get("volume"))
         found.append({"target": tgt.get("dev") if tgt is not None else "?", "path": path,
                       "format": drv.get("type", "raw") if drv is not None else "raw", "type": disk.get("type")})
     return found
@@ -134,7 +146,7 @@ def create_snapshot(conn: libvirt.virConnect, vm: str, name: str | None = None, 
     running = dom.isActive() == 1
     uefi = is_uefi(xml)
     external = disk_only or uefi
-    disk_list = disks(xml)
+    disk_list = disks(xml, conn)
     if not external:
         for d in disk_list:
             if d["format"] != "qcow2":
@@ -144,7 +156,7 @@ def create_snapshot(conn: libvirt.virConnect, vm: str, name: str | None = None, 
                     "the VM at the copy, or use `--disk-only` (external overlay snapshot)")
     if external:
         for d in disk_list:
-            if d["path"] is None or d["type"] not in ("file", None):
+            if d["path"] is None or d["type"] not in ("file", "volume", None):
                 raise InvalidState(f"VM '{vm}' disk {d['target']} is not a file: external snapshots need file disks")
     root = etree.Element("domainsnapshot")
     etree.SubElement(root, "name").text = name
@@ -250,7 +262,7 @@ def revert_snapshot(conn: libvirt.virConnect, vm: str, name: str) -> dict[str, A
     snap_root = etree.fromstring(snap.getXMLDesc(0).encode())
     snap_dom = snap_root.find("domain")
     if snap_dom is not None:  # reverting rewrites the disks the snapshot lives in: not a linked clone's base
-        for d in disks(etree.tostring(snap_dom, encoding="unicode")):
+        for d in disks(etree.tostring(snap_dom, encoding="unicode"), conn):
             if d["path"]:
                 _ensure_not_shared(conn, dom, d["path"], f"revert '{vm}' to '{name}'")
     with libvirt_errors(f"revert {vm} to {name}"):
@@ -306,7 +318,7 @@ def _ensure_no_internal_inside(dom: libvirt.virDomain, name: str, overlays: set[
 
 
 def _current_disk(dom: libvirt.virDomain, target: str) -> dict[str, Any]:
-    for d in disks(dom.XMLDesc(0)):
+    for d in disks(dom.XMLDesc(0), dom.connect()):
         if d["target"] == target:
             return d
     raise InvalidState(f"VM '{dom.name()}' has no disk {target} any more", hint="the snapshot no longer matches")
@@ -354,7 +366,7 @@ def _ensure_not_shared(conn: libvirt.virConnect, dom: libvirt.virDomain, base: s
         if other.UUIDString() == dom.UUIDString():
             continue
         try:
-            other_disks = disks(other.XMLDesc(0))
+            other_disks = disks(other.XMLDesc(0), conn)
         except libvirt.libvirtError:
             continue  # it vanished while we looked
         for d in other_disks:
