@@ -61,3 +61,32 @@ def test_list_and_show_real_guest(conn, micro_guest):
     assert info["kernel"] and info["serial_log"].endswith(".serial.log")
     assert info["autostart"] is False and info["persistent"] is True and "xml" not in info
     assert show_vm(conn, off.name, xml=True)["xml"].startswith("<domain")
+
+
+class CountingConn:
+    """Passes every call to the real connection and counts them (evidence of ONE bulk call)."""
+
+    def __init__(self, conn) -> None:
+        self._conn = conn
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._conn, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args, **kwargs):
+            self.calls.append(name)
+            return attr(*args, **kwargs)
+
+        return call
+
+
+@pytest.mark.fast
+def test_list_makes_one_bulk_libvirt_call(conn, micro_guest):
+    micro_guest("a", start=False)
+    micro_guest("b", start=False)
+    counting = CountingConn(conn)
+    rows = list_vms(counting)
+    assert len(rows) >= 2
+    assert counting.calls == ["getAllDomainStats", "getURI"]  # getURI is answered locally, no per-domain calls
