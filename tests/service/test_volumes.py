@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kvmkit.errors import Conflict, InvalidInput, NotFound
+from kvmkit.errors import Conflict, InvalidInput, InvalidState, NotFound
 from kvmkit.service import volume_streams, volumes
 from tests.service.storage_fixtures import *  # noqa: F403
 
@@ -225,3 +225,17 @@ def test_info_is_quick_for_20g_linked_clone(conn, dir_pool):
     info = volumes.clone_volume(conn, dir_pool, "t20.qcow2", "c20.qcow2", linked=True)
     assert time.monotonic() - start < 1.0
     assert info["capacity"] == 20 * GiB and info["allocation"] < 2 * MiB
+
+
+@pytest.mark.guest
+def test_running_vm_blocks_resize_and_delete(conn, dir_pool, micro_guest):
+    vol = volumes.create_volume(conn, dir_pool, "live.qcow2", "64M")
+    guest = micro_guest("live", disks=[{"path": vol["path"], "format": "qcow2"}])
+    guest.log.wait_for("KVMKIT-GUEST-READY", timeout=60)
+    with pytest.raises(InvalidState, match=f"running VM {guest.name}"):
+        volumes.resize_volume(conn, dir_pool, "live.qcow2", "128M")
+    with pytest.raises(Conflict, match=guest.name):
+        volumes.delete_volume(conn, dir_pool, "live.qcow2")
+    with pytest.raises(Conflict, match=guest.name):
+        volume_streams.upload(conn, dir_pool, "live.qcow2", vol["path"])
+    assert volumes.volume_info(conn, dir_pool, "live.qcow2")["capacity"] == 64 * MiB

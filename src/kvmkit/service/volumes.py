@@ -219,9 +219,12 @@ def domains_using(conn: libvirt.virConnect) -> dict[str, list[str]]:
     with libvirt_errors("list domains"):
         domains = conn.listAllDomains(0)
     for dom in domains:
-        xmls = [dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)]
-        if dom.isActive():
-            xmls.append(dom.XMLDesc(0))
+        try:
+            xmls = [dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)]
+            if dom.isActive():
+                xmls.append(dom.XMLDesc(0))
+        except libvirt.libvirtError:  # undefined meanwhile (another client): it uses nothing any more
+            continue
         for xml in xmls:
             # .//source also catches backing files libvirt lists in <backingStore> (e.g. a template)
             for src in etree.fromstring(xml).iterfind("devices/disk//source"):
@@ -278,6 +281,13 @@ def delete_volume(conn: libvirt.virConnect, pool_name: str, name: str) -> dict[s
     return {"pool": pool_name, "name": name, "path": path, "deleted": True}
 
 
+def _is_running(conn: libvirt.virConnect, name: str) -> bool:
+    try:
+        return bool(conn.lookupByName(name).isActive())
+    except libvirt.libvirtError:
+        return False
+
+
 def resize_volume(conn: libvirt.virConnect, pool_name: str, name: str, size: int | str, *,
                   allow_shrink: bool = False) -> dict[str, Any]:
     """Grow a volume; shrinking needs ``allow_shrink`` (data past the new end is lost) and returns a warning."""
@@ -285,7 +295,7 @@ def resize_volume(conn: libvirt.virConnect, pool_name: str, name: str, size: int
     vol = get_volume(pool, name)
     new = parse_size(size)
     old = vol.info()[1]
-    running = [d for d in volume_users(conn, pool_name, vol) if conn.lookupByName(d).isActive()]
+    running = [d for d in volume_users(conn, pool_name, vol) if _is_running(conn, d)]
     if running:
         raise InvalidState(f"volume '{name}' is in use by running VM {', '.join(running)}",
                            hint="shut the VM down first (online resize is `kvmkit vm disk` territory)")
