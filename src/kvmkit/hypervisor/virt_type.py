@@ -17,7 +17,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from kvmkit.config import data_dir
+from kvmkit.config import cache_dir
 
 QEMU = "/usr/bin/qemu-system-x86_64"
 PROBE_TIMEOUT_S = 8.0
@@ -34,7 +34,16 @@ class KvmVerdict:
 
 
 def _cache_file() -> Path:
-    return data_dir() / "kvm-probe.json"
+    return cache_dir() / "kvm-probe.json"
+
+
+def _die_with_parent() -> None:
+    """Run in the probe's child: if kvmkit dies mid-probe, the kernel kills the probe QEMU too."""
+    import ctypes
+    import signal
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _cache_key() -> str:
@@ -53,19 +62,32 @@ def probe_kvm(*, refresh: bool = False) -> KvmVerdict:
         return KvmVerdict(False, f"{QEMU} not found (apt-get install qemu-system-x86)", 0.0)
     key = _cache_key()
     cache = _cache_file()
-    if not refresh and cache.exists():
-        try:
-            saved = json.loads(cache.read_text())
-            if saved.get("key") == key:
-                return KvmVerdict(**saved["verdict"])
-        except (ValueError, KeyError, TypeError):
-            pass
-    from kvmkit.images import micro
+    if not refresh and (saved := _read_cache(cache, key)):
+        return saved
+    import fcntl
 
-    image = micro.build()
-    verdict = _boot_probe(image.kernel, image.initrd)
-    cache.write_text(json.dumps({"key": key, "verdict": verdict.to_dict()}))
+    with open(cache.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one probe at a time on this host; the others reuse its verdict
+        if not refresh and (saved := _read_cache(cache, key)):
+            return saved
+        from kvmkit.images import micro
+
+        image = micro.build()
+        verdict = _boot_probe(image.kernel, image.initrd)
+        tmp = cache.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"key": key, "verdict": verdict.to_dict()}))
+        tmp.replace(cache)
     return verdict
+
+
+def _read_cache(cache: Path, key: str) -> KvmVerdict | None:
+    try:
+        saved = json.loads(cache.read_text())
+        if saved.get("key") == key:
+            return KvmVerdict(**saved["verdict"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
 
 
 def _boot_probe(kernel: str, initrd: str) -> KvmVerdict:
@@ -74,7 +96,8 @@ def _boot_probe(kernel: str, initrd: str) -> KvmVerdict:
            "-append", "console=ttyS0 quiet panic=-1 kvmkit.probe=1"]
     start = time.monotonic()
     try:
-        res = subprocess.run(cmd, capture_output=True, timeout=PROBE_TIMEOUT_S, stdin=subprocess.DEVNULL)
+        res = subprocess.run(cmd, capture_output=True, timeout=PROBE_TIMEOUT_S, stdin=subprocess.DEVNULL,
+                             preexec_fn=_die_with_parent)
     except subprocess.TimeoutExpired as exc:
         out = exc.stdout or b""
         took = time.monotonic() - start
