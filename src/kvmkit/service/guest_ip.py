@@ -91,25 +91,32 @@ def _from_agent(dom: libvirt.virDomain, nics: list[dict[str, Any]]) -> dict[str,
     return out
 
 
-def guest_addresses(conn: libvirt.virConnect, dom: libvirt.virDomain) -> list[dict[str, Any]]:
+def guest_addresses(conn: libvirt.virConnect, dom: libvirt.virDomain, *,
+                    sources: tuple[str, ...] = SOURCES) -> list[dict[str, Any]]:
     """Addresses of ``dom``'s NICs: [{interface, mac, network, bridge, addr, prefix, type, source}].
 
-    Empty for a VM that is not running. Sources, per NIC: ``lease`` (libvirt DHCP), ``arp`` (host
-    neighbour table), ``agent`` (qemu-guest-agent).
+    Empty for a VM that is not running. Sources, tried in this order per NIC: ``lease`` (libvirt DHCP),
+    ``arp`` (host neighbour table), ``agent`` (qemu-guest-agent); ``sources`` limits which are asked.
     """
+    unknown = set(sources) - set(SOURCES)
+    if unknown:
+        from kvmkit.errors import InvalidInput
+
+        raise InvalidInput(f"unknown address source(s): {', '.join(sorted(unknown))}",
+                           hint=f"choose from {', '.join(SOURCES)}")
     if not dom.isActive():
         return []
     nics = [n for n in _nics(dom) if n["mac"]]
     found: list[dict[str, Any]] = []
     pending = []
     for nic in nics:
-        got = _from_leases(conn, nic)
+        got = _from_leases(conn, nic) if "lease" in sources else []
         found += got
         if not got:
             pending.append(nic)
     from kvmkit.service.networks import is_local
 
-    if pending and is_local(conn):
+    if pending and "arp" in sources and is_local(conn):
         from kvmkit.errors import KvmkitError
         from kvmkit.host.bridges import neighbours
 
@@ -123,7 +130,7 @@ def guest_addresses(conn: libvirt.virConnect, dom: libvirt.virDomain) -> list[di
             if not got:
                 still.append(nic)
         pending = still
-    if pending and _has_agent(dom):
+    if pending and "agent" in sources and _has_agent(dom):
         agent = _from_agent(dom, nics)
         for nic in pending:
             found += agent.get(nic["mac"], [])
