@@ -7,7 +7,7 @@ from typing import Any
 import libvirt
 from lxml import etree
 
-from kvmkit.errors import Conflict, InvalidInput, InvalidState
+from kvmkit.errors import Conflict, InvalidInput, InvalidState, KvmkitError
 from kvmkit.hypervisor.errors import libvirt_errors
 from kvmkit.service.volumes import NAME_RE, domains_using, get_pool, volume_users
 
@@ -203,4 +203,10 @@ def _describe(pool: libvirt.virStoragePool) -> dict[str, Any]:
 def list_pools(conn: libvirt.virConnect) -> list[dict[str, Any]]:
     with libvirt_errors("list pools"):
         pools = conn.listAllStoragePools(0)
-    return [_describe(p) for p in sorted(pools, key=lambda p: p.name())]
+    out = []
+    for pool in sorted(pools, key=lambda p: p.name()):
+        try:
+            out.append(_describe(pool))
+        except KvmkitError:  # undefined by another client meanwhile
+            continue
+    return out

@@ -252,7 +252,10 @@ def _backing_dependents(pool: libvirt.virStoragePool, vol: libvirt.virStorageVol
     path = vol.path()
     out = []
     for other in pool.listAllVolumes(0):
-        bs = etree.fromstring(other.XMLDesc(0)).findtext("backingStore/path")
+        try:
+            bs = etree.fromstring(other.XMLDesc(0)).findtext("backingStore/path")
+        except libvirt.libvirtError:  # deleted meanwhile
+            continue
         if bs and bs == path:
             out.append(other.name())
     return out
@@ -373,8 +376,13 @@ def list_volumes(conn: libvirt.virConnect, pool_name: str) -> list[dict[str, Any
         vols = pool.listAllVolumes(0)
     out = []
     for vol in sorted(vols, key=lambda v: v.name()):
-        _t, capacity, allocation = vol.info()
-        root = etree.fromstring(vol.XMLDesc(0))
-        out.append({"name": vol.name(), "path": vol.path(), "format": volume_format(vol), "capacity": capacity,
+        try:
+            _t, capacity, allocation = vol.info()
+            root = etree.fromstring(vol.XMLDesc(0))
+        except libvirt.libvirtError:  # deleted by another client meanwhile
+            continue
+        fmt_el = root.find("target/format")
+        fmt = (fmt_el.get("type") if fmt_el is not None else None) or "raw"
+        out.append({"name": vol.name(), "path": root.findtext("target/path"), "format": fmt, "capacity": capacity,
                     "allocation": allocation, "backing": root.findtext("backingStore/path")})
     return out
