@@ -90,6 +90,9 @@ def resolve(conn: libvirt.virConnect, spec: VMSpec, progress: Progress) -> tuple
         image = micro.build()
         changes.update(kernel=image.kernel, initrd=image.initrd, cmdline=image.cmdline, micro=False)
         changes["metadata"]["micro"] = "yes"
+    if spec.hugepages and spec.memory_source is None and local and not _hugetlbfs_mounted():
+        # libvirt backs <hugepages/> with a hugetlbfs mount; without one, memfd gives huge pages all the same
+        changes["memory_source"] = "memfd"
     virt_type, why = choose_virt_type(spec.virt_type)
     changes["virt_type"] = virt_type
     changes["metadata"]["virt_type_reason"] = why
@@ -270,6 +273,14 @@ def _undefine(dom: libvirt.virDomain) -> None:
 def _destroy(dom: libvirt.virDomain) -> None:
     if dom.isActive():
         dom.destroy()
+
+
+def _hugetlbfs_mounted() -> bool:
+    try:
+        with open("/proc/mounts") as mounts:
+            return any(line.split()[2] == "hugetlbfs" for line in mounts if len(line.split()) > 2)
+    except OSError:
+        return False
 
 
 def _check_hugepages(conn: libvirt.virConnect, dom: libvirt.virDomain) -> None:

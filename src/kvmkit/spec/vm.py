@@ -47,6 +47,7 @@ class VMSpec(BaseModel):
     emulatorpin: str | None = None
     numatune: NumaTuneSpec | None = None
     hugepages: bool = False
+    memory_source: Literal["memfd", "file", "anonymous"] | None = None  # <memoryBacking><source type=.../>
     nosharepages: bool = False                        # opt out of KSM
 
     machine: str | None = None                        # e.g. pc, q35, pc-q35-7.2

@@ -8,7 +8,7 @@ from lxml import etree
 
 from kvmkit.xml.util import ensure, remove, set_mib, size_to_mib
 
-FIELDS = ("memory_mib", "max_memory_mib", "hugepages", "nosharepages")
+FIELDS = ("memory_mib", "max_memory_mib", "hugepages", "nosharepages", "memory_source")
 
 
 def read(root: etree._Element) -> dict[str, Any]:
@@ -20,6 +20,8 @@ def read(root: etree._Element) -> dict[str, Any]:
         "max_memory_mib": maximum,
         "hugepages": backing is not None and backing.find("hugepages") is not None,
         "nosharepages": backing is not None and backing.find("nosharepages") is not None,
+        "memory_source": backing.find("source").get("type") if backing is not None
+        and backing.find("source") is not None else None,
     }
 
 
@@ -28,13 +30,23 @@ def write(root: etree._Element, spec: Any) -> None:
     if (old["memory_mib"], old["max_memory_mib"]) != (spec.memory_mib, spec.max_memory_mib):
         set_mib(ensure(root, "memory"), spec.max_memory_mib)
         set_mib(ensure(root, "currentMemory"), spec.memory_mib)
-    if (old["hugepages"], old["nosharepages"]) != (spec.hugepages, spec.nosharepages):
+    want = (spec.hugepages, spec.nosharepages, spec.memory_source)
+    if (old["hugepages"], old["nosharepages"], old["memory_source"]) != want:
         backing = ensure(root, "memoryBacking")
         for tag in ("hugepages", "nosharepages"):
             el = backing.find(tag)
             if getattr(spec, tag) and el is None:
-                etree.SubElement(backing, tag)
+                el = etree.SubElement(backing, tag)
+                if tag == "hugepages" and spec.memory_source == "memfd":  # memfd needs an explicit page size
+                    etree.SubElement(el, "page", size="2048", unit="KiB")
             elif not getattr(spec, tag) and el is not None:
                 remove(el)
+        if old["memory_source"] != spec.memory_source:
+            el = backing.find("source")
+            if el is not None:
+                remove(el)
+            if spec.memory_source:
+                etree.SubElement(backing, "source", type=spec.memory_source)  # the schema interleaves children
         if len(backing) == 0 and not backing.attrib:
             remove(backing)
+
