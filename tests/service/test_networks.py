@@ -95,10 +95,19 @@ def test_overlap_with_host_address_route_or_network_is_refused(conn, netlab) -> 
     half = list(routed.subnets(new_prefix=25))[1]
     with pytest.raises(Conflict, match=f"host route {routed} via {mine.network_address + 1} dev {a}"):
         netlab.network("b", subnet=str(half))
-    made = netlab.network("c")
+    made = netlab.network("c", mode="route")
+    assert made["active"] and made["mode"] == "route"
     with pytest.raises(Conflict, match=f"libvirt network '{made['name']}'"):
         netlab.network("d", subnet=made["subnet"])
     assert [n["name"] for n in networks.list_networks(conn) if n["name"].startswith(netlab.prefix)] == [made["name"]]
+    # a defined network whose subnet got taken meanwhile is refused at start, naming what took it
+    later = ipaddress.IPv4Network(netlab.subnet())
+    spec = NetworkSpec(name=f"{netlab.prefix}e", mode="isolated", subnet=str(later))
+    netlab.networks.append(spec.name)
+    assert not networks.create_network(conn, spec, start=False)["active"]
+    host.run_ip("addr", "add", f"{later.network_address + 200}/24", "dev", a)
+    with pytest.raises(Conflict, match=f"address {later.network_address + 200}/24 on host interface {a}"):
+        networks.start(conn, spec.name)
 
 
 @pytest.mark.guest
