@@ -5,6 +5,10 @@ a network namespace, so no real host interface is touched."""
 from __future__ import annotations
 
 import ipaddress
+import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -120,3 +124,44 @@ def test_refusals_name_the_problem(netlab) -> None:
     with pytest.raises(Conflict, match=f"still has ports: {_a}"):
         host.delete_bridge(br)
     assert host.link(br) is not None
+
+
+def _in_ns(ns: str, workdir, code: str) -> dict:
+    """Run kvmkit code in network namespace ``ns`` (so even its default route can be moved safely)."""
+    env = dict(os.environ, KVMKIT_DATA_DIR=str(workdir / f"data-{ns}"))
+    res = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c",
+                          f"import json; from kvmkit.host import bridges as b; print(json.dumps({code}))"],
+                         capture_output=True, text=True, timeout=60, env=env)
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)
+
+
+@pytest.mark.guest
+def test_default_route_moves_with_the_uplink_and_comes_back(netlab, workdir) -> None:
+    """Inside a namespace standing in for a host whose only uplink carries the default route."""
+    box, lan_ns = netlab.netns(), netlab.netns()
+    up, peer = netlab.veth(lan_ns)
+    host.run_ip("link", "set", up, "netns", box)
+    lan = ipaddress.IPv4Network(netlab.subnet())
+    gw, me = str(lan.network_address + 1), f"{lan.network_address + 2}/24"
+    host.run_ip("addr", "add", f"{gw}/24", "dev", peer, netns=lan_ns)
+    host.run_ip("link", "set", up, "up", netns=box)
+    host.run_ip("addr", "add", me, "dev", up, netns=box)
+    host.run_ip("route", "add", "default", "via", gw, "dev", up, netns=box)
+    br = netlab.ifname("kb")
+
+    rec = _in_ns(box, workdir, f"b.create_bridge({br!r}, uplink={up!r})")
+    assert [r["dst"] for r in rec["routes"]] == ["default"]
+    routes = host.ip_json("route", "show", "default", netns=box)
+    assert [(r["dev"], r["gateway"]) for r in routes] == [(br, gw)]
+    via = host.ip_json("route", "get", "198.51.100.7", netns=box)  # anything off-LAN leaves through the bridge
+    assert [(r["dev"], r["gateway"]) for r in via] == [(br, gw)]
+    reach = host.run_ip("netns", "exec", box, "/bin/busybox", "ping", "-c", "1", "-W", "3", gw)
+    assert "1 packets received" in reach
+
+    done = _in_ns(box, workdir, f"b.delete_bridge({br!r})")
+    assert done["deleted"] and done["restored_addresses"] == [me]
+    routes = host.ip_json("route", "show", "default", netns=box)
+    assert [(r["dev"], r["gateway"]) for r in routes] == [(up, gw)]
+    assert [(a["local"], a["prefixlen"]) for i in host.ip_json("addr", "show", "dev", up, netns=box)
+            for a in i["addr_info"] if a["family"] == "inet"] == [(str(lan.network_address + 2), 24)]
