@@ -172,14 +172,14 @@ def set_resources(name: str, body: Resources, request: Request,
     check_vm_visible(p, name)
     st = state(request)
     conn = st.hv.get()
-    _not_busy(st, name)
     _domain(conn, name)
     out: dict[str, Any] = {"name": name}
-    if body.vcpus is not None:
-        out["vcpus"] = vm_resources.set_vcpus(conn, name, body.vcpus, live=body.live, config=body.config)
-    if body.memory is not None:
-        out["memory"] = vm_resources.set_memory(conn, name, parse_size_mib(body.memory), live=body.live,
-                                                config=body.config)
-    if body.autostart is not None:
-        out["autostart"] = vm_resources.set_autostart(conn, name, body.autostart)
+    with st.runner.hold(f"vm:{name}", "vm.set"):
+        if body.vcpus is not None:
+            out["vcpus"] = vm_resources.set_vcpus(conn, name, body.vcpus, live=body.live, config=body.config)
+        if body.memory is not None:
+            out["memory"] = vm_resources.set_memory(conn, name, parse_size_mib(body.memory), live=body.live,
+                                                    config=body.config)
+        if body.autostart is not None:
+            out["autostart"] = vm_resources.set_autostart(conn, name, body.autostart)
     return out

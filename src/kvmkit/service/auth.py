@@ -74,17 +74,9 @@ def sha256(secret: str) -> str:
 
 
 def validate_name(name: str, what: str = "name") -> str:
-    try:
-        from kvmkit.spec.common import validate_name as v
+    from kvmkit.spec.common import validate_name as v
 
-        return v(name, what)
-    except ImportError:
-        import re
-
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name or ""):
-            raise InvalidInput(f"invalid {what} '{name}'",
-                               hint="use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit") from None
-        return name
+    return v(name, what)
 
 
 @dataclass

@@ -14,8 +14,9 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -137,6 +138,20 @@ class TaskRunner:
             held = self._busy.get(target)
         return held[0] if held else None
 
+    @contextmanager
+    def hold(self, target: str, what: str) -> Iterator[None]:
+        """Hold ``target`` for a short synchronous change (e.g. PATCH of a VM); Busy if a task holds it."""
+        with self._lock:
+            if target in self._busy:
+                running, running_kind = self._busy[target]
+                raise Busy(target, running, running_kind)
+            self._busy[target] = (f"sync-{uuid.uuid4()}", what)
+            mine = self._busy[target][0]
+        try:
+            yield
+        finally:
+            self._release(target, mine)
+
     def submit(self, kind: str, target: str, body: TaskBody, *, intent: dict[str, Any] | None = None,
                user: str | None = None, task_id: str | None = None) -> dict[str, Any]:
         """Record the task with its intent, then run ``body`` in the pool. Raises Busy if target is held."""
@@ -208,7 +223,8 @@ class TaskRunner:
             rows = list(s.scalars(select(TaskStep).where(TaskStep.task_id == task_id).order_by(TaskStep.seq)))
             return task_dict(t, rows if steps else None)
 
-    def recent(self, *, limit: int = 100, state: str | None = None, targets: set[str] | None = None) -> list[dict[str, Any]]:
+    def recent(self, *, limit: int = 100, state: str | None = None,
+               targets: set[str] | None = None) -> list[dict[str, Any]]:
         q = select(Task).order_by(Task.created_at.desc()).limit(max(1, min(limit, 1000)))
         if state:
             q = q.where(Task.state == state)
