@@ -76,15 +76,15 @@ def test_suspend_stops_status_lines_and_resume_keeps_uptime(micro_guest):
     last = guest.log.wait_status(timeout=60, after=guest.log.offset())
     assert lc.suspend(guest.dom.connect(), guest.name)["state"] == "paused"
     paused_at = guest.log.offset()
-    time.sleep(6)  # three status periods
+    time.sleep(10)  # five status periods
     assert guest.log.statuses(paused_at) == [], "a paused guest kept printing status lines"
     assert guest.log.text().count("KVMKIT-STATUS") == len(guest.log.statuses())
     before = guest.log.statuses()[-1]
     assert before.uptime >= last.uptime
     assert lc.resume(guest.dom.connect(), guest.name)["state"] == "running"
     after = guest.log.wait_status(timeout=60, after=paused_at)
-    # uptime continues from where it stopped: not reset, and the 6 s pause did not count as guest time
-    assert before.uptime < after.uptime < before.uptime + 5.5
+    # uptime continues from where it stopped: not reset, and the 10 s pause did not count as guest time
+    assert before.uptime < after.uptime < before.uptime + 8
 
 
 @pytest.mark.guest
