@@ -35,6 +35,10 @@ def test_role_matrix(micro_guest, make_user, admin: httpx.Client) -> None:
         assert c.post("/api/v1/pools/default/actions/refresh").status_code == 403
         assert c.post("/api/v1/networks/default/actions/start").status_code == 403
         assert c.get("/api/v1/audit").status_code == 403
+    r = operator.patch(f"/api/v1/vms/{vm}", json={"autostart": True, "vcpus": 2, "config": True})
+    assert r.status_code == 200, r.text
+    assert admin.get(f"/api/v1/vms/{vm}").json()["autostart"] is True
+    assert operator.patch(f"/api/v1/vms/{vm}", json={"autostart": False}).status_code == 200
     r = operator.post(f"/api/v1/vms/{vm}/actions/start")
     assert r.status_code == 202, r.text
     assert wait_task(operator, r.json()["id"])["state"] == "succeeded"
