@@ -3,10 +3,13 @@ against a real server and real (defined, micro-guest) VMs; the audit log records
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 
 from tests.api.conftest import wait_task
+from tests.api.server import EventReader
 
 pytestmark = pytest.mark.guest
 ACTIONS = ("start", "shutdown", "reboot", "destroy", "suspend", "resume")
@@ -60,7 +63,7 @@ def test_role_matrix(micro_guest, make_user, admin: httpx.Client) -> None:
 
 
 def test_delegated_user_sees_and_acts_on_its_vms_alone(micro_guest, make_user, admin: httpx.Client,
-                                                       prefix: str) -> None:
+                                                       prefix: str, server) -> None:
     a = micro_guest("a", start=False).name
     b = micro_guest("b", start=False).name
     name, user = make_user("deleg", "operator")
@@ -75,14 +78,21 @@ def test_delegated_user_sees_and_acts_on_its_vms_alone(micro_guest, make_user, a
         assert r.status_code in (403, 404), f"{method} {url}: {r.status_code}"
     assert user.post("/api/v1/vms", json={"name": f"{prefix}c", "micro": True}).status_code == 403
     assert user.get("/api/v1/pools").status_code == 403
-    # the delegated VM works
-    r = user.post(f"/api/v1/vms/{a}/actions/start")
-    assert r.status_code == 202
-    assert wait_task(user, r.json()["id"])["state"] == "succeeded"
-    # tasks on B are invisible to the user
-    r = admin.post(f"/api/v1/vms/{b}/actions/start")
-    tb = r.json()["id"]
-    wait_task(admin, tb)
+    events = EventReader(server, user.headers["authorization"].split()[1])
+    try:
+        # the delegated VM works
+        r = user.post(f"/api/v1/vms/{a}/actions/start")
+        assert r.status_code == 202
+        assert wait_task(user, r.json()["id"])["state"] == "succeeded"
+        # tasks and events of B are invisible to the user
+        r = admin.post(f"/api/v1/vms/{b}/actions/start")
+        tb = r.json()["id"]
+        assert wait_task(admin, tb)["state"] == "succeeded"
+        events.wait(kind="vm", vm=a, event="started")
+        time.sleep(1)
+        assert not [e for e in events.events if e.get("vm") == b or (e.get("task") or {}).get("id") == tb]
+    finally:
+        events.close()
     assert user.get(f"/api/v1/tasks/{tb}").status_code == 404
     assert tb not in [t["id"] for t in user.get("/api/v1/tasks").json()]
 
