@@ -207,3 +207,14 @@ def test_delete_storage_removes_own_disks_and_keeps_shared_ones(conn, micro_gues
     lc.start(conn, b.name)
     result = lc.delete(conn, b.name, storage=True, force=True)
     assert result["deleted"] == [shared] and not os.path.exists(shared)
+
+
+@pytest.mark.fast
+def test_drivers_without_acpi_or_nvram_flags_still_work(test_conn):
+    # the test driver supports neither the ACPI shutdown flag nor the NVRAM/checkpoint undefine flags
+    assert lc.shutdown(test_conn, "test", timeout=5)["forced"] is False
+    lc.start(test_conn, "test")
+    out = lc.delete(test_conn, "test", storage=True, force=True)
+    assert out["deleted"] == [] and out["kept"] == [{"path": "/guest/diskimage1",
+                                                     "reason": "does not exist (nothing to delete)"}]
+    assert test_conn.listAllDomains() == []

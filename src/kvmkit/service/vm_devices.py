@@ -91,7 +91,7 @@ def storage_plan(conn: libvirt.virConnect, dom: libvirt.virDomain) -> tuple[list
 
     CD-ROM media are never listed. A disk is kept when another domain (running or defined) has it as a
     disk or in its backing chain, when another pool volume uses it as backing file, or when it is a host
-    block device outside any storage pool.
+    block device outside any storage pool. On a remote host only pool volumes are deleted.
     """
     mine: list[str] = []
     for root in _all_xmls(dom):
@@ -109,11 +109,25 @@ def storage_plan(conn: libvirt.virConnect, dom: libvirt.virDomain) -> tuple[list
             kept.append({"path": path, "reason": f"used by VM {users[path]}"})
         elif path in backs:
             kept.append({"path": path, "reason": f"backing file of volume {backs[path]}"})
-        elif _is_block(path) and not _is_volume(conn, path):
+        elif _is_volume(conn, path):
+            delete.append(path)
+        elif not _is_local(conn):
+            kept.append({"path": path, "reason": "not a storage pool volume on a remote host (kvmkit deletes only "
+                                                 "volumes there)"})
+        elif not os.path.lexists(path):
+            kept.append({"path": path, "reason": "does not exist (nothing to delete)"})
+        elif _is_block(path):
             kept.append({"path": path, "reason": "host block device (not a pool volume)"})
         else:
             delete.append(path)
     return delete, kept
+
+
+def _is_local(conn: libvirt.virConnect) -> bool:
+    from urllib.parse import urlparse
+
+    host = urlparse(conn.getURI()).hostname
+    return not host or host in ("localhost", "127.0.0.1", "::1")
 
 
 def _other_users(conn: libvirt.virConnect, uuid: str) -> dict[str, str]:

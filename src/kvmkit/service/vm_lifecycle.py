@@ -109,7 +109,7 @@ def shutdown(conn: libvirt.virConnect, name: str, *, timeout: float = 60, force:
                       f"first (`kvmkit vm resume {name}`) or pass --force to power it off")
     if state != "paused":
         with libvirt_errors(f"sending the ACPI power button to VM {name}"):
-            dom.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
+            _with_fallback(lambda: dom.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN), dom.shutdown)
         if _wait_shut_off(dom, timeout):
             return {"name": name, "action": "shutdown", "state": "shut-off", "forced": False,
                     "seconds": round(time.monotonic() - began, 1)}
@@ -195,8 +195,9 @@ def delete(conn: libvirt.virConnect, name: str, *, storage: bool = False, force:
     if _exists(conn, name) and dom.isPersistent():
         flags = (libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
                  | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA)
+        basic = libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
         with libvirt_errors(f"undefining VM {name}"):
-            dom.undefineFlags(flags)
+            _with_fallback(lambda: dom.undefineFlags(flags), lambda: dom.undefineFlags(basic))
     deleted, failed = [], []
     for path in delete_paths:
         try:
@@ -214,6 +215,17 @@ def delete(conn: libvirt.virConnect, name: str, *, storage: bool = False, force:
                               + "; ".join(f"{f['path']}: {f['error']}" for f in failed),
                               hint="remove them by hand (`kvmkit volume delete POOL NAME`) once the cause is fixed")
     return result
+
+
+def _with_fallback(first: Any, second: Any) -> None:
+    """Run ``first``; when the driver does not support its flags (older libvirt, other drivers), ``second``."""
+    try:
+        first()
+    except libvirt.libvirtError as err:
+        if err.get_error_code() not in (libvirt.VIR_ERR_INVALID_ARG, libvirt.VIR_ERR_NO_SUPPORT,
+                                        libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED):
+            raise
+        second()
 
 
 def _exists(conn: libvirt.virConnect, name: str) -> bool:
