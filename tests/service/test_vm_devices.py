@@ -62,7 +62,12 @@ def test_disk_attach_and_detach_live_and_persistent(conn, micro_guest, workdir):
     assert _live(guest.dom).find("./devices/disk") is None
     assert _inactive(guest.dom).find("./devices/disk") is None
     assert "vda" not in _run_in_guest(conn, guest, "ls /sys/block", "KT-BLK2")
-    with pytest.raises(NotFound, match="disk vda is not attached"):
+    # attached live only: a detach without --live/--config acts where the disk is
+    assert not dev.attach_disk(conn, guest.name, path=disk, fmt="qcow2", live=True)["config"]
+    assert _inactive(guest.dom).find("./devices/disk") is None
+    out = dev.detach_disk(conn, guest.name, "vda", timeout=60)
+    assert out["live"] and not out["config"]
+    with pytest.raises(NotFound, match="disk vda is not attached to the running VM or the definition"):
         dev.detach_disk(conn, guest.name, "vda")
 
 

@@ -271,7 +271,8 @@ def detach_disk(conn: libvirt.virConnect, name: str, target: str, *, live: bool 
     xpath = f"./devices/disk[target/@dev='{target}']" if re.fullmatch(r"[a-z]{2,4}", target) else None
     if xpath is None:
         raise InvalidInput(f"invalid disk target '{target}': give a target name like vdb (see `kvmkit vm show`)")
-    return _detach(dom, flags, xpath, f"disk {target}", timeout, {"target": target})
+    return _detach(dom, flags, xpath, f"disk {target}", timeout, {"target": target},
+                   defaulted=live is None and config is None)
 
 
 # ---- NICs --------------------------------------------------------------------------------------------
@@ -330,7 +331,8 @@ def detach_nic(conn: libvirt.virConnect, name: str, mac: str, *, live: bool | No
         raise InvalidInput(f"invalid MAC address '{mac}': use six hex pairs like 52:54:00:12:34:56")
     dom = domain(conn, name)
     flags = affect_flags(dom, live, config, "detach a NIC")
-    return _detach(dom, flags, f"./devices/interface[mac/@address='{mac}']", f"NIC {mac}", timeout, {"mac": mac})
+    return _detach(dom, flags, f"./devices/interface[mac/@address='{mac}']", f"NIC {mac}", timeout, {"mac": mac},
+                   defaulted=live is None and config is None)
 
 
 def _find(root: etree._Element, xpath: str) -> etree._Element | None:
@@ -339,17 +341,25 @@ def _find(root: etree._Element, xpath: str) -> etree._Element | None:
 
 
 def _detach(dom: libvirt.virDomain, flags: int, xpath: str, what: str, timeout: float,
-            extra: dict[str, Any]) -> dict[str, Any]:
+            extra: dict[str, Any], *, defaulted: bool = False) -> dict[str, Any]:
+    """Detach the element at ``xpath``. With ``defaulted`` flags (no --live/--config given), a device that
+    exists only live or only in the definition is detached from where it is."""
     name = dom.name()
     found = None
+    present = 0
+    missing = []
     for flag, root in zip([f for f in (libvirt.VIR_DOMAIN_AFFECT_LIVE, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
                            if flags & f], _xmls(dom, flags), strict=True):
         el = _find(root, xpath)
         if el is None:
-            where = "running VM" if flag == libvirt.VIR_DOMAIN_AFFECT_LIVE else "definition of VM"
-            raise NotFound(f"{what} is not attached to the {where} {name}",
-                           hint=f"see its devices with `kvmkit vm show {name}`")
+            missing.append("running VM" if flag == libvirt.VIR_DOMAIN_AFFECT_LIVE else "definition of VM")
+            continue
+        present |= flag
         found = found if found is not None else el
+    if found is None or (missing and not defaulted):
+        raise NotFound(f"{what} is not attached to the {' or the '.join(missing)} {name}",
+                       hint=f"see its devices with `kvmkit vm show {name}`")
+    flags = present
     assert found is not None
     with libvirt_errors(f"detaching {what} from VM {name}"):
         dom.detachDeviceFlags(etree.tostring(found, encoding="unicode"), flags)
