@@ -69,7 +69,18 @@ def test_interactive_console_runs_a_command_and_leaves_on_ctrl_bracket(micro_gue
         os.close(in_w)  # end of input also ends the session
         worker.join(10)
         assert result["ended"] == "input closed"
+        # the VM stopping ends the session too
+        in_r2, in_w2 = os.pipe()
+        worker = threading.Thread(target=lambda: result.update(vm_console.attach(conn, guest.name, in_r2, out_w)),
+                                  daemon=True)
+        worker.start()
+        time.sleep(1)
         guest.dom.destroy()
+        worker.join(20)
+        assert not worker.is_alive(), "the session outlived the VM"
+        assert result["ended"] == "VM stopped", result
+        os.close(in_w2)
+        os.close(in_r2)
         with pytest.raises(InvalidState, match=r"cannot open the console of VM .*: it is shut off"):
             vm_console.attach(conn, guest.name, in_r, out_w)
         for fd in (in_r, out_r, out_w):
