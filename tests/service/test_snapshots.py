@@ -203,3 +203,19 @@ def test_external_snapshots_of_shut_off_vm_merge_back_with_their_data(conn, micr
     for offset, pattern in (("0", "0x11"), ("1M", "0x22"), ("2M", "0x33")):
         qemu_io(base, f"read -P {pattern} {offset} 1M")
     assert sorted(p.name for p in workdir.glob("*.qcow2")) == [Path(base).name]
+
+
+@pytest.mark.guest
+def test_delete_external_snapshot_whose_overlay_is_no_longer_used(conn, micro_guest, workdir, prefix):
+    base = make_disk(workdir, f"{prefix}gone")
+    guest = micro_guest("gone", start=False, disks=[{"path": base, "format": "qcow2"}])
+    overlay = snaps.create_snapshot(conn, guest.name, "e1", disk_only=True)["overlays"]["vda"]
+    root = etree.fromstring(guest.dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE).encode())
+    root.find("devices/disk/source").set("file", base)  # someone pointed the VM back at its base
+    conn.defineXML(etree.tostring(root, encoding="unicode"))
+    with pytest.raises(InvalidState, match="not in the backing chain") as err:
+        snaps.delete_snapshot(conn, guest.name, "e1")
+    assert overlay in (err.value.hint or "")
+    Path(overlay).unlink()
+    assert snaps.delete_snapshot(conn, guest.name, "e1")["merged"] == []
+    assert snaps.list_snapshots(conn, guest.name) == []

@@ -167,13 +167,15 @@ def create_snapshot(conn: libvirt.virConnect, vm: str, name: str | None = None, 
         if uefi and running and not disk_only:
             mem_file = str(Path(disk_list[0]["path"] if disk_list else "/var/lib/libvirt/qemu/snapshot")
                            .parent / f"{vm}.{name}.mem")
+            if os.path.exists(mem_file):
+                raise Conflict(f"memory file {mem_file} exists already", hint="pick another snapshot name")
             etree.SubElement(root, "memory", snapshot="external", file=mem_file)
             created_files.append(mem_file)
         dx = etree.SubElement(root, "disks")
         for d in disk_list:
             overlay = str(Path(d["path"]).parent / f"{vm}-{d['target']}.{name}.qcow2")
             if os.path.exists(overlay):
-                raise InvalidState(f"overlay file {overlay} exists already", hint="pick another snapshot name")
+                raise Conflict(f"overlay file {overlay} exists already", hint="pick another snapshot name")
             el = etree.SubElement(dx, "disk", name=d["target"], snapshot="external", type="file")
             etree.SubElement(el, "driver", type="qcow2")
             etree.SubElement(el, "source", file=overlay)
@@ -287,10 +289,12 @@ def delete_snapshot(conn: libvirt.virConnect, vm: str, name: str) -> dict[str, A
             snap.delete(0)
         return {"vm": vm, "deleted": name, "kind": "internal", "merged": []}
     _ensure_no_internal_inside(dom, name, set(info["overlays"].values()))
+    plans = [_plan_merge(conn, dom, target, overlay) for target, overlay in info["overlays"].items()]
     merged = []
-    for target, overlay in info["overlays"].items():
-        _merge_overlay(conn, dom, target, overlay)
-        merged.append(overlay)
+    for plan in plans:  # every disk was checked before the first one is touched
+        if plan is not None:
+            _merge_overlay(dom, plan)
+            merged.append(plan["overlay"])
     with libvirt_errors(f"delete snapshot metadata {vm}/{name}"):
         snap.delete(libvirt.VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY)
     mem = info.get("memory_file")
@@ -324,20 +328,30 @@ def _current_disk(dom: libvirt.virDomain, target: str) -> dict[str, Any]:
     raise InvalidState(f"VM '{dom.name()}' has no disk {target} any more", hint="the snapshot no longer matches")
 
 
-def _merge_overlay(conn: libvirt.virConnect, dom: libvirt.virDomain, target: str, overlay: str) -> None:
-    """Commit ``overlay`` into its backing file and drop it from disk ``target``'s chain."""
+def _plan_merge(conn: libvirt.virConnect, dom: libvirt.virDomain, target: str, overlay: str) -> dict[str, Any] | None:
+    """Check that ``overlay`` can be committed into its backing file; None when it is gone already."""
     disk = _current_disk(dom, target)
     chain = backing_chain(disk["path"], disk["format"])
     paths = [os.path.realpath(c["path"]) for c in chain]
     real = os.path.realpath(overlay)
     if real not in paths:
-        raise InvalidState(f"overlay {overlay} is not in the backing chain of {dom.name()}/{target}",
-                           hint="it was merged or replaced already; delete the snapshot with libvirt metadata only")
+        if not os.path.exists(overlay):
+            return None  # merged or removed already: only the snapshot's record is left to delete
+        raise InvalidState(f"overlay {overlay} is not in the backing chain of {dom.name()}/{target} any more",
+                           hint=f"if nothing uses it, remove {overlay} and delete the snapshot again (kvmkit then "
+                           "drops only its record)")
     idx = paths.index(real)
     if idx + 1 >= len(chain):
         raise InvalidState(f"overlay {overlay} has no backing file to merge into")
     base = chain[idx + 1]
     _ensure_not_shared(conn, dom, base["path"], f"merge {overlay} into {base['path']}")
+    return {"target": target, "overlay": overlay, "idx": idx, "chain": chain, "base": base}
+
+
+def _merge_overlay(dom: libvirt.virDomain, plan: dict[str, Any]) -> None:
+    """Commit the planned overlay into its backing file and drop it from the disk's chain."""
+    conn = dom.connect()
+    target, overlay, idx, chain, base = plan["target"], plan["overlay"], plan["idx"], plan["chain"], plan["base"]
     if dom.isActive():
         if idx == 0:
             with libvirt_errors(f"active block commit of {dom.name()}/{target}"):
