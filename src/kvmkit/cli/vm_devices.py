@@ -56,8 +56,10 @@ def disk_attach(
     lv, cf = _lc(live, config)
     result = vm_devices.attach_disk(connection(), name, fmt=fmt, path=path, pool=pool, volume=volume, target=target,
                                     bus=bus, cache=cache, readonly=readonly, live=lv, config=cf)
-    emit(result, lambda d: console().print(f"attached {d['path']} ({d['format']}) to {d['name']} as "
-                                           f"{d['target']} [{_where(d)}]"))
+    from rich.markup import escape
+
+    emit(result, lambda d: console().print(f"attached {escape(d['path'])} ({d['format']}) to {d['name']} as "
+                                           f"{d['target']} ({_where(d)})"))
 
 
 @disk_app.command("detach")
@@ -73,7 +75,7 @@ def disk_detach(
 
     lv, cf = _lc(live, config)
     result = vm_devices.detach_disk(connection(), name, target, live=lv, config=cf, timeout=timeout)
-    emit(result, lambda d: console().print(f"detached {d['target']} from {d['name']} [{_where(d)}]"))
+    emit(result, lambda d: console().print(f"detached {d['target']} from {d['name']} ({_where(d)})"))
 
 
 @nic_app.command("attach")
@@ -92,7 +94,7 @@ def nic_attach(
     lv, cf = _lc(live, config)
     result = vm_devices.attach_nic(connection(), name, network=network, bridge=bridge, model=model, mac=mac,
                                    live=lv, config=cf)
-    emit(result, lambda d: console().print(f"attached NIC {d['mac']} ({d['model']}) to {d['name']} [{_where(d)}]"))
+    emit(result, lambda d: console().print(f"attached NIC {d['mac']} ({d['model']}) to {d['name']} ({_where(d)})"))
 
 
 @nic_app.command("detach")
@@ -108,7 +110,7 @@ def nic_detach(
 
     lv, cf = _lc(live, config)
     result = vm_devices.detach_nic(connection(), name, mac, live=lv, config=cf, timeout=timeout)
-    emit(result, lambda d: console().print(f"detached NIC {d['mac']} from {d['name']} [{_where(d)}]"))
+    emit(result, lambda d: console().print(f"detached NIC {d['mac']} from {d['name']} ({_where(d)})"))
 
 
 def register(app: typer.Typer) -> None:

@@ -78,12 +78,14 @@ def register(app: typer.Typer) -> None:
         from kvmkit.service import vm_lifecycle
 
         def human(d: dict[str, Any]) -> None:
+            from rich.markup import escape
+
             out = console()
             out.print(f"VM [bold]{d['name']}[/] deleted")
             for path in d["deleted"]:
-                out.print(f"  deleted {path}")
+                out.print(f"  deleted {escape(path)}")
             for kept in d["kept"]:
-                out.print(f"  [yellow]kept[/] {kept['path']}: {kept['reason']}")
+                out.print(f"  [yellow]kept[/] {escape(kept['path'])}: {escape(kept['reason'])}")
 
         emit(vm_lifecycle.delete(connection(), name, storage=storage, force=force), human)
 

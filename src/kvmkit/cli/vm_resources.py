@@ -23,11 +23,11 @@ def _human_set(d: dict[str, Any]) -> None:
         where = " + ".join(w for w in ("live", "config") if change.get(w)) or "definition"
         if change["action"] == "set vcpus":
             extra = f" (max raised to {change['max_vcpus_raised_to']})" if change["max_vcpus_raised_to"] else ""
-            out.print(f"vCPUs of {d['name']}: {change['vcpus']} [{where}]{extra}")
+            out.print(f"vCPUs of {d['name']}: {change['vcpus']} ({where}){extra}")
         elif change["action"] == "set memory":
             raised = change["max_memory_raised_to_mib"]
             extra = f" (max raised to {raised} MiB)" if raised else ""
-            out.print(f"memory of {d['name']}: {change['memory_mib']} MiB [{where}]{extra}")
+            out.print(f"memory of {d['name']}: {change['memory_mib']} MiB ({where}){extra}")
         else:
             out.print(f"autostart of {d['name']}: {'on' if change['autostart'] else 'off'}")
     if any(c.get("max_vcpus_raised_to") or c.get("max_memory_raised_to_mib") for c in d["changes"]):
