@@ -55,6 +55,15 @@ def test_revert_running_snapshot_continues_uptime(conn, micro_guest, workdir, pr
     print(f"uptime: snapshot at ~{after_snap}, before revert {late}, first after revert {status.uptime}")
     assert after_snap - 0.5 <= status.uptime <= after_snap + 4.5, (before, after_snap, late, status)
     assert status.uptime < late - 0.5 and status.uptime > 2
+    # from a shut-off VM too: the running snapshot comes back running, not booting
+    guest.dom.destroy()
+    offset = guest.log.offset()
+    assert snaps.revert_snapshot(conn, guest.name, "s1")["state"] == "running"
+    if guest.log.offset() < offset:
+        offset = 0
+    again = guest.log.wait_status(timeout=BOOT_TIMEOUT, after=offset)
+    assert "KVMKIT-GUEST-READY" not in guest.log.text()[offset:]
+    assert after_snap - 0.5 <= again.uptime <= after_snap + 4.5, (after_snap, again)
 
 
 @pytest.mark.guest
