@@ -185,6 +185,12 @@ def test_tree_and_current_on_test_driver(test_conn):
     assert [(t["name"], t["parent"], t["depth"], t["current"]) for t in tree] == [
         ("one", None, 0, False), ("two", "one", 1, True)]
     assert tree[0]["description"] == "first"
+    bare = etree.fromstring(etree.tostring(root))
+    bare.find("name").text = "nodisk"
+    bare.find("devices").remove(bare.find("devices/disk"))
+    test_conn.defineXML(etree.tostring(bare, encoding="unicode"))
+    with pytest.raises(InvalidState, match="no writable disk"):
+        snaps.create_snapshot(test_conn, "nodisk", "s")
     with pytest.raises(NotFound, match="'nope' not found"):
         snaps.list_snapshots(test_conn, "nope")
 

@@ -147,6 +147,10 @@ def create_snapshot(conn: libvirt.virConnect, vm: str, name: str | None = None, 
     uefi = is_uefi(xml)
     external = disk_only or uefi
     disk_list = disks(xml, conn)
+    if not disk_list:
+        raise InvalidState(f"VM '{vm}' has no writable disk: a snapshot needs at least one (qcow2 for internal "
+                           "snapshots, which also hold the memory of a running VM)",
+                           hint=f"attach a qcow2 disk first (`kvmkit vm disk attach {vm} ...`)")
     if not external:
         for d in disk_list:
             if d["format"] != "qcow2":
