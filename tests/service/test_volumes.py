@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kvmkit.errors import Conflict, InvalidInput, InvalidState, NotFound
 from kvmkit.service import volume_streams, volumes
@@ -239,3 +241,29 @@ def test_running_vm_blocks_resize_and_delete(conn, dir_pool, micro_guest):
     with pytest.raises(Conflict, match=guest.name):
         volume_streams.upload(conn, dir_pool, "live.qcow2", vol["path"])
     assert volumes.volume_info(conn, dir_pool, "live.qcow2")["capacity"] == 64 * MiB
+
+
+@pytest.mark.fast
+@settings(max_examples=300, deadline=None)
+@given(st.text(min_size=0, max_size=80))
+def test_volume_name_property(name):
+    """Every accepted name is a plain file name that stays inside its directory; '/', NUL and '..' never pass."""
+    try:
+        volumes.check_volume_name(name)
+    except InvalidInput:
+        return
+    assert "/" not in name and "\x00" not in name and ".." not in name and len(name) <= 64
+    base = Path("/srv/pool")
+    assert (base / name).resolve().parent == base
+
+
+@pytest.mark.fast
+@settings(max_examples=200, deadline=None)
+@given(st.integers(min_value=-(2**40), max_value=2**40), st.sampled_from(["", "M", "G", "K", "B", "GiB"]))
+def test_size_property(number, unit):
+    text = f"{number}{unit}"
+    if number <= 0:
+        with pytest.raises(InvalidInput):
+            volumes.parse_size(text)
+    else:
+        assert volumes.parse_size(text) > 0
