@@ -76,6 +76,14 @@ def test_define_bad_input(test_conn, name, ptype, kwargs, message):
 
 
 @pytest.mark.fast
+def test_iscsi_target_iqn_as_source_dev_like_virsh():
+    root = etree.fromstring(pools.pool_xml("s1", "iscsi", source_host="192.168.2.20",
+                                           source_dev="iqn.2017-10.com.cloud.www:storage001"))
+    assert root.find("source/device").get("path") == "iqn.2017-10.com.cloud.www:storage001"
+    assert root.findtext("target/path") == "/dev/disk/by-path"
+
+
+@pytest.mark.fast
 def test_define_twice_conflicts(test_conn):
     pools.define_pool(test_conn, "kt-twice", "dir", target="/tmp/kt-twice")
     with pytest.raises(Conflict, match="exists already"):
