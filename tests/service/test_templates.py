@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from kvmkit.errors import Conflict, InvalidInput, NotFound
+from kvmkit.errors import Conflict, InvalidInput, InvalidState, NotFound
 from kvmkit.service import templates, volumes
 from tests.service.storage_fixtures import *  # noqa: F403
 
@@ -84,3 +84,25 @@ def test_full_clone_into_another_pool(conn, dir_pool, make_dir_pool, template_re
         templates.provision_from_template(conn, f"{prefix}nope", "x.qcow2")
     with pytest.raises(Conflict, match="exists already"):
         templates.provision_from_template(conn, f"{prefix}t", "copy.qcow2", pool=other)
+
+
+@pytest.mark.guest
+def test_templates_and_vm_disks(conn, dir_pool, micro_guest, template_registry, prefix):
+    base = volumes.create_volume(conn, dir_pool, "base.qcow2", "64M")
+    templates.mark(conn, dir_pool, "base.qcow2", name=f"{prefix}t")
+    first = templates.provision_from_template(conn, f"{prefix}t", "vm1.qcow2")
+    guest = micro_guest("fromtpl", disks=[{"path": first, "format": "qcow2"}])
+    guest.log.wait_for("KVMKIT-GUEST-READY", timeout=60)
+    # a running VM on an overlay of the template does not stop the next VM from using the template
+    second = templates.provision_from_template(conn, f"{prefix}t", "vm2.qcow2")
+    assert volumes.volume_info(conn, dir_pool, "vm2.qcow2")["backing_chain"][0]["path"] == base["path"]
+    # but a disk a VM writes can neither become a template nor the base of a linked clone
+    with pytest.raises(Conflict, match=guest.name):
+        templates.mark(conn, dir_pool, "vm1.qcow2", name=f"{prefix}bad")
+    with pytest.raises(Conflict, match=guest.name):
+        volumes.clone_volume(conn, dir_pool, "vm1.qcow2", "vm1-linked.qcow2", linked=True)
+    with pytest.raises(InvalidState, match="torn"):
+        volumes.clone_volume(conn, dir_pool, "vm1.qcow2", "vm1-copy.qcow2")
+    guest.dom.destroy()
+    copy = volumes.clone_volume(conn, dir_pool, "vm1.qcow2", "vm1-copy.qcow2")
+    assert copy["format"] == "qcow2" and Path(second).exists()

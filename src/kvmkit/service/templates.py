@@ -63,6 +63,12 @@ def mark(conn: libvirt.virConnect, pool: str, volume: str, *, name: str | None =
     if fmt != "qcow2":
         raise InvalidInput(f"volume '{volume}' is {fmt}, a template must be qcow2",
                            hint=f"convert it first: kvmkit image convert {vol.path()} NEW.qcow2 --format qcow2")
+    from kvmkit.service.volumes import volume_users
+
+    users = volume_users(conn, pool, vol, backing=False)
+    if users:
+        raise Conflict(f"volume '{volume}' is a disk of VM {', '.join(users)}; a template must not be written to",
+                       hint="copy it (kvmkit volume clone POOL SRC NEW) and mark the copy")
     entry = {"name": name, "pool": pool, "volume": volume, "path": vol.path(), "format": fmt,
              "capacity": vol.info()[1], "description": description, "created": int(time.time())}
     with _locked() as data:

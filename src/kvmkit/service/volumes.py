@@ -195,6 +195,14 @@ def clone_volume(conn: libvirt.virConnect, pool_name: str, src: str, new: str, *
     dest = get_pool(conn, target_pool) if target_pool else pool
     svol = get_volume(pool, src)
     _check_new_name(dest, new)
+    users = volume_users(conn, pool_name, svol, backing=False)
+    if linked and users:  # the VM would write into the clone's backing file and corrupt the clone
+        raise Conflict(f"volume '{src}' is a disk of VM {', '.join(users)}; a linked clone needs a base nobody writes",
+                       hint="make a full copy (without --linked), or copy it once and mark the copy a template")
+    running = [d for d in users if _is_running(conn, d)]
+    if running:
+        raise InvalidState(f"volume '{src}' is in use by running VM {', '.join(running)}; a copy would be torn",
+                           hint="shut the VM down first (or snapshot it and copy the snapshot)")
     sfmt = volume_format(svol)
     _vtype, capacity, allocation = svol.info()
     ptype, _ = _pool_target(dest)
@@ -210,11 +218,13 @@ def clone_volume(conn: libvirt.virConnect, pool_name: str, src: str, new: str, *
     return volume_info(conn, dest.name(), vol.name())
 
 
-def domains_using(conn: libvirt.virConnect) -> dict[str, list[str]]:
+def domains_using(conn: libvirt.virConnect, *, backing: bool = True) -> dict[str, list[str]]:
     """Map every disk source path (file, block device, pool/volume) to the domains whose XML names it.
 
-    Reads each domain's XML once (inactive config and, for running ones, the live XML).
+    Reads each domain's XML once (inactive config and, for running ones, the live XML). With
+    ``backing=False`` only the disks' top images count (what a VM writes), not their backing files.
     """
+    path = "devices/disk//source" if backing else "devices/disk/source"
     users: dict[str, list[str]] = {}
     with libvirt_errors("list domains"):
         domains = conn.listAllDomains(0)
@@ -227,7 +237,7 @@ def domains_using(conn: libvirt.virConnect) -> dict[str, list[str]]:
             continue
         for xml in xmls:
             # .//source also catches backing files libvirt lists in <backingStore> (e.g. a template)
-            for src in etree.fromstring(xml).iterfind("devices/disk//source"):
+            for src in etree.fromstring(xml).iterfind(path):
                 keys = [src.get("file"), src.get("dev")]
                 if src.get("pool") and src.get("volume"):
                     keys.append(f"{src.get('pool')}/{src.get('volume')}")
@@ -239,8 +249,9 @@ def domains_using(conn: libvirt.virConnect) -> dict[str, list[str]]:
 
 
 def volume_users(conn: libvirt.virConnect, pool_name: str, vol: libvirt.virStorageVol,
-                 usage: dict[str, list[str]] | None = None) -> list[str]:
-    usage = domains_using(conn) if usage is None else usage
+                 usage: dict[str, list[str]] | None = None, *, backing: bool = True) -> list[str]:
+    """The VMs whose disks name this volume (``backing=False``: only as the image they write)."""
+    usage = domains_using(conn, backing=backing) if usage is None else usage
     names = list(usage.get(vol.path(), []))
     for extra in usage.get(f"{pool_name}/{vol.name()}", []):
         if extra not in names:
