@@ -34,6 +34,8 @@ VARIANTS = [
     Variant("pc-direct", "pc (i440fx) + SeaBIOS, direct kernel boot (kvmkit --micro default)", "pc"),
     Variant("q35-direct", "q35 + SeaBIOS, direct kernel boot", "q35"),
     Variant("microvm", "microvm machine type, virtio-mmio, no firmware", "microvm"),
+    Variant("microvm-lean", "microvm, no firmware, i8042 off, no timer check", "microvm",
+            extra_cmdline=FAST_CMDLINE),
     Variant("pc-lean", "pc direct kernel boot, no USB/balloon, i8042 off, no timer check", "pc", lean=True,
             extra_cmdline=FAST_CMDLINE),
     Variant("q35-lean", "q35 direct kernel boot, no USB/balloon, i8042 off, no timer check", "q35", lean=True,

@@ -164,6 +164,18 @@ def sweep(conn: libvirt.virConnect, prefix: str = PREFIX, *, files: bool = True)
     return removed
 
 
+def reconnect(timeout: float = 60.0) -> libvirt.virConnect:
+    """Open qemu:///system, waiting for libvirtd to come back when it is restarting."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return libvirt.open(URI)
+        except libvirt.libvirtError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+
+
 def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
@@ -195,7 +207,7 @@ def machine(conn: libvirt.virConnect, virt_type: str) -> dict[str, str]:
 class Ctx:
     """What every scenario gets: the connection, the micro-guest, the run's settings."""
 
-    conn: libvirt.virConnect
+    _conn: libvirt.virConnect
     virt_type: str
     kernel: str
     initrd: str
@@ -203,6 +215,15 @@ class Ctx:
     quick: bool
     repeats: int
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def conn(self) -> libvirt.virConnect:
+        """The connection, opened again when libvirtd went away (e.g. restarted by someone else)."""
+        with contextlib.suppress(libvirt.libvirtError):
+            if self._conn.isAlive():
+                return self._conn
+        self._conn = reconnect()
+        return self._conn
 
     def path(self, *parts: str) -> Path:
         p = WORK.joinpath(*parts)

@@ -11,17 +11,16 @@ import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
-import libvirt
-
-from bench.common import PREFIX, URI, WORK, Ctx, Row, loadavg, log, machine, sweep
+from bench.common import PREFIX, WORK, Ctx, Row, loadavg, log, machine, reconnect, sweep
 
 # key -> (module, function, one-line description)
+# (run in this order: the cheap ones first, so an interrupted run still has them; the table is sorted)
 SCENARIOS: dict[str, tuple[str, str, str]] = {
-    "provision": ("bench.provision", "bench_provision", "1. template provisioning (virt-clone vs --template)"),
     "list": ("bench.listing", "bench_listing", "2, 5, 6. listing, API under load, server RSS"),
-    "ten": ("bench.ten_vms", "bench_ten_vms", "3. ten VMs to running"),
-    "snapshot": ("bench.snapshots", "bench_snapshots", "4. snapshot create + revert"),
     "boot": ("bench.boot", "bench_boot", "7. boot to ready marker by machine type"),
+    "snapshot": ("bench.snapshots", "bench_snapshots", "4. snapshot create + revert"),
+    "provision": ("bench.provision", "bench_provision", "1. template provisioning (virt-clone vs --template)"),
+    "ten": ("bench.ten_vms", "bench_ten_vms", "3. ten VMs to running"),
 }
 
 
@@ -29,7 +28,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="bench/run", description="kvmkit benchmarks against virt-install, "
                                 "virt-clone and virsh; writes bench/RESULTS.md")
     p.add_argument("--quick", action="store_true", help="fewer repeats, smaller sizes (development)")
-    p.add_argument("--repeats", type=int, help="repeats per measurement (default 5, --quick 2)")
+    p.add_argument("--repeats", type=int, help="repeats per measurement (default 3, --quick 2)")
     p.add_argument("--only", action="append", choices=list(SCENARIOS), help="run only these scenarios")
     p.add_argument("--out", default=str(Path(__file__).with_name("RESULTS.md")), help="results file")
     p.add_argument("--load-seconds", type=int, help="API load duration (default 30, --quick 5)")
@@ -44,16 +43,23 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.now(UTC)
     load_start = loadavg()
     t_start = time.monotonic()
-    conn = libvirt.open(URI)
+    conn = reconnect()
     removed = sweep(conn, PREFIX)
     if removed:
         log(f"removed {removed} leftovers named {PREFIX}* from an earlier run")
     WORK.mkdir(parents=True, exist_ok=True)
     log("building (or reusing) the micro-guest")
-    image = micro.build(WORK / "micro")
+    image = micro.build()
+    # Private copies without extended attributes: shutil.copy2 would carry libvirt's DAC remember-owner
+    # xattrs from the shared cache (guests of other users), and libvirt would then refuse to relabel them.
+    own = WORK / "micro"
+    own.mkdir(parents=True, exist_ok=True)
+    kernel, initrd = own / "vmlinuz", own / "initrd.img"
+    shutil.copyfile(image.kernel, kernel)
+    shutil.copyfile(image.initrd, initrd)
     virt_type, why = choose_virt_type()
-    repeats = args.repeats or (2 if args.quick else 5)
-    ctx = Ctx(conn, virt_type, image.kernel, image.initrd, image.cmdline, args.quick, repeats)
+    repeats = args.repeats or (2 if args.quick else 3)
+    ctx = Ctx(conn, virt_type, str(kernel), str(initrd), image.cmdline, args.quick, repeats)
     facts = machine(conn, virt_type)
     rows: list[Row] = []
     failed: list[str] = []
@@ -74,28 +80,36 @@ def main(argv: list[str] | None = None) -> int:
                 failed.append(key)
                 ctx.notes.append(f"scenario '{desc}' failed: {type(exc).__name__}: {str(exc)[:300]}")
             finally:
-                sweep(conn, PREFIX, files=False)  # objects only: keep the micro-guest copy and the db
+                sweep(ctx.conn, PREFIX, files=False)  # objects only: keep the micro-guest copy and the db
             log(f"=== {desc}: {time.monotonic() - t0:.0f} s")
+            _write(args, rows, facts, ctx, started, load_start, t_start, why, image.kernel_version, partial=True)
     finally:
-        sweep(conn, PREFIX)
+        sweep(ctx.conn, PREFIX)
         shutil.rmtree(WORK, ignore_errors=True)
+    _write(args, rows, facts, ctx, started, load_start, t_start, why, image.kernel_version, partial=False)
+    log(f"wrote {args.out}; leftovers after cleanup: {sweep(ctx.conn, PREFIX)}")
+    ctx.conn.close()
+    return 1 if failed else 0
+
+
+def _write(args: argparse.Namespace, rows: list[Row], facts: dict[str, str], ctx: Ctx, started: datetime,
+           load_start: str, t_start: float, why: str, kernel_version: str, *, partial: bool) -> None:
+    """Write RESULTS.md (also after each scenario, so an interrupted run keeps what it measured)."""
     run_info = {
         "started": started.strftime("%Y-%m-%d %H:%M UTC"),
         "mode": ("quick (--quick: fewer repeats, smaller sizes; development only)" if args.quick
-                 else "full") + f", {repeats} repeats per measurement",
+                 else "full") + f", {ctx.repeats} repeats per measurement unless noted"
+                + (" — PARTIAL: the run was still going when this was written" if partial else ""),
         "duration": f"{time.monotonic() - t_start:.0f} s",
         "load average (1/5/15 min) at start": load_start,
         "load average at end": loadavg(),
-        "guest type": f"{virt_type} ({why})",
-        "micro-guest": f"kernel {image.kernel_version}, 256 MiB, 1 vCPU unless noted",
+        "guest type": f"{ctx.virt_type} ({why})",
+        "micro-guest": f"kernel {kernel_version}, 256 MiB, 1 vCPU unless noted",
         "rerun": "`bench/run` (full, ~15 min) or `bench/run --quick`; `bench/run --only list` for one scenario",
     }
     from bench import report
 
     report.write(Path(args.out), rows=rows, machine=facts, run_info=run_info, notes=ctx.notes)
-    log(f"wrote {args.out}; leftovers after cleanup: {sweep(conn, PREFIX)}")
-    conn.close()
-    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -63,7 +63,8 @@ def write(path: Path, *, rows: list[Row], machine: dict[str, str], run_info: dic
     lines += [f"- {k}: {v}" for k, v in run_info.items()]
     lines += ["", "## Machine", "", "| | |", "|---|---|"]
     lines += [f"| {k} | {_esc(v)} |" for k, v in machine.items()]
-    lines += ["", "## Results", "", table(rows), ""]
+    ordered = sorted(rows, key=lambda r: int(r.scenario.split(".")[0]))  # stable: cases keep their order
+    lines += ["", "## Results", "", table(ordered), ""]
     if notes:
-        lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
+        lines += ["## Notes", ""] + [f"- {n}" for n in sorted(notes, key=lambda n: n[:2])] + [""]
     path.write_text("\n".join(lines))

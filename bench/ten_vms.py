@@ -107,7 +107,7 @@ def _api(ctx: Ctx, server: Server, rep: int) -> tuple[float, float]:
 
 
 def bench_ten_vms(ctx: Ctx) -> list[Row]:
-    reps = max(1, min(ctx.repeats, 3))
+    reps = 1 if ctx.quick else max(1, min(ctx.repeats, 2))  # ~1 min per repeat on an idle 2-core host
     results: dict[str, tuple[Series, Series]] = {}
     for tag, fn in (("seq", _sequential), ("con", _concurrent)):
         run_s, ready_s = Series(), Series()
