@@ -17,7 +17,10 @@ ACTIONS = ("start", "shutdown", "reboot", "destroy", "suspend", "resume")
 
 def _vm_changes(vm: str) -> list[tuple[str, str, dict]]:
     return ([("POST", f"/api/v1/vms/{vm}/actions/{a}", {}) for a in ACTIONS]
-            + [("DELETE", f"/api/v1/vms/{vm}", {}), ("PATCH", f"/api/v1/vms/{vm}", {"autostart": False})])
+            + [("DELETE", f"/api/v1/vms/{vm}", {}), ("PATCH", f"/api/v1/vms/{vm}", {"autostart": False}),
+               ("POST", f"/api/v1/vms/{vm}/snapshots", {"name": "s1"}),
+               ("POST", f"/api/v1/vms/{vm}/snapshots/s1/revert", {}),
+               ("DELETE", f"/api/v1/vms/{vm}/snapshots/s1", {})])
 
 
 def test_role_matrix(micro_guest, make_user, admin: httpx.Client) -> None:
@@ -73,6 +76,8 @@ def test_delegated_user_sees_and_acts_on_its_vms_alone(micro_guest, make_user, a
     assert [v["name"] for v in user.get("/api/v1/vms").json()] == [a]
     assert user.get(f"/api/v1/vms/{a}").status_code == 200
     assert user.get(f"/api/v1/vms/{b}").status_code == 404
+    assert user.get(f"/api/v1/vms/{b}/snapshots").status_code == 404
+    assert user.get(f"/api/v1/vms/{a}/snapshots").json() == []
     for method, url, body in _vm_changes(b):
         r = user.request(method, url, json=body)
         assert r.status_code in (403, 404), f"{method} {url}: {r.status_code}"

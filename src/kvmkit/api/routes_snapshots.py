@@ -1,0 +1,85 @@
+"""/api/v1/vms/{name}/snapshots: list (viewer); create, revert, delete as tasks (operator).
+
+Snapshot operations hold the VM like any other VM task (409 with the running task's id), and delegated
+users reach only the snapshots of their granted VMs (404 otherwise).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from kvmkit.api.deps import check_vm_visible, require, state
+from kvmkit.api.routes_vms import TASK_RESPONSES, _domain, _not_busy, _submit
+from kvmkit.service.auth import Principal
+from kvmkit.service.tasks import TaskContext
+
+router = APIRouter(prefix="/vms/{name}/snapshots", tags=["snapshots"])
+
+
+class NewSnapshot(BaseModel):
+    name: str | None = Field(None, min_length=1, max_length=64, description="default: snap-<UTC time>")
+    disk_only: bool = False
+    description: str | None = Field(None, max_length=1000)
+
+
+@router.get("", responses={404: {"description": "no such VM (or not delegated to you)"}})
+def list_snapshots(name: str, request: Request, p: Principal = Depends(require("viewer"))) -> list[dict[str, Any]]:
+    from kvmkit.service import snapshots
+
+    check_vm_visible(p, name)
+    return snapshots.list_snapshots(state(request).hv.get(), name)
+
+
+def _prepare(request: Request, p: Principal, name: str) -> Any:
+    check_vm_visible(p, name)
+    st = state(request)
+    _not_busy(st, name)
+    _domain(st.hv.get(), name)
+    return st
+
+
+@router.post("", status_code=202, responses=TASK_RESPONSES)
+def create_snapshot(name: str, body: NewSnapshot, request: Request,
+                    p: Principal = Depends(require("operator"))) -> JSONResponse:
+    from kvmkit.service import snapshots
+
+    st = _prepare(request, p, name)
+
+    def run(ctx: TaskContext) -> dict[str, Any]:
+        ctx.step("snapshot", 10, f"snapshotting VM {name}", vm=name, snapshot=body.name)
+        return snapshots.create_snapshot(st.hv.get(), name, body.name, disk_only=body.disk_only,
+                                         description=body.description)
+
+    return _submit(request, st, p, "vm.snapshot.create", name, run, {"vm": name, "snapshot": body.name})
+
+
+@router.post("/{snapshot}/revert", status_code=202, responses=TASK_RESPONSES)
+def revert_snapshot(name: str, snapshot: str, request: Request,
+                    p: Principal = Depends(require("operator"))) -> JSONResponse:
+    from kvmkit.service import snapshots
+
+    st = _prepare(request, p, name)
+
+    def run(ctx: TaskContext) -> dict[str, Any]:
+        ctx.step("revert", 10, f"reverting VM {name} to {snapshot}", vm=name, snapshot=snapshot)
+        return snapshots.revert_snapshot(st.hv.get(), name, snapshot)
+
+    return _submit(request, st, p, "vm.snapshot.revert", name, run, {"vm": name, "snapshot": snapshot})
+
+
+@router.delete("/{snapshot}", status_code=202, responses=TASK_RESPONSES)
+def delete_snapshot(name: str, snapshot: str, request: Request,
+                    p: Principal = Depends(require("operator"))) -> JSONResponse:
+    from kvmkit.service import snapshots
+
+    st = _prepare(request, p, name)
+
+    def run(ctx: TaskContext) -> dict[str, Any]:
+        ctx.step("delete-snapshot", 10, f"deleting snapshot {snapshot} of VM {name}", vm=name, snapshot=snapshot)
+        return snapshots.delete_snapshot(st.hv.get(), name, snapshot)
+
+    return _submit(request, st, p, "vm.snapshot.delete", name, run, {"vm": name, "snapshot": snapshot})
