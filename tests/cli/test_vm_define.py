@@ -118,13 +118,16 @@ def test_bad_input_one_line_error_and_nothing_left(conn, prefix, logs, args, mat
 
 @pytest.mark.fast
 def test_duplicate_name_and_mac_via_cli(conn, prefix, logs):
-    kvmkit("vm", "create", f"{prefix}one", "--micro", "--network", "network=default,mac=52:54:00:0f:0e:0d")
+    from kvmkit.service.macs import generate_mac
+
+    mac = generate_mac(conn)  # a free one: a fixed MAC would clash with a leftover of an interrupted run
+    kvmkit("vm", "create", f"{prefix}one", "--micro", "--network", f"network=default,mac={mac}")
     res = kvmkit("vm", "create", f"{prefix}one", "--micro", check=False)
     assert res.returncode != 0 and f"a VM named '{prefix}one' already exists" in res.stderr
     res = kvmkit("--json", "vm", "create", f"{prefix}two", "--micro", "--disk", "size=16M",
-                 "--network", "network=default,mac=52:54:00:0f:0e:0d", check=False)
+                 "--network", f"network=default,mac={mac}", check=False)
     assert res.returncode != 0
-    assert json.loads(res.stdout)["error"] == f"MAC 52:54:00:0f:0e:0d is already used by domain '{prefix}one'"
+    assert json.loads(res.stdout)["error"] == f"MAC {mac} is already used by domain '{prefix}one'"
     assert names(conn, prefix) == [f"{prefix}one"]
 
 

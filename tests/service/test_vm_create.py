@@ -87,10 +87,13 @@ def test_duplicate_name_is_refused(conn, prefix, logs):
 
 @pytest.mark.fast
 def test_duplicate_mac_is_refused_naming_the_domain(conn, prefix, logs, micro_guest):
-    owner = micro_guest("owner", start=False, networks=[{"network": "default", "mac": "52:54:00:fe:dc:ba"}])
-    with pytest.raises(Conflict, match=f"MAC 52:54:00:fe:dc:ba is already used by domain '{owner.name}'"):
+    from kvmkit.service.macs import generate_mac
+
+    mac = generate_mac(conn)
+    owner = micro_guest("owner", start=False, networks=[{"network": "default", "mac": mac}])
+    with pytest.raises(Conflict, match=f"MAC {mac} is already used by domain '{owner.name}'"):
         create_vm(conn, micro(f"{prefix}vm", disks=[{"size": "16M"}],
-                              nics=[{"source": "default", "mac": "52:54:00:fe:dc:ba"}]))
+                              nics=[{"source": "default", "mac": mac}]))
     assert leftovers(conn, prefix) == [owner.name]
 
 

@@ -100,7 +100,9 @@ def test_disk_errors_leave_the_vm_unchanged(conn, micro_guest, workdir):
 
 @pytest.mark.guest
 def test_nic_attach_detach_and_mac_clash(conn, micro_guest, prefix):
-    mac = "52:54:00:5a:0f:01"
+    from kvmkit.service.macs import generate_mac
+
+    mac = generate_mac(conn)
     a = micro_guest("nica", networks=[{"network": "default", "mac": mac}])
     b = micro_guest("nicb", start=False)
     with pytest.raises(Conflict, match=a.name):

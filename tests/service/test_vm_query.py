@@ -90,3 +90,17 @@ def test_list_makes_one_bulk_libvirt_call(conn, micro_guest):
     rows = list_vms(counting)
     assert len(rows) >= 2
     assert counting.calls == ["getAllDomainStats", "getURI"]  # getURI is answered locally, no per-domain calls
+
+
+@pytest.mark.guest
+def test_show_and_list_report_the_guest_ip_from_dhcp(conn, micro_guest):
+    guest = micro_guest("ip", networks=[{"network": "default"}])
+    ip = guest.log.wait_for(r"KVMKIT-IP (\S+)", timeout=60).group(1)
+    deadline = time.monotonic() + 20
+    while show_vm(conn, guest.name)["ip"] != ip and time.monotonic() < deadline:
+        time.sleep(0.5)  # libvirt records the lease a moment after the guest prints it
+    shown = show_vm(conn, guest.name)
+    assert shown["ip"] == ip
+    assert shown["addresses"][0]["source"] == "lease"
+    row = next(r for r in list_vms(conn, ips=True) if r["name"] == guest.name)
+    assert row["ip"] == ip

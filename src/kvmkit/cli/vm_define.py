@@ -194,6 +194,8 @@ def _show_vm(d: dict[str, Any]) -> None:
         out.print(f"  disk        {disk['target']} {disk['device']} {disk['bus']} {disk['format']} {disk['source']}")
     for nic in d["nics"]:
         out.print(f"  nic         {nic['mac']} {nic['type']}={nic['source']} {nic['model']}")
+    for a in d.get("addresses", []):
+        out.print(f"  address     {a['addr']}/{a['prefix']} on {a['mac']} (from {a['source']})")
     if d["graphics"]:
         g = d["graphics"]
         out.print(f"  graphics    {g['type']} {g['listen']}:{g['port'] or 'auto'}")
@@ -269,12 +271,15 @@ def register(app: typer.Typer) -> None:
         emit(result, _show_created)
 
     @app.command("list")
-    def list_(all_: bool = typer.Option(False, "--all", help="include shut-off VMs")) -> None:
-        """VMs on the host: name, state, vCPUs, memory (one bulk libvirt call)."""
+    def list_(all_: bool = typer.Option(False, "--all", help="include shut-off VMs"),
+              ip: bool = typer.Option(True, "--ip/--no-ip", help="show running VMs' addresses (DHCP leases)")) -> None:
+        """VMs on the host: name, state, vCPUs, memory, IP (one bulk libvirt call for the VMs)."""
         from kvmkit.service.vm_query import list_vms
 
-        rows = list_vms(connection(), include_inactive=all_)
-        emit(rows, lambda r: table(r, ["name", "state", "vcpus", "memory_mib", "host"]))
+        rows = list_vms(connection(), include_inactive=all_, ips=ip)
+        cols = ["name", "state", "vcpus", "memory_mib", "ip", "host"] if ip else ["name", "state", "vcpus",
+                                                                               "memory_mib", "host"]
+        emit(rows, lambda r: table(r, cols))
 
     @app.command()
     def show(name: str = typer.Argument(..., help="VM name"),

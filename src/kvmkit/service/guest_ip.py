@@ -143,3 +143,19 @@ def primary_ip(conn: libvirt.virConnect, dom: libvirt.virDomain) -> str | None:
         if a["type"] == "ipv4":
             return str(a["addr"])
     return None
+
+
+def lease_map(conn: libvirt.virConnect) -> dict[str, str]:
+    """MAC -> IPv4 address from the DHCP leases of every active libvirt network (one call per network)."""
+    out: dict[str, str] = {}
+    with contextlib.suppress(libvirt.libvirtError):
+        for net in conn.listAllNetworks(libvirt.VIR_CONNECT_LIST_NETWORKS_ACTIVE):
+            with contextlib.suppress(libvirt.libvirtError):
+                for lease in net.DHCPLeases():
+                    if lease.get("type") == libvirt.VIR_IP_ADDR_TYPE_IPV4 and lease.get("mac"):
+                        out[lease["mac"].lower()] = lease["ipaddr"]
+    return out
+
+
+def macs_of(dom: libvirt.virDomain) -> list[str]:
+    return [n["mac"] for n in _nics(dom) if n["mac"]]

@@ -26,11 +26,12 @@ def state_name(code: int) -> str:
     return STATES.get(code, f"unknown({code})")
 
 
-def list_vms(conn: libvirt.virConnect, *, include_inactive: bool = True) -> list[dict[str, Any]]:
+def list_vms(conn: libvirt.virConnect, *, include_inactive: bool = True, ips: bool = False) -> list[dict[str, Any]]:
     """name, uuid, state, vcpus, max_vcpus, memory_mib, max_memory_mib, host for every domain.
 
     One libvirt call: virConnectGetAllDomainStats. Name and UUID are read from the returned domain
-    objects locally (no extra round trip)."""
+    objects locally (no extra round trip). With ``ips``, running VMs also get ``ip`` from the DHCP
+    leases of all networks (one call per network, plus each running VM's XML for its MACs)."""
     flags = 0 if include_inactive else libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE
     with libvirt_errors("listing VMs"):
         records = conn.getAllDomainStats(_STATS, flags)
@@ -49,8 +50,22 @@ def list_vms(conn: libvirt.virConnect, *, include_inactive: bool = True) -> list
             "max_memory_mib": max_kib // 1024 if max_kib is not None else None,
             "host": host,
         })
+    if ips:
+        _add_ips(conn, records, rows)
     rows.sort(key=lambda r: r["name"])
     return rows
+
+
+def _add_ips(conn: libvirt.virConnect, records: list[Any], rows: list[dict[str, Any]]) -> None:
+    from kvmkit.service.guest_ip import lease_map, macs_of
+
+    running = [(dom, row) for (dom, _stats), row in zip(records, rows, strict=True) if row["state"] == "running"]
+    leases = lease_map(conn) if running else {}
+    for dom, row in running:
+        try:
+            row["ip"] = next((leases[m] for m in macs_of(dom) if m in leases), None)
+        except libvirt.libvirtError:
+            row["ip"] = None
 
 
 def lookup(conn: libvirt.virConnect, name: str) -> libvirt.virDomain:
@@ -109,10 +124,23 @@ def show_vm(conn: libvirt.virConnect, name: str, *, xml: bool = False) -> dict[s
         "nosharepages": spec.nosharepages, "balloon": spec.balloon, "rng": spec.rng,
         "guest_agent": spec.guest_agent, "metadata": meta, "host": conn.getURI(),
     }
+    out["addresses"] = _addresses(conn, dom) if active else []
+    out["ip"] = next((a["addr"] for a in out["addresses"] if a["type"] == "ipv4"), None)
     if xml:
         with libvirt_errors(f"reading VM '{name}'"):
             out["xml"] = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE)
     return out
+
+
+def _addresses(conn: libvirt.virConnect, dom: libvirt.virDomain) -> list[dict[str, Any]]:
+    """Guest addresses (DHCP lease, neighbour table, guest agent); a source that fails adds nothing."""
+    from kvmkit.errors import KvmkitError
+    from kvmkit.service.guest_ip import guest_addresses
+
+    try:
+        return guest_addresses(conn, dom)
+    except (KvmkitError, libvirt.libvirtError):
+        return []
 
 
 def _reason_guess(virt_type: str | None) -> str:
