@@ -277,3 +277,18 @@ def test_hugepages_vm_boots_with_memfd_when_no_hugetlbfs_is_mounted(conn, prefix
         conn.lookupByName(out["name"]).destroy()
     finally:
         nr.write_text(str(before))
+
+
+@pytest.mark.fast
+def test_imported_disk_naming_a_backing_file_is_refused(conn, prefix, logs, workdir):
+    import subprocess
+
+    base, top = workdir / "base.qcow2", workdir / "top.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(base), "16M"], check=True)
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(base), "-F", "qcow2", str(top)],
+                   check=True)
+    with pytest.raises(InvalidInput, match="names a backing file"):
+        create_vm(conn, micro(f"{prefix}imp", disks=[{"path": str(top)}]))
+    with pytest.raises(InvalidInput, match="is a qcow2 image, not raw"):
+        create_vm(conn, micro(f"{prefix}imp", disks=[{"path": str(base), "format": "raw"}]))
+    assert leftovers(conn, prefix) == []

@@ -150,6 +150,11 @@ def resolve(conn: libvirt.virConnect, spec: VMSpec, progress: Progress) -> tuple
             fmt = disk.format
             if fmt is None and disk.path and local and not disk.is_block:
                 fmt = "raw" if disk.device == "cdrom" else _detect_format(disk.path)
+            if disk.path and local and not disk.is_block and disk.device != "cdrom":
+                from kvmkit.images.qemu_img import inspect_untrusted
+
+                # an imported image must be what it is declared to be and name no other file
+                inspect_untrusted(disk.path, fmt or "raw")
             disks.append(disk.model_copy(update={"format": fmt or "raw"}))
     changes["disks"] = [d.model_dump() for d in disks]
 

@@ -15,30 +15,18 @@ from lxml import etree
 
 from kvmkit.errors import Conflict, InvalidInput, InvalidState, NotFound
 from kvmkit.hypervisor.errors import libvirt_errors
+from kvmkit.spec.common import parse_size_bytes
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 FORMATS = ("qcow2", "raw")
-_UNITS = {"": 1024**2, "B": 1, "K": 1024, "KB": 1000, "KIB": 1024, "M": 1024**2, "MB": 1000**2, "MIB": 1024**2,
-          "G": 1024**3, "GB": 1000**3, "GIB": 1024**3, "T": 1024**4, "TB": 1000**4, "TIB": 1024**4}
-
-
 def parse_size(value: str | int, what: str = "size") -> int:
-    """Bytes from '512M', '1G', '1GiB', '10G', '4096B' or a bare number string (MiB, as everywhere in kvmkit).
-
-    An ``int`` is taken as bytes (library callers).
-    """
-    if isinstance(value, bool):
-        raise InvalidInput(f"{what} '{value}' is not a size")
-    if isinstance(value, int):
-        total = value
-    else:
-        m = re.fullmatch(r"\s*(-?\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", str(value))
-        if not m or m.group(2).upper() not in _UNITS:
-            raise InvalidInput(f"{what} '{value}' is not a size", hint="write e.g. 512M, 10G, 1GiB or 2048 (MiB)")
-        total = int(float(m.group(1)) * _UNITS[m.group(2).upper()])
-    if total <= 0:
-        raise InvalidInput(f"{what} must be positive, got '{value}'", hint="write e.g. 10G")
-    return total
+    """Bytes from '512M', '1G', '1GiB', '10G', '4096B' or a bare number string (MiB, as everywhere in kvmkit,
+    see :func:`kvmkit.spec.common.parse_size_bytes`). An ``int`` is taken as bytes (library callers)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value <= 0:
+            raise InvalidInput(f"{what} must be positive, got '{value}'", hint="write e.g. 10G")
+        return value
+    return parse_size_bytes(str(value) if not isinstance(value, bool) else value, what)
 
 
 def check_volume_name(name: str) -> str:

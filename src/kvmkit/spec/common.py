@@ -18,12 +18,13 @@ _CPUSET_RE = re.compile(r"^\^?\d+(-\d+)?(,\^?\d+(-\d+)?)*$")
 MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
 # Suffix -> bytes. Bare numbers are MiB (like virt-install's --memory); sizes are binary (1G = 1 GiB).
+# libvirt's convention (as virsh vol-create-as): K/KiB = 1024, KB = 1000; likewise M, G, T.
 _UNITS = {
     "": None, "b": 1,
-    "k": 1024, "kb": 1024, "kib": 1024,
-    "m": 1024**2, "mb": 1024**2, "mib": 1024**2,
-    "g": 1024**3, "gb": 1024**3, "gib": 1024**3,
-    "t": 1024**4, "tb": 1024**4, "tib": 1024**4,
+    "k": 1024, "kib": 1024, "kb": 1000,
+    "m": 1024**2, "mib": 1024**2, "mb": 1000**2,
+    "g": 1024**3, "gib": 1024**3, "gb": 1000**3,
+    "t": 1024**4, "tib": 1024**4, "tb": 1000**4,
 }
 _SIZE_HINT = "use a number with an optional unit K, M, G or T (e.g. 512M, 1G, 1GiB; a bare number is MiB)"
 
