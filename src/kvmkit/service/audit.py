@@ -19,7 +19,9 @@ def record(store: Store, user: str | None, action: str, target: str, result: str
 
 
 def entry_dict(e: AuditEntry) -> dict[str, Any]:
-    return {"id": e.id, "at": e.at.isoformat(), "user": e.user, "action": e.action, "target": e.target,
+    from kvmkit.service.tasks import iso
+
+    return {"id": e.id, "at": iso(e.at), "user": e.user, "action": e.action, "target": e.target,
             "result": e.result, "detail": e.detail, "source_ip": e.source_ip}
 
 
