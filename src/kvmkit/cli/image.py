@@ -81,7 +81,7 @@ def convert(
     from kvmkit.images import qemu_img
 
     qemu_img.check_format(format_)
-    with progress(f"convert to {format_}", 100) as advance:
+    with progress(f"convert to {format_}", 100, unit="percent") as advance:
         if vm:
             from kvmkit.cli.context import connection
             from kvmkit.service.disk_convert import convert_vm_disk

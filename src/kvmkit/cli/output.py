@@ -43,14 +43,27 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[str], title: str | N
 
 
 @contextmanager
-def progress(description: str, total: float | None = None) -> Iterator[Callable[[float], None]]:
-    """A progress bar on stderr (silent with --json); yields ``advance_to(done)``."""
+def progress(description: str, total: float | None = None, unit: str = "bytes") -> Iterator[Callable[[float], None]]:
+    """A progress bar on stderr (silent with --json or without a terminal); yields ``advance_to(done)``.
+
+    ``unit``: "bytes" (done/total as sizes, e.g. uploads), "percent" (total 100) or "steps" (a counter)."""
     if settings.json or not sys.stderr.isatty():
         yield lambda _done: None
         return
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
-                  console=console(stderr=True), transient=True) as bar:
+    amount = {"bytes": DownloadColumn(), "percent": TaskProgressColumn(), "steps": MofNCompleteColumn()}[unit]
+    columns = [TextColumn("{task.description}"), BarColumn(), amount,
+               TimeRemainingColumn() if total else TimeElapsedColumn()]
+    with Progress(*columns, console=console(stderr=True), transient=True) as bar:
         task = bar.add_task(description, total=total)
         yield lambda done: bar.update(task, completed=done)

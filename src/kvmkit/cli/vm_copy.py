@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
         """Clone a VM: new UUID, new MACs, disk files named after the new VM, its own serial log."""
         from kvmkit.service.clone import clone_vm
 
-        with progress(f"cloning {src} -> {new}", total=100) as advance:
+        with progress(f"cloning {src} -> {new}", total=100, unit="percent") as advance:
             res = clone_vm(connection(), src, new, linked=linked, progress=advance)
 
         def show(r: dict[str, Any]) -> None:
@@ -40,7 +40,7 @@ def register(app: typer.Typer) -> None:
         """Back up a VM: domain XML, every disk as compressed qcow2, manifest.json with sha256 sums."""
         from kvmkit.service.backup import backup_vm
 
-        with progress(f"backing up {name}", total=100) as advance:
+        with progress(f"backing up {name}", total=100, unit="percent") as advance:
             res = backup_vm(connection(), name, to, progress=advance)
 
         def show(m: dict[str, Any]) -> None:
@@ -56,7 +56,7 @@ def register(app: typer.Typer) -> None:
         """Restore a VM from a backup; every sha256 is checked before anything is created."""
         from kvmkit.service.restore import restore_vm
 
-        with progress("restoring", total=100) as advance:
+        with progress("restoring", total=100, unit="percent") as advance:
             res = restore_vm(connection(), backup_dir, name=name, pool=pool, progress=advance)
 
         def show(r: dict[str, Any]) -> None:

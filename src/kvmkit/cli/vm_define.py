@@ -258,7 +258,7 @@ def register(app: typer.Typer) -> None:
         spec = to_spec(data)
         from kvmkit.cli.context import settings
 
-        with progress(f"creating VM {name}") as advance:
+        with progress(f"creating VM {name}", unit="steps") as advance:
             steps = [0]
 
             def say(msg: str) -> None:
