@@ -100,7 +100,7 @@ class Principal:
 
 def user_dict(u: User) -> dict[str, Any]:
     return {"name": u.name, "role": u.role, "vm_scope": u.vm_scope, "disabled": u.disabled,
-            "created_at": u.created_at.isoformat() if u.created_at else None}
+            "created_at": _iso(u.created_at)}
 
 
 def get_user(s: Session, name: str) -> User:
@@ -117,7 +117,8 @@ def add_user(s: Session, name: str, role: str, password: str | None = None, vm_s
     if vm_scope not in SCOPES:
         raise InvalidInput(f"unknown vm_scope '{vm_scope}'", hint="use 'all' or 'granted'")
     if s.scalar(select(User).where(User.name == name)) is not None:
-        raise Conflict(f"user '{name}' exists already", hint="pick another name or change it with PATCH")
+        raise Conflict(f"user '{name}' exists already",
+                       hint="pick another name, or change that user (PATCH /api/v1/users/NAME)")
     u = User(name=name, role=role, vm_scope=vm_scope, password_hash=hash_password(password) if password else None)
     s.add(u)
     s.flush()
@@ -154,8 +155,7 @@ def create_token(s: Session, user: User, name: str = "api", *, kind: str = "api"
 
 def token_dict(t: Token) -> dict[str, Any]:
     return {"id": t.id, "name": t.name, "kind": t.kind, "user": t.user.name if t.user else None,
-            "created_at": t.created_at.isoformat() if t.created_at else None,
-            "expires_at": t.expires_at.isoformat() if t.expires_at else None,
+            "created_at": _iso(t.created_at), "expires_at": _iso(t.expires_at),
             "revoked": t.revoked_at is not None}
 
 
@@ -171,6 +171,10 @@ def authenticate(s: Session, secret: str) -> Principal:
         raise Unauthorized(f"user '{tok.user.name}' is disabled", hint="ask an admin to enable the account")
     tok.last_used_at = now
     return principal_for(s, tok.user, tok)
+
+
+def _iso(dt: datetime | None) -> str | None:
+    return _aware(dt).isoformat() if dt else None
 
 
 def _aware(dt: datetime) -> datetime:
