@@ -19,6 +19,7 @@ FLAG_OF = {
     "kernel": "--kernel", "initrd": "--initrd", "cmdline": "--cmdline", "template": "--template",
     "serial_log": "--serial-log", "cpu_model": "--cpu", "cpu_mode": "--cpu", "virt_type": "--virt-type",
     "uuid": "--uuid", "metadata": "--metadata", "title": "--title", "description": "--description",
+    "cloud_init": "--cloud-init",
 }
 _CPU_MODES = ("host-passthrough", "host-model", "maximum")
 
@@ -91,6 +92,22 @@ def _graphics(value: str) -> dict[str, Any] | None:
     return opts
 
 
+def _cloud_init(value: str) -> dict[str, str]:
+    """'user-data=FILE,ssh-key=FILE,hostname=H' -> CloudInitSpec fields (paths made absolute)."""
+    import os
+
+    opts = parse_opts(value, "--cloud-init")
+    known = {"user_data", "meta_data", "ssh_key", "hostname"}
+    bad = set(opts) - known
+    if bad:
+        raise InvalidInput(f"--cloud-init: unknown option {sorted(bad)[0].replace('_', '-')!r}",
+                           hint="use user-data=FILE, meta-data=FILE, ssh-key=FILE, hostname=H")
+    for key in known - {"hostname"}:
+        if key in opts:
+            opts[key] = os.path.abspath(os.path.expanduser(opts[key]))
+    return opts
+
+
 def build_spec_data(name: str, *, memory: str | None, vcpus: str | None, disks: list[str], cdrom: str | None,
                     networks: list[str], graphics: str | None, **flat: Any) -> dict[str, Any]:
     """Turn create's flags into the dict that VMSpec validates."""
@@ -134,6 +151,9 @@ def build_spec_data(name: str, *, memory: str | None, vcpus: str | None, disks: 
     boot = flat.pop("boot", None)
     if boot:
         data["boot"] = [b.strip() for b in boot.split(",") if b.strip()]
+    cloud_init = flat.pop("cloud_init", None)
+    if cloud_init is not None:
+        data["cloud_init"] = _cloud_init(cloud_init)
     metadata = flat.pop("metadata", None) or []
     if metadata:
         data["metadata"] = parse_opts(",".join(metadata), "--metadata")
@@ -240,6 +260,8 @@ def register(app: typer.Typer) -> None:
         boot: str = typer.Option(None, "--boot", help="boot order, e.g. hd,cdrom"),
         uuid: str = typer.Option(None, "--uuid"),
         metadata: list[str] = typer.Option([], "--metadata", help="KEY=VALUE kept in kvmkit's domain metadata"),
+        cloud_init: str = typer.Option(None, "--cloud-init", help="NoCloud seed disk: user-data=FILE[,meta-data="
+                                       "FILE,ssh-key=FILE,hostname=H] (each part optional)"),
     ) -> None:
         """Create a VM (define it; --start boots it). Checks everything first; on failure nothing is left."""
         from kvmkit.cli.output import progress
@@ -252,7 +274,7 @@ def register(app: typer.Typer) -> None:
             kernel=kernel, initrd=initrd, cmdline=cmdline, template=template, full_clone=full_clone, micro=micro,
             serial_log=serial_log, hugepages=hugepages, nosharepages=nosharepages, cpuset=cpuset, cpu=cpu,
             autostart=autostart, virt_type=virt_type, title=title, description=description, machine=machine,
-            firmware=firmware, boot=boot, uuid=uuid, metadata=metadata)
+            firmware=firmware, boot=boot, uuid=uuid, metadata=metadata, cloud_init=cloud_init)
         if micro and memory is None:
             data["memory_mib"] = 256
         spec = to_spec(data)

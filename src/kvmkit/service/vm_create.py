@@ -156,6 +156,11 @@ def resolve(conn: libvirt.virConnect, spec: VMSpec, progress: Progress) -> tuple
                 # an imported image must be what it is declared to be and name no other file
                 inspect_untrusted(disk.path, fmt or "raw")
             disks.append(disk.model_copy(update={"format": fmt or "raw"}))
+    if spec.cloud_init is not None:
+        step = _plan_cidata(conn, spec)
+        plan.append(step)
+        changes["metadata"]["cidata"] = step["volume"]
+        disks.append(DiskSpec(path=step["path"], format="raw", bus="virtio", readonly=True))
     changes["disks"] = [d.model_dump() for d in disks]
 
     used = used_macs(conn)
@@ -207,6 +212,10 @@ def create_vm(conn: libvirt.virConnect, spec: VMSpec | dict[str, Any], *, start:
                 undo.append(functools.partial(_delete_volume, conn, path))
                 fmt = "qcow2" if step["linked"] else _detect_format(path)
                 disks[0] = disks[0].model_copy(update={"path": path, "format": fmt})
+            elif step["kind"] == "cidata":
+                say(f"writing the cloud-init seed {step['volume']} in pool {step['pool']}")
+                path = _create_cidata(conn, step)
+                undo.append(functools.partial(_delete_volume, conn, path))
             else:
                 say(f"creating volume {step['volume']} ({step['size'] // 1024**2} MiB) in pool {step['pool']}")
                 path = _create_volume(conn, step)
@@ -242,6 +251,32 @@ def create_vm(conn: libvirt.virConnect, spec: VMSpec | dict[str, Any], *, start:
         "disks": [d.path for d in final.disks if d.path], "volumes_created": [p["volume"] for p in plan],
         "macs": [n.mac for n in final.nics], "serial_log": final.serial_log, "autostart": final.autostart,
     }
+
+
+def _plan_cidata(conn: libvirt.virConnect, spec: VMSpec) -> dict[str, Any]:
+    """Render the NoCloud seed's files now (bad input fails before anything exists); written at create."""
+    from kvmkit.images.cloud_init import render
+
+    assert spec.cloud_init is not None
+    pool = _pool(conn, "default")
+    vol = f"{spec.name}-cidata.img"
+    if _exists_by(pool.storageVolLookupByName, vol) is not None:
+        raise Conflict(f"volume '{vol}' already exists in pool '{pool.name()}'",
+                       hint="delete it (kvmkit volume delete) or choose another VM name")
+    return {"kind": "cidata", "pool": pool.name(), "volume": vol, "path": os.path.join(_pool_dir(pool), vol),
+            "files": render(spec.cloud_init, spec.name)}
+
+
+def _create_cidata(conn: libvirt.virConnect, step: dict[str, Any]) -> str:
+    import tempfile
+
+    from kvmkit.images.cloud_init import write_seed
+    from kvmkit.service.volume_streams import upload
+
+    with tempfile.TemporaryDirectory(prefix="kvmkit-cidata-") as tmp:
+        seed = write_seed(step["files"], os.path.join(tmp, step["volume"]))
+        info = upload(conn, step["pool"], step["volume"], seed, fmt="raw")  # deletes the volume if it fails
+    return str(info.get("path") or step["path"])
 
 
 def _preview(spec: VMSpec, plan: list[dict[str, Any]]) -> VMSpec:

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kvmkit.errors import InvalidInput
+from kvmkit.spec.cloud_init import CloudInitSpec
 from kvmkit.spec.common import as_value_error, parse_size_mib, validate_cpuset, validate_name, validate_text
 from kvmkit.spec.vm_devices import DiskSpec, GraphicsSpec, NicSpec, NumaTuneSpec
 
@@ -74,6 +75,7 @@ class VMSpec(BaseModel):
     template: str | None = None                       # provision the first disk from this template
     full_clone: bool = False                          # copy the template instead of a linked overlay
     micro: bool = False                               # boot kvmkit's micro-guest (demos, tests)
+    cloud_init: CloudInitSpec | None = None           # NoCloud seed disk <name>-cidata.img (create only)
 
     # -- field checks ------------------------------------------------------------------------------
     @field_validator("name")

@@ -1,0 +1,145 @@
+"""NoCloud seed images: a small FAT file system labelled ``cidata`` holding ``user-data`` and ``meta-data``.
+
+Built without root or mounts: ``mkfs.vfat -C`` makes the file system in a new file and ``mcopy``
+(mtools) writes the files into it. cloud-init's NoCloud datasource finds the disk by its label, on any
+bus (kvmkit attaches it as a read-only virtio disk).
+
+:func:`render` produces the two files from a :class:`~kvmkit.spec.cloud_init.CloudInitSpec`:
+meta-data always has ``instance-id`` (a new UUID per VM unless the given meta-data has one) and
+``local-hostname``; an ssh key is merged into #cloud-config user-data as ``ssh_authorized_keys`` (the
+distribution's default user); without user-data a minimal ``#cloud-config`` is written.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kvmkit.errors import HostError, InvalidInput
+from kvmkit.spec.cloud_init import CloudInitSpec, hostname_from
+
+LABEL = "cidata"
+CLOUD_CONFIG = "#cloud-config"
+_KEY_TYPES = ("ssh-rsa", "ssh-ed25519", "ssh-dss", "ecdsa-sha2-", "sk-ssh-ed25519@openssh.com",
+              "sk-ecdsa-sha2-")
+
+
+def _read(path: str, what: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInput(f"{what} file {path} is not UTF-8 text", hint=f"give a text {what} file") from None
+    except OSError as err:
+        raise InvalidInput(f"cannot read {what} file {path}: {err.strerror}", hint="check the path") from None
+
+
+def _yaml_mapping(text: str, path: str, what: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise InvalidInput(f"{what} file {path} is not valid YAML{where}",
+                           hint="fix the YAML (check indentation and quoting)") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InvalidInput(f"{what} file {path} is not a YAML mapping (key: value lines)",
+                           hint=f"write {what} as key: value lines")
+    return data
+
+
+def read_ssh_keys(path: str) -> list[str]:
+    """Public keys in ``path`` (one a line, comments and blank lines skipped); refuses private keys."""
+    text = _read(path, "ssh-key")
+    if "PRIVATE KEY" in text:
+        raise InvalidInput(f"ssh-key file {path} holds a PRIVATE key", hint="give the public key (the .pub file)")
+    keys = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+    if not keys:
+        raise InvalidInput(f"ssh-key file {path} has no key", hint="give a public key file, e.g. ~/.ssh/id_ed25519.pub")
+    for key in keys:
+        if not key.startswith(_KEY_TYPES) or len(key.split()) < 2:
+            raise InvalidInput(f"ssh-key file {path} has a line that is not an OpenSSH public key: {key[:40]!r}",
+                               hint="give a public key file, e.g. ~/.ssh/id_ed25519.pub")
+    return keys
+
+
+def _user_data(spec: CloudInitSpec) -> str:
+    keys = read_ssh_keys(spec.ssh_key) if spec.ssh_key else []
+    if spec.user_data is None:
+        config: dict[str, Any] = {"ssh_authorized_keys": keys} if keys else {}
+        return CLOUD_CONFIG + "\n" + (yaml.safe_dump(config, sort_keys=False) if config else "")
+    text = _read(spec.user_data, "user-data")
+    if not keys:
+        return text  # passed through as written: cloud-config, a script, or a MIME multipart
+    if not text.lstrip().startswith(CLOUD_CONFIG):
+        raise InvalidInput(f"ssh-key can only be merged into #cloud-config user-data, and {spec.user_data} "
+                           "does not start with #cloud-config",
+                           hint="add the key to your user-data yourself, or make it a #cloud-config file")
+    config = _yaml_mapping(text, spec.user_data, "user-data")
+    existing = config.get("ssh_authorized_keys") or []
+    if isinstance(existing, str):
+        existing = [existing]
+    if not isinstance(existing, list):
+        raise InvalidInput(f"ssh_authorized_keys in {spec.user_data} is not a list",
+                           hint="write ssh_authorized_keys as a YAML list")
+    config["ssh_authorized_keys"] = existing + [k for k in keys if k not in existing]
+    return CLOUD_CONFIG + "\n" + yaml.safe_dump(config, sort_keys=False)
+
+
+def _meta_data(spec: CloudInitSpec, vm_name: str) -> str:
+    meta = _yaml_mapping(_read(spec.meta_data, "meta-data"), spec.meta_data, "meta-data") if spec.meta_data else {}
+    meta.setdefault("instance-id", str(uuid.uuid4()))
+    if spec.hostname:
+        meta["local-hostname"] = spec.hostname
+    else:
+        meta.setdefault("local-hostname", hostname_from(vm_name))
+    return yaml.safe_dump(meta, sort_keys=False)
+
+
+def render(spec: CloudInitSpec, vm_name: str) -> dict[str, bytes]:
+    """The seed's files: {'meta-data': ..., 'user-data': ...}. Raises InvalidInput for bad input."""
+    return {"meta-data": _meta_data(spec, vm_name).encode(), "user-data": _user_data(spec).encode()}
+
+
+def _tool(cmd: list[str], what: str, package: str) -> None:
+    env = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    except FileNotFoundError:
+        raise HostError(f"{cmd[0]} not found (needed to {what})", hint=f"apt-get install {package}") from None
+    if res.returncode != 0:
+        tail = (res.stderr.strip() or res.stdout.strip())[-400:]
+        raise HostError(f"{what} failed: {tail}", hint="check free space in the temporary directory")
+
+
+def write_seed(files: dict[str, bytes], out: str | Path) -> Path:
+    """Write a FAT seed image labelled cidata holding ``files`` to ``out`` (which must not exist)."""
+    out = Path(out)
+    if out.exists():
+        raise InvalidInput(f"{out} already exists", hint="remove it or choose another path")
+    payload = sum(len(data) for data in files.values())
+    size_kib = max(1024, (payload * 2) // 1024 + 512)  # FAT overhead is small; leave room
+    try:
+        _tool(["mkfs.vfat", "-C", "-n", LABEL, str(out), str(size_kib)], "make the seed file system", "dosfstools")
+        with tempfile.TemporaryDirectory(prefix="kvmkit-cidata-") as tmp:
+            for name, data in files.items():
+                src = Path(tmp) / name
+                src.write_bytes(data)
+                _tool(["mcopy", "-o", "-i", str(out), str(src), f"::{name}"], f"copy {name} into the seed",
+                      "mtools")
+    except BaseException:
+        out.unlink(missing_ok=True)
+        raise
+    return out
+
+
+def build_seed(spec: CloudInitSpec, vm_name: str, out: str | Path) -> Path:
+    """Render ``spec`` for ``vm_name`` and write the seed image to ``out``."""
+    return write_seed(render(spec, vm_name), out)

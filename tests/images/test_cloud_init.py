@@ -1,0 +1,180 @@
+"""NoCloud seeds: built as a FAT image labelled cidata, read back with blkid/mtools; `vm create --cloud-init`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+from lxml import etree
+
+from kvmkit.errors import InvalidInput
+from kvmkit.images import cloud_init
+from kvmkit.spec.cloud_init import CloudInitSpec
+from tests.cli.test_vm_define import kvmkit, names
+
+PUB = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKvmkitTestKeyOnlyForTests00000000000000000 test@kvmkit"
+OTHER = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQCkvmkit other@kvmkit"
+
+
+@pytest.fixture()
+def logs(prefix):
+    yield
+    for path in Path("/var/log/kvmkit").glob(f"{prefix}*"):
+        path.unlink(missing_ok=True)
+
+
+def _mtype(img: Path, name: str) -> str:
+    env = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
+    return subprocess.run(["mtype", "-i", str(img), f"::{name}"], capture_output=True, text=True, env=env,
+                          check=True).stdout
+
+
+def _label(img: Path) -> str:
+    res = subprocess.run(["blkid", "-o", "value", "-s", "LABEL", str(img)], capture_output=True, text=True)
+    return res.stdout.strip()
+
+
+def _write(path: Path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.fast
+def test_seed_holds_meta_and_user_data(tmp_path):
+    user = _write(tmp_path / "user.yaml", f"#cloud-config\npackages: [htop]\nssh_authorized_keys:\n  - {OTHER}\n")
+    key = _write(tmp_path / "id.pub", f"# my key\n{PUB}\n")
+    spec = CloudInitSpec(user_data=user, ssh_key=key, hostname="web-1")
+    img = cloud_init.build_seed(spec, "vm_one", tmp_path / "seed.img")
+    assert _label(img) == "cidata"
+    meta = yaml.safe_load(_mtype(img, "meta-data"))
+    assert meta["local-hostname"] == "web-1"
+    uuid.UUID(meta["instance-id"])
+    text = _mtype(img, "user-data")
+    assert text.startswith("#cloud-config\n")
+    config = yaml.safe_load(text)
+    assert config["packages"] == ["htop"]
+    assert config["ssh_authorized_keys"] == [OTHER, PUB]  # merged, the existing key kept first
+
+
+@pytest.mark.fast
+def test_defaults_minimal_config_and_new_instance_id_per_vm(tmp_path):
+    spec = CloudInitSpec()
+    first = cloud_init.render(spec, "my_vm.test")
+    second = cloud_init.render(spec, "my_vm.test")
+    assert first["user-data"] == b"#cloud-config\n"
+    meta = yaml.safe_load(first["meta-data"])
+    assert meta["local-hostname"] == "my-vm-test"  # the VM name made a DNS label
+    assert meta["instance-id"] != yaml.safe_load(second["meta-data"])["instance-id"]
+    key = _write(tmp_path / "id.pub", PUB + "\n")
+    config = yaml.safe_load(cloud_init.render(CloudInitSpec(ssh_key=key), "v")["user-data"])
+    assert config == {"ssh_authorized_keys": [PUB]}
+
+
+@pytest.mark.fast
+def test_given_meta_data_and_script_user_data_are_kept(tmp_path):
+    meta = _write(tmp_path / "meta", "instance-id: fixed-1\nlocal-hostname: given\nextra: 1\n")
+    script = _write(tmp_path / "user.sh", "#!/bin/sh\necho hi\n")
+    files = cloud_init.render(CloudInitSpec(meta_data=meta, user_data=script), "v")
+    assert yaml.safe_load(files["meta-data"]) == {"instance-id": "fixed-1", "local-hostname": "given", "extra": 1}
+    assert files["user-data"] == b"#!/bin/sh\necho hi\n"
+    files = cloud_init.render(CloudInitSpec(meta_data=meta, hostname="over"), "v")
+    assert yaml.safe_load(files["meta-data"])["local-hostname"] == "over"  # hostname= wins
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize("hostname", ["-x", "x-", "a_b", "a.b", "x" * 64, ""])
+def test_bad_hostname(hostname):
+    with pytest.raises(ValueError, match="not a valid DNS label"):
+        CloudInitSpec(hostname=hostname)
+
+
+@pytest.mark.fast
+def test_bad_files(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        CloudInitSpec(user_data=str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match="not a regular file"):
+        CloudInitSpec(meta_data=str(tmp_path))
+    private = _write(tmp_path / "id", "-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n")
+    with pytest.raises(InvalidInput, match="PRIVATE key"):
+        cloud_init.render(CloudInitSpec(ssh_key=private), "v")
+    junk = _write(tmp_path / "junk.pub", "hello world\n")
+    with pytest.raises(InvalidInput, match="not an OpenSSH public key"):
+        cloud_init.render(CloudInitSpec(ssh_key=junk), "v")
+    key = _write(tmp_path / "id.pub", PUB)
+    script = _write(tmp_path / "user.sh", "#!/bin/sh\n")
+    with pytest.raises(InvalidInput, match="#cloud-config"):
+        cloud_init.render(CloudInitSpec(ssh_key=key, user_data=script), "v")
+    broken = _write(tmp_path / "broken.yaml", "#cloud-config\nusers: [\n")
+    with pytest.raises(InvalidInput, match="not valid YAML at line"):
+        cloud_init.render(CloudInitSpec(ssh_key=key, user_data=broken), "v")
+    with pytest.raises(InvalidInput, match="not a YAML mapping"):
+        cloud_init.render(CloudInitSpec(meta_data=_write(tmp_path / "m", "- a\n")), "v")
+
+
+@pytest.mark.fast
+def test_cli_bad_input_is_one_line_and_leaves_nothing(conn, prefix, tmp_path):
+    junk = _write(tmp_path / "junk.pub", "not a key\n")
+    cases = [("hostname=bad_name", "not a valid DNS label"),
+             (f"user-data={tmp_path / 'missing.yaml'}", "does not exist"),
+             ("colour=red", "unknown option 'colour'"),
+             (f"ssh-key={junk}", "not an OpenSSH public key")]
+    for value, message in cases:
+        res = kvmkit("vm", "create", f"{prefix}vm", "--micro", "--network", "none", "--cloud-init", value,
+                     check=False)
+        assert res.returncode != 0
+        error = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+        assert len(error) == 1 and message in error[0], res.stderr
+        assert "Traceback" not in res.stderr
+    assert names(conn, prefix) == []
+    assert not Path(f"/var/lib/libvirt/images/{prefix}vm-cidata.img").exists()
+
+
+def _seed_disk(xml: str) -> etree._Element:
+    root = etree.fromstring(xml.encode())
+    found = [d for d in root.iterfind("devices/disk") if "cidata" in (d.find("source").get("file") or "")]
+    assert len(found) == 1
+    return found[0]
+
+
+@pytest.mark.guest
+def test_print_xml_shows_the_seed_and_creates_nothing(conn, prefix):
+    res = kvmkit("vm", "create", f"{prefix}vm", "--micro", "--network", "none", "--cloud-init", "hostname=x",
+                 "--print-xml")
+    disk = _seed_disk(res.stdout)
+    assert disk.find("readonly") is not None and disk.find("target").get("bus") == "virtio"
+    assert disk.find("driver").get("type") == "raw"
+    assert disk.find("source").get("file").endswith(f"/{prefix}vm-cidata.img")
+    assert names(conn, prefix) == []
+
+
+@pytest.mark.guest
+def test_create_then_delete_storage_leaves_no_seed(conn, prefix, tmp_path, logs):
+    user = _write(tmp_path / "user.yaml", "#cloud-config\nruncmd: [[echo, hi]]\n")
+    res = kvmkit("--json", "vm", "create", f"{prefix}vm", "--micro", "--network", "none", "--start",
+                 "--cloud-init", f"user-data={user},hostname=seeded")
+    dom = conn.lookupByName(f"{prefix}vm")
+    seed = Path(_seed_disk(dom.XMLDesc(0)).find("source").get("file"))
+    assert f"{prefix}vm-cidata.img" in res.stdout
+    assert _label(seed) == "cidata"
+    assert yaml.safe_load(_mtype(seed, "meta-data"))["local-hostname"] == "seeded"
+    assert _mtype(seed, "user-data") == "#cloud-config\nruncmd: [[echo, hi]]\n"
+    kvmkit("vm", "delete", f"{prefix}vm", "--storage", "--force")
+    assert not seed.exists()
+    assert names(conn, prefix) == []
+
+
+@pytest.mark.guest
+def test_failed_create_removes_the_seed(conn, prefix, logs):
+    from kvmkit.errors import KvmkitError
+    from kvmkit.service.vm_create import create_vm
+
+    spec = {"name": f"{prefix}vm", "micro": True, "memory_mib": 256, "cpu_model": "NoSuchCpuModel",
+            "cloud_init": {"hostname": "x"}}
+    with pytest.raises(KvmkitError):  # qemu refuses the CPU model at start: after the seed was written
+        create_vm(conn, spec, start=True)
+    assert names(conn, prefix) == []
+    assert not Path(f"/var/lib/libvirt/images/{prefix}vm-cidata.img").exists()
