@@ -36,6 +36,8 @@ VARIANTS = [
     Variant("microvm", "microvm machine type, virtio-mmio, no firmware", "microvm"),
     Variant("microvm-lean", "microvm, no firmware, i8042 off, no timer check", "microvm",
             extra_cmdline=FAST_CMDLINE),
+    Variant("microvm-lean-nomitig", "microvm lean + mitigations=off nokaslr (guest-side trade-off)", "microvm",
+            extra_cmdline=FAST_CMDLINE + " mitigations=off nokaslr"),
     Variant("pc-lean", "pc direct kernel boot, no USB/balloon, i8042 off, no timer check", "pc", lean=True,
             extra_cmdline=FAST_CMDLINE),
     Variant("q35-lean", "q35 direct kernel boot, no USB/balloon, i8042 off, no timer check", "q35", lean=True,

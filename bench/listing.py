@@ -13,7 +13,7 @@ import time
 import libvirt
 
 from bench.api_load import bench_api_load
-from bench.common import KVMKIT, PREFIX, Ctx, Row, Series, Unavailable, log, run
+from bench.common import KVMKIT, PREFIX, VENV_BIN, Ctx, Row, Series, Unavailable, log, run
 from bench.guest import shell_domain_xml
 from bench.server import Server
 
@@ -42,6 +42,9 @@ class Domains:
 
 def _total(ctx: Ctx) -> int:
     return len(ctx.conn.listAllDomains())
+
+
+FLOOR = "import libvirt; c = libvirt.open('qemu:///system'); c.getAllDomainStats(); print('ok')"
 
 
 def _series(n: int, cmd: list[str], expect: str) -> Series:
@@ -78,6 +81,10 @@ def _list_rows(ctx: Ctx, count: int, server: Server | None, server_missing: str)
     probe = f"{PREFIX}list-0000"
     n = ctx.repeats * 3
     virsh = _series(n, ["virsh", "-c", "qemu:///system", "list", "--all"], probe)
+    floor = _series(n, [str(VENV_BIN / "python"), "-c", FLOOR], "ok")
+    ctx.notes.append(f"2: at {count} bench domains a bare Python process that imports libvirt, connects and "
+                     f"calls getAllDomainStats takes {floor.median:.1f} ms (median of {n}): the floor for any "
+                     "Python CLI")
     cli = Row(SCEN, case, "kvmkit vm list --all --json (CLI process)", "ms", peer=virsh,
               peer_name="virsh list --all", target="<= 80 ms at 1; <= virsh at 100, 1000")
     try:

@@ -39,7 +39,16 @@ def _pool(ctx: Ctx) -> libvirt.virStoragePool:
     return pool
 
 
-def _template(ctx: Ctx, pool: libvirt.virStoragePool, gib: int) -> Path:
+def _refresh(ctx: Ctx) -> libvirt.virStoragePool:
+    """The bench pool, looked up again (the connection may have been reopened), refreshed."""
+    pool = ctx.conn.storagePoolLookupByName(POOL)
+    if not pool.isActive():
+        pool.create()
+    pool.refresh(0)
+    return pool
+
+
+def _template(ctx: Ctx, gib: int) -> Path:
     """A bootable micro-guest qcow2 of (gib + 1) GiB with ``gib`` GiB of random data past the first GiB."""
     path = ctx.path("pool", f"{PREFIX}tmpl-{gib}g.qcow2")
     make_template_disk(ctx, path, gib + 1)
@@ -53,7 +62,7 @@ def _template(ctx: Ctx, pool: libvirt.virStoragePool, gib: int) -> Path:
         for c in gib_ranges[start:start + per_call]:
             cmds += ["-c", c]
         run(["qemu-io", "-f", "qcow2", *cmds, str(path)], timeout=1800)
-    pool.refresh(0)
+    _refresh(ctx)
     return path
 
 
@@ -126,7 +135,7 @@ def _kvmkit_available() -> str:
 def bench_provision(ctx: Ctx) -> list[Row]:
     rows: list[Row] = []
     missing = _kvmkit_available()
-    pool = _pool(ctx)
+    _pool(ctx)
     try:
         for gib in _sizes(ctx):
             free = shutil.disk_usage(WORK).free / 2**30
@@ -138,29 +147,18 @@ def bench_provision(ctx: Ctx) -> list[Row]:
                 rows.append(Row(SCEN, case, "to running", "s", kvmkit_missing="skipped: disk space",
                                 peer_missing="skipped: disk space"))
                 continue
-            rows += _one_size(ctx, pool, gib, case, missing)
+            rows += _one_size(ctx, gib, case, missing)
     finally:
-        _cleanup(ctx, pool)
+        _cleanup(ctx)
     return rows
 
 
-def _one_size(ctx: Ctx, pool: libvirt.virStoragePool, gib: int, case: str, missing: str) -> list[Row]:
+def _one_size(ctx: Ctx, gib: int, case: str, missing: str) -> list[Row]:
     t0 = time.perf_counter()
-    tpath = _template(ctx, pool, gib)
+    tpath = _template(ctx, gib)
     log(f"template {gib} GiB written in {time.perf_counter() - t0:.1f} s")
-    src = f"{PREFIX}tsrc-{gib}g"
-    ctx.conn.defineXML(MicroXML(src, "", "", "",
-                                str(ctx.path("prov", f"{src}.serial.log")), virt_type=ctx.virt_type,
-                                disks=[{"path": str(tpath), "format": "qcow2"}]).xml())
-    peer_run, peer_ready = Series(), Series()
-    peer_missing = ""
-    try:
-        for i in range(_peer_repeats(ctx, gib)):
-            r, m = _peer_once(ctx, src, gib, i)
-            peer_run.samples.append(r)
-            peer_ready.samples.append(m)
-    except (RuntimeError, TimeoutError) as exc:
-        peer_missing = f"failed: {exc}"
+    # kvmkit first: it refuses to mark a volume that a VM uses as its disk, and virt-clone needs a source
+    # VM, so the source VM for the peer is defined only after kvmkit's turn (and the template unmarked).
     k_run, k_ready = Series(), Series()
     tname = f"{PREFIX}tmpl-{gib}g"
     if not missing:
@@ -174,6 +172,19 @@ def _one_size(ctx: Ctx, pool: libvirt.virStoragePool, gib: int, case: str, missi
             missing = f"failed: {str(exc)[:300]}"
         finally:
             run([KVMKIT, "template", "unmark", tname], check=False)
+    src = f"{PREFIX}tsrc-{gib}g"
+    ctx.conn.defineXML(MicroXML(src, "", "", "",
+                                str(ctx.path("prov", f"{src}.serial.log")), virt_type=ctx.virt_type,
+                                disks=[{"path": str(tpath), "format": "qcow2"}]).xml())
+    peer_run, peer_ready = Series(), Series()
+    peer_missing = ""
+    try:
+        for i in range(_peer_repeats(ctx, gib)):
+            r, m = _peer_once(ctx, src, gib, i)
+            peer_run.samples.append(r)
+            peer_ready.samples.append(m)
+    except (RuntimeError, TimeoutError) as exc:
+        peer_missing = f"failed: {exc}"
     log(f"provision {gib} GiB: virt-clone+start {peer_run.samples} kvmkit {k_run.samples}")
     rows = []
     for metric, k, p, target in (
@@ -187,11 +198,11 @@ def _one_size(ctx: Ctx, pool: libvirt.virStoragePool, gib: int, case: str, missi
         ctx.conn.lookupByName(src).undefine()
     with contextlib.suppress(FileNotFoundError):
         tpath.unlink()
-    pool.refresh(0)
+    _refresh(ctx)
     return rows
 
 
-def _cleanup(ctx: Ctx, pool: libvirt.virStoragePool) -> None:
+def _cleanup(ctx: Ctx) -> None:
     for dom in ctx.conn.listAllDomains():
         if dom.name().startswith((f"{PREFIX}vc-", f"{PREFIX}kc-", f"{PREFIX}tsrc-")):
             with contextlib.suppress(libvirt.libvirtError):
@@ -200,11 +211,11 @@ def _cleanup(ctx: Ctx, pool: libvirt.virStoragePool) -> None:
             with contextlib.suppress(libvirt.libvirtError):
                 dom.undefine()
     with contextlib.suppress(libvirt.libvirtError):
-        pool.refresh(0)
+        pool = _refresh(ctx)
         for vol in pool.listAllVolumes():
             with contextlib.suppress(libvirt.libvirtError):
                 vol.delete(0)
         pool.destroy()
     with contextlib.suppress(libvirt.libvirtError):
-        pool.undefine()
+        ctx.conn.storagePoolLookupByName(POOL).undefine()
     shutil.rmtree(WORK / "pool", ignore_errors=True)
