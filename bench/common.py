@@ -215,6 +215,7 @@ class Ctx:
     quick: bool
     repeats: int
     notes: list[str] = field(default_factory=list)
+    sections: dict[str, str] = field(default_factory=dict)  # title -> preformatted text (RESULTS.md)
 
     @property
     def conn(self) -> libvirt.virConnect:

@@ -17,9 +17,9 @@ from bench.common import PREFIX, WORK, Ctx, Row, loadavg, log, machine, reconnec
 # (run in this order: the cheap ones first, so an interrupted run still has them; the table is sorted)
 SCENARIOS: dict[str, tuple[str, str, str]] = {
     "list": ("bench.listing", "bench_listing", "2, 5, 6. listing, API under load, server RSS"),
+    "provision": ("bench.provision", "bench_provision", "1. template provisioning (virt-clone vs --template)"),
     "boot": ("bench.boot", "bench_boot", "7. boot to ready marker by machine type"),
     "snapshot": ("bench.snapshots", "bench_snapshots", "4. snapshot create + revert"),
-    "provision": ("bench.provision", "bench_provision", "1. template provisioning (virt-clone vs --template)"),
     "ten": ("bench.ten_vms", "bench_ten_vms", "3. ten VMs to running"),
 }
 
@@ -109,7 +109,8 @@ def _write(args: argparse.Namespace, rows: list[Row], facts: dict[str, str], ctx
     }
     from bench import report
 
-    report.write(Path(args.out), rows=rows, machine=facts, run_info=run_info, notes=ctx.notes)
+    report.write(Path(args.out), rows=rows, machine=facts, run_info=run_info, notes=ctx.notes,
+                 sections=ctx.sections)
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ def table(rows: list[Row]) -> str:
 
 
 def write(path: Path, *, rows: list[Row], machine: dict[str, str], run_info: dict[str, str],
-          notes: list[str]) -> None:
+          notes: list[str], sections: dict[str, str] | None = None) -> None:
     lines = ["# kvmkit benchmark results", "",
              "Written by `bench/run` (see bench/README.md). Every figure in a row was measured in the same run "
              "on the same machine; the peer is the tool kvmkit replaces. **Peer ÷ kvmkit** above 1 means "
@@ -67,4 +67,6 @@ def write(path: Path, *, rows: list[Row], machine: dict[str, str], run_info: dic
     lines += ["", "## Results", "", table(ordered), ""]
     if notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in sorted(notes, key=lambda n: n[:2])] + [""]
+    for title, text in (sections or {}).items():
+        lines += [f"## {title}", "", "```xml", text.rstrip(), "```", ""]
     path.write_text("\n".join(lines))
