@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from kvmkit.errors import InvalidInput
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
+_SIZE_RE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
 _CPUSET_RE = re.compile(r"^\^?\d+(-\d+)?(,\^?\d+(-\d+)?)*$")
 MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
@@ -35,7 +35,7 @@ def parse_size_bytes(value: str | int, what: str = "size") -> int:
         raise InvalidInput(f"{what}: {value!r} is not a size", hint=_SIZE_HINT)
     if isinstance(value, int):
         if value <= 0:
-            raise InvalidInput(f"{what}: {value} must be greater than zero", hint=_SIZE_HINT)
+            raise InvalidInput(f"{what}: {value} must be positive", hint=_SIZE_HINT)
         return value * 1024**2
     match = _SIZE_RE.match(str(value))
     if not match or match.group(2).lower() not in _UNITS:
@@ -44,7 +44,7 @@ def parse_size_bytes(value: str | int, what: str = "size") -> int:
     factor = _UNITS[unit] or 1024**2
     size = int(number * factor)
     if size <= 0:
-        raise InvalidInput(f"{what}: {value!r} must be greater than zero", hint=_SIZE_HINT)
+        raise InvalidInput(f"{what}: {value!r} must be positive", hint=_SIZE_HINT)
     return size
 
 
