@@ -62,6 +62,7 @@ def _template(ctx: Ctx, gib: int) -> Path:
         for c in gib_ranges[start:start + per_call]:
             cmds += ["-c", c]
         run(["qemu-io", "-f", "qcow2", *cmds, str(path)], timeout=1800)
+    os.sync()  # no writeback of the set-up's dirty pages during the timed runs
     _refresh(ctx)
     return path
 
@@ -89,6 +90,7 @@ def _peer_once(ctx: Ctx, src: str, gib: int, i: int) -> tuple[float, float]:
     _drop_domain(ctx, name, undefine=True)
     with contextlib.suppress(FileNotFoundError):
         clone_path.unlink()
+    os.sync()  # the copy's writeback must not land in the next timed run
     return running, ready
 
 
@@ -102,6 +104,7 @@ def _kvmkit_once(ctx: Ctx, template: str, gib: int, i: int) -> tuple[float, floa
     ready = wait_for_text(log_path, READY, t0)
     _drop_domain(ctx, name)
     run([KVMKIT, "vm", "delete", name, "--storage"], check=False)
+    os.sync()
     return running, ready
 
 
