@@ -141,7 +141,7 @@ def _seed_disk(xml: str) -> etree._Element:
     return found[0]
 
 
-@pytest.mark.guest
+@pytest.mark.fast  # like tests/cli/test_vm_define.py: the CLI against qemu:///system, no guest boots
 def test_print_xml_shows_the_seed_and_creates_nothing(conn, prefix):
     res = kvmkit("vm", "create", f"{prefix}vm", "--micro", "--network", "none", "--cloud-init", "hostname=x",
                  "--print-xml")
@@ -214,16 +214,20 @@ def test_debian_guest_takes_the_hostname_from_the_seed(conn, prefix, debian_imag
     hostname = f"{prefix}ci"
     _overlay_volume(conn, f"{prefix}root.qcow2", debian_image)
     log = workdir / "serial.log"
+    user = _write(workdir / "user.yaml", "#cloud-config\nruncmd:\n  - [sh, -c, 'echo KVMKIT-CI-KEYS=$(cat "
+                  "/home/*/.ssh/authorized_keys | grep -c test@kvmkit) > /dev/ttyS0']\n")
+    key = _write(workdir / "id.pub", PUB + "\n")
     spec = {"name": f"{prefix}deb", "memory_mib": 1024, "vcpus": 1, "rng": True, "machine": "pc",
             "kernel": debian_image["kernel"], "initrd": debian_image["initrd"], "cmdline": debian_image["cmdline"],
             "disks": [{"volume": f"{prefix}root.qcow2", "pool": "default"}], "serial_log": str(log),
-            "cloud_init": {"hostname": hostname}}
+            "cloud_init": {"hostname": hostname, "user_data": user, "ssh_key": key}}
     result = create_vm(conn, spec, start=True)
     seed = Path(f"/var/lib/libvirt/images/{prefix}deb-cidata.img")
     assert seed.exists() and f"{prefix}deb-cidata.img" in result["volumes_created"]
     serial = SerialLog(log)
     serial.wait_for(rf"{hostname} login:", timeout=600)  # 110-270 s under load; the CPU is shared
     assert "Debian GNU/Linux 12" in serial.text()
+    serial.wait_for(r"KVMKIT-CI-KEYS=1", timeout=300)  # user-data ran; the key reached the default user
     fresh = libvirt.open("qemu:///system")  # other work may restart libvirtd during the long boot
     try:
         delete(fresh, f"{prefix}deb", storage=True, force=True)
