@@ -112,3 +112,16 @@ def test_delegated_user_sees_and_acts_on_its_vms_alone(micro_guest, make_user, a
     assert gu.get(f"/api/v1/vms/{a}").status_code == 404
     assert admin.delete(f"/api/v1/groups/{gname}").status_code == 204
     assert gu.get("/api/v1/vms").json() == []
+
+
+@pytest.mark.guest
+@pytest.mark.parametrize("field", [{"disks": [{"path": "/etc/shadow", "format": "raw"}]},
+                                   {"kernel": "/etc/shadow"}, {"serial_log": "/etc/passwd"},
+                                   {"cloud_init": {"user_data": "/etc/shadow"}}])
+def test_operators_may_not_point_a_vm_at_host_paths(make_user, prefix, field):
+    _name, op = make_user("hostpath", "operator")
+    body = {"name": f"{prefix}hp", **({"micro": True} if "kernel" not in field else {}), **field}
+    r = op.post("/api/v1/vms", json=body)
+    assert r.status_code == 403, r.text
+    assert "host paths" in r.json()["error"]
+    assert op.get(f"/api/v1/vms/{prefix}hp").status_code == 404

@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from kvmkit.api.deps import check_vm_visible, require, require_unrestricted, state
 from kvmkit.api.state import ServerState
 from kvmkit.errors import Conflict
-from kvmkit.service.auth import Principal
+from kvmkit.service.auth import Forbidden, Principal
 from kvmkit.spec.vm import VMSpec
 
 router = APIRouter(prefix="/vms", tags=["vms"])
@@ -92,6 +92,26 @@ def show_vm(name: str, request: Request, p: Principal = Depends(require("viewer"
     return dict(show(conn, name))
 
 
+def host_paths(spec: VMSpec) -> list[str]:
+    """The spec fields that name files or devices on the host (read, attached or written by libvirt as root)."""
+    fields = [f"disks[{i}].path" for i, d in enumerate(spec.disks) if d.path]
+    fields += [f for f in ("kernel", "initrd", "serial_log") if getattr(spec, f)]
+    ci = spec.cloud_init
+    if ci is not None:
+        fields += [f"cloud_init.{f}" for f in ("user_data", "meta_data", "ssh_key") if getattr(ci, f, None)]
+    return fields
+
+
+def _refuse_host_paths(p: Principal, spec: VMSpec) -> None:
+    """Only admins may point a VM at host paths: an operator could otherwise attach a host disk, read any host
+    file into a guest (kernel, cloud-init) or have libvirt overwrite one (serial log). Operators use pool
+    volumes, templates and the micro-guest."""
+    fields = host_paths(spec)
+    if fields and not p.at_least("admin"):
+        raise Forbidden(f"user '{p.name}' (role {p.role}) may not use host paths ({', '.join(fields)})",
+                        hint="use pool volumes (disks: volume/pool or size), a template or micro; or ask an admin")
+
+
 class CreateVM(VMSpec):
     """A VM spec (see kvmkit.spec.vm.VMSpec) plus whether to start it once defined."""
 
@@ -102,6 +122,7 @@ class CreateVM(VMSpec):
 def create_vm(body: CreateVM, request: Request, p: Principal = Depends(require("operator"))) -> JSONResponse:
     """Create (define, make new disks, optionally start) a VM. The task id is stored in the VM's metadata."""
     require_unrestricted(p, "create VMs")
+    _refuse_host_paths(p, body)
     st = state(request)
     _not_busy(st, body.name)
     conn = st.hv.get()
