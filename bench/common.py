@@ -63,6 +63,13 @@ class Row:
     kvmkit_missing: str = ""  # why kvmkit's side has no figure
     peer_missing: str = ""
     higher_is_better: bool = False
+    met: Callable[[Row], bool] | None = None  # evaluates the target once kvmkit has a figure
+
+    def k(self) -> float:
+        return self.kvmkit.median if self.kvmkit and self.kvmkit.samples else float("nan")
+
+    def p(self) -> float:
+        return self.peer.median if self.peer and self.peer.samples else float("nan")
 
 
 def log(msg: str) -> None:

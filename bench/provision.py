@@ -194,6 +194,8 @@ def _one_size(ctx: Ctx, gib: int, case: str, missing: str) -> list[Row]:
             ("to running", k_run, peer_run, "<= 0.15 s, flat in size; >= 10× virt-clone+start at 10 GiB"),
             ("to ready marker", k_ready, peer_ready, "")):
         row = Row(SCEN, case, metric, "s", peer_name="virt-clone + virsh start", target=target)
+        if target:
+            row.met = lambda r, g=gib: r.k() <= 0.15 and (g < 10 or r.p() >= 10 * r.k())
         row.kvmkit, row.kvmkit_missing = (k, "") if k.samples else (None, missing or "no sample")
         row.peer, row.peer_missing = (p, "") if p.samples else (None, peer_missing or "no sample")
         rows.append(row)

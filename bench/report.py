@@ -43,6 +43,14 @@ def _esc(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _target(r: Row) -> str:
+    if not r.target:
+        return "—"
+    if r.met is None or r.kvmkit is None or not r.kvmkit.samples:
+        return r.target
+    return f"{r.target}: {'met' if r.met(r) else '**not met**'}"
+
+
 def table(rows: list[Row]) -> str:
     out = ["| Scenario | Case | Metric | kvmkit: median (min – max, n) | Peer | Peer: median (min – max, n) "
            "| Peer ÷ kvmkit | Target |",
@@ -50,7 +58,7 @@ def table(rows: list[Row]) -> str:
     for r in rows:
         out.append("| " + " | ".join(_esc(x) for x in (
             r.scenario, r.case, r.metric, cell(r.kvmkit, r.unit, r.kvmkit_missing), r.peer_name or "—",
-            cell(r.peer, r.unit, r.peer_missing), ratio(r), r.target or "—")) + " |")
+            cell(r.peer, r.unit, r.peer_missing), ratio(r), _target(r))) + " |")
     return "\n".join(out)
 
 
