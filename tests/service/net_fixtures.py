@@ -59,7 +59,12 @@ class NetLab:
         return name
 
     def subnet(self) -> str:
-        return networks.random_free_subnet(self.conn)
+        """A random free /24, never one this lab handed out already (it may not be in use on the host yet)."""
+        given = self.__dict__.setdefault("_subnets", set())
+        while (sub := networks.random_free_subnet(self.conn)) in given:
+            pass
+        given.add(sub)
+        return sub
 
     # -------------------------------------------------------- kvmkit networks
 
