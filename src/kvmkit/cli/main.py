@@ -72,6 +72,10 @@ def _dispatch(args: list[str]) -> int:
 
         sys.stdout.write(f"kvmkit {__version__}\n")
         return 0
+    from kvmkit.cli.fastpath import try_run
+
+    if try_run(args):
+        return 0
     name = args[0]
     if name not in _available():
         return _fail(f"unknown command '{name}'", "run `kvmkit --help` for the list of commands", 2, "usage")
