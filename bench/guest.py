@@ -52,10 +52,8 @@ class MicroXML:
         else:  # boot from the first disk (a template made by bench.bootdisk)
             etree.SubElement(os_el, "boot", dev="hd")
         features = etree.SubElement(dom, "features")
-        if not mmio:
-            etree.SubElement(features, "acpi")
+        etree.SubElement(features, "acpi")  # also on microvm: the ACPI power button is how VMs shut down
         etree.SubElement(features, "apic")
-        etree.SubElement(dom, "on_reboot").text = "destroy" if mmio else "restart"
         devices = etree.SubElement(dom, "devices")
         for i, disk in enumerate(self.disks):
             d = etree.SubElement(devices, "disk", type="file", device="disk")
