@@ -27,20 +27,20 @@ class Variant:
     extra_cmdline: str = ""
 
 
-FAST_CMDLINE = "i8042.noaux i8042.nokbd i8042.nopnp no_timer_check tsc=reliable"
+# Kernel arguments of the lean shapes: skip probing a PS/2 controller the guest does not use. (Also tried:
+# "tsc=reliable no_timer_check" and "mitigations=off nokaslr": under TCG they made 2 of 6 microvm boots hang
+# before the ready marker, for no measurable gain, so a shipped profile must not use them.)
+FAST_CMDLINE = "i8042.noaux i8042.nokbd i8042.nopnp"
 
 VARIANTS = [
     Variant("q35-efi", "q35 + UEFI firmware (OVMF), kernel via fw_cfg", "q35", "efi"),
     Variant("pc-direct", "pc (i440fx) + SeaBIOS, direct kernel boot (kvmkit --micro default)", "pc"),
     Variant("q35-direct", "q35 + SeaBIOS, direct kernel boot", "q35"),
     Variant("microvm", "microvm machine type, virtio-mmio, no firmware", "microvm"),
-    Variant("microvm-lean", "microvm, no firmware, i8042 off, no timer check", "microvm",
+    Variant("microvm-lean", "microvm, no firmware, no i8042 probe", "microvm", extra_cmdline=FAST_CMDLINE),
+    Variant("pc-lean", "pc direct kernel boot, no USB/balloon, no i8042 probe", "pc", lean=True,
             extra_cmdline=FAST_CMDLINE),
-    Variant("microvm-lean-nomitig", "microvm lean + mitigations=off nokaslr (guest-side trade-off)", "microvm",
-            extra_cmdline=FAST_CMDLINE + " mitigations=off nokaslr"),
-    Variant("pc-lean", "pc direct kernel boot, no USB/balloon, i8042 off, no timer check", "pc", lean=True,
-            extra_cmdline=FAST_CMDLINE),
-    Variant("q35-lean", "q35 direct kernel boot, no USB/balloon, i8042 off, no timer check", "q35", lean=True,
+    Variant("q35-lean", "q35 direct kernel boot, no USB/balloon, no i8042 probe", "q35", lean=True,
             extra_cmdline=FAST_CMDLINE),
 ]
 
