@@ -178,17 +178,22 @@ def bench_boot(ctx: Ctx) -> list[Row]:
     if peer_run.samples:
         ctx.notes.append(f"7: virt-install --import returned (domain running) after {peer_run.median:.2f} s "
                          f"median; the table shows its time to the ready marker.")
+    # The profile's shape: the fastest one that keeps ACPI (microvm is measured without it: see guest.py).
+    usable = {k: val for k, val in timed.items() if not k.startswith("microvm")}
+    profile = min(usable, key=lambda k: usable[k][1].median) if usable else ""
     if fastest:
-        best = next(v for v in VARIANTS if v.key == fastest)
+        ctx.notes.append(f"7: fastest shape overall: {fastest}; fastest shape with ACPI (graceful shutdown), "
+                         f"the one to ship as --profile fast-boot: {profile or 'none measured'}")
+    if profile:
+        best = next(v for v in VARIANTS if v.key == profile)
         shape = MicroXML("NAME", "KERNEL", "INITRD", ctx.cmdline, "/var/log/kvmkit/NAME.serial.log",
                          virt_type=ctx.virt_type, machine=best.machine, firmware=best.firmware, lean=best.lean,
                          extra_cmdline=best.extra_cmdline).xml()
         from lxml import etree
 
         pretty = etree.tostring(etree.fromstring(shape), pretty_print=True, encoding="unicode")
-        ctx.sections[f"Fast-boot profile: the fastest shape measured ({best.key})"] = pretty
-        ctx.notes.append(f"7: fastest boot variant: {best.label} (machine={best.machine}, "
-                         f"firmware={best.firmware or 'none/SeaBIOS'}, lean devices={best.lean}, "
-                         f"extra kernel args='{best.extra_cmdline}'); 'kvmkit' column = that domain XML "
-                         f"started by libvirt-python; its full XML is at the end of this file.")
+        ctx.sections[f"Fast-boot profile: the fastest shape with ACPI ({best.key})"] = pretty
+        ctx.notes.append(f"7: '{best.label}' (machine={best.machine}, firmware={best.firmware or 'SeaBIOS'}, "
+                         f"lean devices={best.lean}, extra kernel args='{best.extra_cmdline}'): its domain XML "
+                         "is at the end of this file; the 'domain shape' rows are XML started by libvirt-python.")
     return rows
