@@ -31,23 +31,22 @@ class Hypervisor:
                 except Exception:
                     alive = False
             if not alive:
-                if self._conn is not None:
-                    try:
-                        self._conn.close()
-                    except Exception:
-                        pass
-                self._conn = None
+                self._drop()
                 self._conn = connect(self.uri)
             return self._conn
 
     def close(self) -> None:
         with self._lock:
-            if self._conn is not None:
-                try:
-                    self._conn.close()
-                except Exception:
-                    pass
-                self._conn = None
+            self._drop()
+
+    def _drop(self) -> None:
+        """Close and forget the connection (the caller holds the lock); a dead one may fail to close."""
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:
+                pass
+            self._conn = None
 
 
 @dataclass

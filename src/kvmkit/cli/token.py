@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import typer
 
+from kvmkit.cli.db_option import DB, open_store
 from kvmkit.cli.output import console, emit, table
 
 app = typer.Typer(help="API tokens", no_args_is_help=True, add_completion=False)
-DB = typer.Option(None, "--db", envvar="KVMKIT_DB", help="database URL (default: SQLite in the data directory)")
 
 
 @app.callback()
@@ -15,18 +15,12 @@ def _group() -> None:
     """API tokens: create, list, revoke."""
 
 
-def _store(db: str | None):  # -> Store
-    from kvmkit.store.db import Store
-
-    return Store(db)
-
-
 @app.command()
 def create(user: str, name: str = typer.Option("cli", "--name", help="a label for the token"), db: str = DB) -> None:
     """Create an API token for USER and print it (once)."""
     from kvmkit.service import auth
 
-    with _store(db).session() as s:
+    with open_store(db).session() as s:
         tok, secret, _ = auth.create_token(s, auth.get_user(s, user), name)
         data = auth.token_dict(tok) | {"token": secret}
     emit(data, lambda d: console().print(d["token"]))
@@ -41,7 +35,7 @@ def list_(user: str = typer.Argument(None), db: str = DB) -> None:
     from kvmkit.store.models import Token
 
     q = select(Token).where(Token.kind == "api").order_by(Token.id)
-    with _store(db).session() as s:
+    with open_store(db).session() as s:
         if user:
             q = q.where(Token.user_id == auth.get_user(s, user).id)
         rows = [auth.token_dict(t) for t in s.scalars(q)]
@@ -56,7 +50,7 @@ def revoke(token_id: int, db: str = DB) -> None:
     from kvmkit.errors import NotFound
     from kvmkit.store.models import Token
 
-    with _store(db).session() as s:
+    with open_store(db).session() as s:
         tok = s.get(Token, token_id)
         if tok is None:
             raise NotFound(f"token {token_id} not found", hint="list tokens with `kvmkit token list`")

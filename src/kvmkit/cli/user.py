@@ -6,21 +6,15 @@ import sys
 
 import typer
 
+from kvmkit.cli.db_option import DB, open_store
 from kvmkit.cli.output import console, emit, table
 
 app = typer.Typer(help="users of the server and portal", no_args_is_help=True, add_completion=False)
-DB = typer.Option(None, "--db", envvar="KVMKIT_DB", help="database URL (default: SQLite in the data directory)")
 
 
 @app.callback()
 def _group() -> None:
     """Users: add, list, delete, grant VMs."""
-
-
-def _store(db: str | None):  # -> Store
-    from kvmkit.store.db import Store
-
-    return Store(db)
 
 
 @app.command()
@@ -32,7 +26,7 @@ def add(name: str, role: str = typer.Option(..., "--role", help="admin, operator
     from kvmkit.service import auth
 
     password = sys.stdin.readline().rstrip("\n") if password_stdin else None
-    with _store(db).session() as s:
+    with open_store(db).session() as s:
         data = auth.user_dict(auth.add_user(s, name, role, password, vm_scope))
     emit(data, lambda d: console().print(f"user {d['name']} added with role {d['role']}"))
 
@@ -45,7 +39,7 @@ def list_(db: str = DB) -> None:
     from kvmkit.service import auth
     from kvmkit.store.models import User
 
-    with _store(db).session() as s:
+    with open_store(db).session() as s:
         rows = [auth.user_dict(u) for u in s.scalars(select(User).order_by(User.name))]
     emit(rows, lambda r: table(r, ["name", "role", "vm_scope", "disabled"]))
 
@@ -55,7 +49,7 @@ def delete(name: str, db: str = DB) -> None:
     """Delete a user and its tokens."""
     from kvmkit.service import auth
 
-    with _store(db).session() as s:
+    with open_store(db).session() as s:
         s.delete(auth.get_user(s, name))
     emit({"deleted": name}, lambda d: console().print(f"user {name} deleted"))
 
@@ -65,7 +59,7 @@ def grant(name: str, vm: str, db: str = DB) -> None:
     """Delegate VM to user NAME (who then sees only its granted VMs)."""
     from kvmkit.service import auth
 
-    with _store(db).session() as s:
+    with open_store(db).session() as s:
         u = auth.get_user(s, name)
         auth.grant(s, vm, user=u)
         data = {"user": name, "grants": auth.grants_of(s, user=u)}
