@@ -19,7 +19,7 @@ FLAG_OF = {
     "kernel": "--kernel", "initrd": "--initrd", "cmdline": "--cmdline", "template": "--template",
     "serial_log": "--serial-log", "cpu_model": "--cpu", "cpu_mode": "--cpu", "virt_type": "--virt-type",
     "uuid": "--uuid", "metadata": "--metadata", "title": "--title", "description": "--description",
-    "cloud_init": "--cloud-init",
+    "cloud_init": "--cloud-init", "profile": "--profile",
 }
 _CPU_MODES = ("host-passthrough", "host-model", "maximum")
 
@@ -189,6 +189,8 @@ def _show_created(d: dict[str, Any]) -> None:
         return
     out.print(f"VM [bold]{d['name']}[/] {'started' if d['started'] else 'defined'} ({d['virt_type']}: "
               f"{d['virt_type_reason']})")
+    if d.get("profile"):
+        out.print(f"  profile {d['profile']}")
     for path in d["disks"]:
         out.print(f"  disk   {path}")
     for mac in d["macs"]:
@@ -204,7 +206,8 @@ def _show_vm(d: dict[str, Any]) -> None:
         ("uuid", d["uuid"]), ("title", d["title"]), ("virt type", f"{d['virt_type']} ({d['virt_type_reason']})"),
         ("vcpus", f"{d['vcpus']} (max {d['max_vcpus']})"),
         ("memory", f"{d['memory_mib']} MiB (max {d['max_memory_mib']} MiB)"),
-        ("machine", d["machine"]), ("firmware", d["firmware"]), ("autostart", d["autostart"]),
+        ("profile", d.get("profile")), ("machine", d["machine"]), ("firmware", d["firmware"]),
+        ("autostart", d["autostart"]),
         ("persistent", d["persistent"]), ("kernel", d["kernel"]), ("serial log", d["serial_log"]),
     ]
     for key, value in rows:
@@ -220,6 +223,8 @@ def _show_vm(d: dict[str, Any]) -> None:
         g = d["graphics"]
         out.print(f"  graphics    {g['type']} {g['listen']}:{g['port'] or 'auto'}")
     for key, value in d["metadata"].items():
+        if key == "profile":
+            continue  # shown above
         out.print(f"  meta        {key}={value}")
 
 
@@ -262,6 +267,8 @@ def register(app: typer.Typer) -> None:
         metadata: list[str] = typer.Option([], "--metadata", help="KEY=VALUE kept in kvmkit's domain metadata"),
         cloud_init: str = typer.Option(None, "--cloud-init", help="NoCloud seed disk: user-data=FILE[,meta-data="
                                        "FILE,ssh-key=FILE,hostname=H] (each part optional)"),
+        profile: str = typer.Option(None, "--profile", help="fast-boot: q35+SeaBIOS, no USB/balloon/RNG/agent, "
+                                    "lean kernel args (docs/vm-profiles.md); explicit flags win, no UEFI"),
     ) -> None:
         """Create a VM (define it; --start boots it). Checks everything first; on failure nothing is left."""
         from kvmkit.cli.output import progress
@@ -274,7 +281,7 @@ def register(app: typer.Typer) -> None:
             kernel=kernel, initrd=initrd, cmdline=cmdline, template=template, full_clone=full_clone, micro=micro,
             serial_log=serial_log, hugepages=hugepages, nosharepages=nosharepages, cpuset=cpuset, cpu=cpu,
             autostart=autostart, virt_type=virt_type, title=title, description=description, machine=machine,
-            firmware=firmware, boot=boot, uuid=uuid, metadata=metadata, cloud_init=cloud_init)
+            firmware=firmware, boot=boot, uuid=uuid, metadata=metadata, cloud_init=cloud_init, profile=profile)
         if micro and memory is None:
             data["memory_mib"] = 256
         spec = to_spec(data)
@@ -290,6 +297,8 @@ def register(app: typer.Typer) -> None:
                     console(stderr=True).print(f"[dim]{msg}[/]")
 
             result = create_vm(connection(), spec, start=start, print_xml=print_xml, progress=say)
+        if result.get("defined"):
+            result.setdefault("profile", spec.profile)
         emit(result, _show_created)
 
     @app.command("list")
@@ -310,6 +319,7 @@ def register(app: typer.Typer) -> None:
         from kvmkit.service.vm_query import show_vm
 
         data = show_vm(connection(), name, xml=xml)
+        data.setdefault("profile", data["metadata"].get("profile"))
         if xml:
             emit(data, lambda d: console().print(d["xml"], markup=False, highlight=False))
         else:

@@ -3,10 +3,15 @@
 Its /init (micro_init.sh) prints ``KVMKIT-GUEST-READY`` on ttyS0, then a ``KVMKIT-STATUS`` line every
 2 s (uptime, online CPUs, MemTotal), brings hot-plugged CPUs online, runs DHCP on eth0 (``KVMKIT-IP``)
 and powers off on the ACPI power button. Builds are cached in the data directory by input hash.
+
+Next to the bzImage ``vmlinuz`` the cache keeps ``vmlinux``: the same kernel decompressed to its ELF
+image, which QEMU boots through the Xen PVH entry point (no real-mode set-up, no in-guest decompression;
+a few hundred ms less under TCG). The ``fast-boot`` profile uses it (``fast_boot_kernel``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import io
@@ -15,6 +20,8 @@ import os
 import re
 import shutil
 import stat
+import struct
+import subprocess
 import tempfile
 from dataclasses import asdict, dataclass
 from importlib import resources
@@ -47,8 +54,10 @@ class MicroImage:
     cmdline: str
     kernel_version: str
     key: str
+    pvh_kernel: str | None = None   # decompressed ELF vmlinux with the PVH note, when the kernel has one
+    pvh_note: str = ""              # why there is no pvh_kernel
 
-    def to_dict(self) -> dict[str, str]:
+    def to_dict(self) -> dict[str, str | None]:
         return asdict(self)
 
 
@@ -172,10 +181,132 @@ def build(out_dir: str | os.PathLike[str] | None = None, *, force: bool = False)
                 shutil.rmtree(cached)
             work.rename(cached)
     image = MicroImage(**json.loads(manifest.read_text()))
+    if image.pvh_kernel is None and not image.pvh_note:
+        image = _add_pvh_kernel(cached, image)  # caches built before the PVH kernel existed
     if out_dir is None:
         return image
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for name in ("vmlinuz", "initrd.img", "manifest.json"):
-        shutil.copy2(cached / name, out / name)
-    return MicroImage(str(out / "vmlinuz"), str(out / "initrd.img"), image.cmdline, image.kernel_version, key)
+    for name in ("vmlinuz", "vmlinux", "initrd.img", "manifest.json"):
+        if (cached / name).exists():
+            shutil.copy2(cached / name, out / name)
+    pvh = str(out / "vmlinux") if image.pvh_kernel else None
+    return MicroImage(str(out / "vmlinuz"), str(out / "initrd.img"), image.cmdline, image.kernel_version, key,
+                      pvh, image.pvh_note)
+
+
+# -- the PVH vmlinux ---------------------------------------------------------------------------------------
+
+XEN_ELFNOTE_PHYS32_ENTRY = 18  # the note QEMU looks for to boot an ELF kernel through the PVH entry point
+
+
+def _add_pvh_kernel(cached: Path, image: MicroImage) -> MicroImage:
+    """Write ``vmlinux`` (the bzImage's payload, decompressed) and record it, or why not, in the manifest."""
+    out = cached / "vmlinux"
+    tmp = cached / f".vmlinux.{os.getpid()}"
+    try:
+        extract_vmlinux(Path(image.kernel), tmp)
+        if not has_pvh_note(tmp):
+            raise HostError(f"{image.kernel} has no Xen PVH entry note (ELF note type 0x12)")
+        tmp.chmod(0o644)
+        os.replace(tmp, out)
+        image = dataclasses.replace(image, pvh_kernel=str(out), pvh_note="")
+    except (HostError, OSError) as err:
+        tmp.unlink(missing_ok=True)
+        image = dataclasses.replace(image, pvh_kernel=None,
+                                    pvh_note=f"{err}; the fast-boot profile boots the bzImage instead")
+    manifest_tmp = cached / f".manifest.{os.getpid()}"
+    manifest_tmp.write_text(json.dumps(image.to_dict(), indent=2))
+    manifest_tmp.chmod(0o644)
+    os.replace(manifest_tmp, cached / "manifest.json")
+    return image
+
+
+def extract_vmlinux(bzimage: Path, out: Path) -> None:
+    """Decompress a bzImage's payload (gzip, xz, lzma, bzip2, zstd, lz4: told apart by its magic) to ``out``.
+
+    The payload's offset and length are in the setup header (0x248/0x24c, counted from the end of the
+    setup sectors, 0x1f1); zstd and lz4 payloads end in the 4-byte decompressed size, which their tools
+    do not expect."""
+    data = bzimage.read_bytes()
+    if len(data) < 0x250 or data[0x202:0x206] != b"HdrS":
+        raise HostError(f"{bzimage} is not a bzImage (no HdrS setup header)")
+    setup_sects = data[0x1F1] or 4
+    offset, length = struct.unpack_from("<II", data, 0x248)
+    start = (setup_sects + 1) * 512 + offset
+    payload = data[start:start + length]
+    if length == 0 or len(payload) != length:
+        raise HostError(f"{bzimage}: the setup header's payload ({offset}+{length}) is outside the file")
+    if payload[:2] == b"\x1f\x8b":
+        out.write_bytes(gzip.decompress(payload))
+    elif payload[:6] == b"\xfd7zXZ\x00" or payload[:3] == b"\x5d\x00\x00":
+        import lzma
+
+        fmt = lzma.FORMAT_XZ if payload[:1] == b"\xfd" else lzma.FORMAT_ALONE
+        out.write_bytes(lzma.LZMADecompressor(format=fmt).decompress(payload))
+    elif payload[:3] == b"BZh":
+        import bz2
+
+        out.write_bytes(bz2.BZ2Decompressor().decompress(payload))
+    elif payload[:4] in (b"\x28\xb5\x2f\xfd", b"\x02\x21\x4c\x18", b"\x04\x22\x4d\x18"):
+        tool = "zstd" if payload[:1] == b"\x28" else "lz4"
+        try:
+            with out.open("wb") as sink:
+                subprocess.run([tool, "-d", "-c", "-q"], input=payload[:-4], stdout=sink, check=True,
+                               stderr=subprocess.PIPE)
+        except FileNotFoundError:
+            raise HostError(f"{bzimage} is {tool}-compressed and {tool} is not installed",
+                            hint=f"apt-get install {tool} (scripts/setup.sh does)") from None
+        except subprocess.CalledProcessError as err:
+            detail = err.stderr.decode(errors="replace")[:200]
+            raise HostError(f"{tool} could not decompress {bzimage}: {detail}") from None
+    else:
+        raise HostError(f"{bzimage}: unknown payload compression (magic {payload[:4].hex()})")
+    with out.open("rb") as f:
+        if f.read(4) != b"\x7fELF":
+            raise HostError(f"{bzimage}: the decompressed payload is not an ELF image")
+
+
+def has_pvh_note(elf: Path) -> bool:
+    """True when the ELF64 file has a Xen note of type XEN_ELFNOTE_PHYS32_ENTRY (``readelf -n``: 0x12)."""
+    with elf.open("rb") as f:
+        head = f.read(64)
+        if head[:4] != b"\x7fELF" or head[4] != 2 or head[5] != 1:
+            return False  # only little-endian ELF64 kernels
+        phoff, = struct.unpack_from("<Q", head, 0x20)
+        phentsize, phnum = struct.unpack_from("<HH", head, 0x36)
+        f.seek(phoff)
+        table = f.read(phentsize * phnum)
+        for i in range(phnum):
+            p_type, _flags, p_offset, _va, _pa, p_filesz = struct.unpack_from("<IIQQQQ", table, i * phentsize)
+            if p_type != 4:  # PT_NOTE
+                continue
+            f.seek(p_offset)
+            notes = f.read(p_filesz)
+            pos = 0
+            while pos + 12 <= len(notes):
+                namesz, descsz, ntype = struct.unpack_from("<III", notes, pos)
+                name = notes[pos + 12:pos + 12 + namesz].rstrip(b"\x00")
+                if name == b"Xen" and ntype == XEN_ELFNOTE_PHYS32_ENTRY:
+                    return True
+                pos += 12 + (namesz + 3) // 4 * 4 + (descsz + 3) // 4 * 4
+    return False
+
+
+def fast_boot_kernel(kernel: str) -> tuple[str, str | None]:
+    """The kernel the fast-boot profile boots instead of ``kernel``, and a note saying which and why.
+
+    Only a micro-guest's own ``vmlinuz`` (a manifest.json next to it names it) is swapped, for its PVH
+    ``vmlinux``; any other kernel is booted as given (note None)."""
+    manifest = Path(kernel).parent / "manifest.json"
+    try:
+        data = json.loads(manifest.read_text())
+    except (OSError, ValueError):
+        return kernel, None
+    if not isinstance(data, dict) or data.get("kernel") != kernel:
+        return kernel, None
+    if data.get("pvh_kernel"):
+        return str(data["pvh_kernel"]), "pvh vmlinux (decompressed kernel, Xen PVH entry)"
+    if data.get("pvh_note"):
+        return kernel, f"bzImage: {data['pvh_note']}"
+    return kernel, None

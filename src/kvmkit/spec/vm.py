@@ -11,6 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from kvmkit.errors import InvalidInput
 from kvmkit.spec.cloud_init import CloudInitSpec
 from kvmkit.spec.common import as_value_error, parse_size_mib, validate_cpuset, validate_name, validate_text
+from kvmkit.spec.profiles import Profile
+from kvmkit.spec.profiles import apply as apply_profile
 from kvmkit.spec.vm_devices import DiskSpec, GraphicsSpec, NicSpec, NumaTuneSpec
 
 LifecycleAction = Literal["destroy", "restart", "preserve", "rename-restart", "coredump-destroy",
@@ -33,6 +35,7 @@ class VMSpec(BaseModel):
     title: str | None = None
     description: str | None = None
     virt_type: Literal["kvm", "qemu"] | None = None   # None: kvm when usable, else qemu
+    profile: Profile | None = None                    # a named domain shape (spec/profiles.py), e.g. fast-boot
 
     memory_mib: int = 512
     max_memory_mib: int | None = None                 # balloon ceiling; defaults to memory_mib
@@ -68,6 +71,7 @@ class VMSpec(BaseModel):
     serial_log: str | None = None                     # default /var/log/kvmkit/<name>.serial.log
     balloon: bool = True
     rng: bool = True
+    usb: bool = True                                  # False: <controller type='usb' model='none'/>
     guest_agent: bool = True
 
     autostart: bool = False
@@ -209,6 +213,7 @@ class VMSpec(BaseModel):
         dupes = sorted({t for t in targets if targets.count(t) > 1})
         if dupes:
             raise ValueError(f"disk target {dupes[0]} is used twice; give each disk its own target")
+        apply_profile(self)
         return self
 
     # -- helpers -------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Small devices: the memory balloon and the virtio RNG (fed from the host's /dev/urandom)."""
+"""Small devices: the memory balloon, the virtio RNG (fed from the host's /dev/urandom) and whether the VM
+has a USB controller (``usb: false`` is libvirt's ``<controller type='usb' model='none'/>``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from lxml import etree
 
 from kvmkit.xml.util import ensure, insert_ordered, remove
 
-FIELDS = ("balloon", "rng")
+FIELDS = ("balloon", "rng", "usb")
 
 
 def read(root: etree._Element) -> dict[str, Any]:
@@ -17,6 +18,8 @@ def read(root: etree._Element) -> dict[str, Any]:
         # libvirt adds a virtio balloon when the XML has none, so "absent" means "on"
         "balloon": balloon is None or balloon.get("model") != "none",
         "rng": root.find("devices/rng") is not None,
+        # likewise libvirt adds a USB controller (pc, q35) unless one with model 'none' is given
+        "usb": not any(c.get("model") == "none" for c in root.iterfind("devices/controller[@type='usb']")),
     }
 
 
@@ -38,3 +41,8 @@ def write(root: etree._Element, spec: Any) -> None:
         else:
             for rng in devices.findall("rng"):
                 remove(rng)
+    if old["usb"] != spec.usb:
+        for ctl in devices.findall("controller[@type='usb']"):
+            remove(ctl)
+        if not spec.usb:
+            insert_ordered(devices, etree.Element("controller", type="usb", model="none"))

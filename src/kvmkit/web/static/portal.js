@@ -136,6 +136,7 @@ $("#create-form").addEventListener("submit", async (ev) => {
     start: f.get("start") === "on" };
   if (f.get("boot") === "micro") spec.micro = true;
   else spec.template = f.get("template");
+  if (f.get("profile")) spec.profile = f.get("profile");
   const net = (f.get("network") || "").trim();
   spec.nics = net ? [{ type: "network", source: net }] : [];
   try {
