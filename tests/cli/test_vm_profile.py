@@ -1,0 +1,108 @@
+"""`kvmkit vm create --profile fast-boot` as a user runs it: the real CLI, real libvirt, a real micro-guest."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kvmkit.xml.domain import apply_spec, spec_to_xml, xml_to_spec
+from kvmkit.xml.util import parse
+from tests.support.serial import SerialLog
+
+KVMKIT = str(Path(sys.executable).parent / "kvmkit")
+
+
+def kvmkit(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "KVMKIT_CONNECT": "qemu:///system"}
+    res = subprocess.run([KVMKIT, *args], capture_output=True, text=True, env=env, timeout=180)
+    if check:
+        assert res.returncode == 0, f"kvmkit {' '.join(args)} failed:\n{res.stdout}\n{res.stderr}"
+    return res
+
+
+@pytest.fixture()
+def logs(prefix):
+    yield
+    for path in glob.glob(f"/var/log/kvmkit/{prefix}*"):
+        os.unlink(path)
+
+
+def leftovers(conn, prefix):
+    found = [d.name() for d in conn.listAllDomains() if d.name().startswith(prefix)]
+    pool = conn.storagePoolLookupByName("default")
+    pool.refresh(0)
+    return found + [v.name() for v in pool.listAllVolumes() if v.name().startswith(prefix)]
+
+
+@pytest.mark.guest
+def test_fast_boot_micro_guest_boots_lean_and_shuts_down_gracefully(conn, prefix, logs, micro_image):
+    name = f"{prefix}fb"
+    out = json.loads(kvmkit("--json", "vm", "create", name, "--micro", "--profile", "fast-boot", "--start",
+                            "--network", "none").stdout)
+    assert out["started"] is True and out["profile"] == "fast-boot"
+    log = SerialLog(out["serial_log"])
+    log.wait_for("KVMKIT-GUEST-READY", timeout=60)
+
+    dom = conn.lookupByName(name)
+    root = parse(dom.XMLDesc(0))  # the live XML: what QEMU really got, after libvirt added its defaults
+    assert "q35" in root.find("os/type").get("machine") and root.find("os/loader") is None
+    assert root.findtext("os/kernel") == micro_image.pvh_kernel, "the micro-guest boots its PVH vmlinux"
+    assert [c.get("model") for c in root.iterfind("devices/controller[@type='usb']")] == ["none"]
+    assert root.find("devices/memballoon").get("model") == "none"
+    for absent in ("rng", "channel", "graphics", "video"):
+        assert root.find(f"devices/{absent}") is None, f"{absent} in a fast-boot domain"
+    assert root.find("features/acpi") is not None and root.find("devices/serial") is not None
+    assert "cryptomgr.notests" in root.findtext("os/cmdline").split()
+
+    info = json.loads(kvmkit("--json", "vm", "show", name).stdout)
+    assert info["profile"] == "fast-boot" and info["balloon"] is False and info["rng"] is False
+    assert info["metadata"]["boot_kernel"].startswith("pvh")
+    assert "profile     fast-boot" in kvmkit("vm", "show", name).stdout
+
+    # round trip: the defined XML read back is the same spec, and writing it back changes nothing
+    config = dom.XMLDesc(0x2)  # VIR_DOMAIN_XML_INACTIVE
+    spec = xml_to_spec(config)
+    assert spec.profile == "fast-boot" and not spec.usb and not spec.balloon and not spec.rng
+    assert not spec.guest_agent and spec.kernel == micro_image.pvh_kernel
+    assert xml_to_spec(spec_to_xml(spec)).model_dump() == spec.model_dump()
+    assert xml_to_spec(apply_spec(config, spec)).model_dump() == spec.model_dump()
+
+    # graceful shutdown: the ACPI power button reaches the guest's acpid (no --force)
+    res = kvmkit("--json", "vm", "shutdown", name, "--timeout", "60")
+    assert dom.info()[0] == 5, res.stdout  # VIR_DOMAIN_SHUTOFF
+    assert "KVMKIT-POWEROFF" in log.text(), "the guest powered itself off on the power button"
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize("extra, match", [
+    (["--firmware", "uefi"], "cannot use UEFI firmware"),
+    (["--profile", "turbo"], "invalid --profile"),
+    (["--metadata", "profile=slow"], "not a profile"),
+])
+def test_bad_combinations_give_one_error_and_leave_nothing(conn, prefix, logs, extra, match):
+    name = f"{prefix}bad"
+    args = ["vm", "create", name, "--micro", "--disk", "size=16M", "--start", *extra]
+    if "--profile" not in extra:
+        args += ["--profile", "fast-boot"]
+    res = kvmkit(*args, check=False)
+    assert res.returncode != 0
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert lines[0].startswith("error: ") and match in lines[0], res.stderr
+    assert len([ln for ln in lines if ln.startswith("error: ")]) == 1 and "Traceback" not in res.stderr
+    assert leftovers(conn, prefix) == []
+
+
+@pytest.mark.fast
+def test_explicit_flags_win_and_print_xml_shows_the_shape(prefix):
+    xml = kvmkit("vm", "create", f"{prefix}px", "--micro", "--profile", "fast-boot", "--machine", "pc",
+                 "--network", "none", "--print-xml").stdout
+    root = parse(xml)
+    assert root.find("os/type").get("machine") == "pc", "--machine wins over the profile"
+    assert root.find("devices/memballoon").get("model") == "none" and root.find("devices/rng") is None
+    assert root.find(".//{https://kvmkit.dev/xmlns/vm/1}profile").text == "fast-boot"
