@@ -6,8 +6,14 @@ import json
 import os
 import subprocess
 import sys
+import time
 
+import libvirt
 import pytest
+
+from kvmkit.cli import lean_libvirt
+from kvmkit.cli.fastpath import parse, try_run
+from kvmkit.service import vm_rows
 
 
 def _list(*flags: str, fast: bool) -> list[dict]:
@@ -19,17 +25,67 @@ def _list(*flags: str, fast: bool) -> list[dict]:
 
 @pytest.mark.guest
 @pytest.mark.parametrize("flags", [(), ("--all",), ("--all", "--no-ip")])
-def test_fast_and_typer_paths_agree(micro_guest, flags):
-    guest = micro_guest("fp", start=False)
-    fast, slow = _list(*flags, fast=True), _list(*flags, fast=False)
-    assert fast == slow
-    assert (guest.name in {r["name"] for r in fast}) == ("--all" in flags)
+def test_fast_and_typer_paths_agree(micro_guest, prefix, flags):
+    stopped = micro_guest("fp", start=False)
+    running = micro_guest("fpr", networks=[{"network": "default"}])
+    running.log.wait_for("KVMKIT-IP", timeout=90)
+    deadline = time.monotonic() + 30
+    while True:  # libvirt records the lease a moment after the guest's DHCP bind
+        fast = _list(*flags, fast=True)
+        ip = next(r.get("ip") for r in fast if r["name"] == running.name)
+        if ip or "--no-ip" in flags or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert ("--no-ip" in flags) == (ip is None)
+    mine = lambda rows: [r for r in rows if r["name"].startswith(prefix)]  # noqa: E731 (others come and go)
+    assert mine(fast) == mine(_list(*flags, fast=False))
+    names = {r["name"] for r in mine(fast)}
+    assert (stopped.name in names) == ("--all" in flags)
+    assert running.name in names
 
 
 @pytest.mark.fast
-def test_unknown_flags_fall_back_to_typer():
-    from kvmkit.cli.fastpath import try_run
+def test_parse_serves_only_the_exact_shape():
+    assert parse(["vm", "list", "--json"]) == ("qemu:///system", set()) or os.environ.get("KVMKIT_CONNECT")
+    assert parse(["--json", "vm", "list", "--all", "--connect", "test:///default"]) == ("test:///default", {"--all"})
+    assert parse(["--connect=test:///default", "vm", "list", "--no-ip", "--json"]) == ("test:///default", {"--no-ip"})
+    for argv in (["vm", "list"], ["vm", "list", "--json", "--bogus"], ["vm", "list", "--json", "--help"],
+                 ["vm", "show", "x", "--json"], ["vm", "list", "--json", "--ip", "--no-ip"],
+                 ["vm", "list", "--json", "--all", "--all"], ["--json"], []):
+        assert parse(argv) is None, argv
 
-    assert not try_run(["vm", "list", "--bogus"])
-    assert not try_run(["vm", "list", "--help"])
-    assert not try_run(["vm", "show", "x"])
+
+@pytest.mark.fast
+def test_libvirt_errors_fall_back_to_the_normal_path():
+    # an unreachable URI: the lean path gives up silently and Typer's path reports the error
+    assert not try_run(["vm", "list", "--json", "--connect", "qemu+unix:///system?socket=/nonexistent"])
+    out = subprocess.run([sys.executable, "-m", "kvmkit", "--json", "vm", "list", "--connect",
+                          "qemu+unix:///system?socket=/nonexistent"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and "cannot connect" in out.stderr
+
+
+@pytest.mark.fast
+def test_lean_numbers_are_libvirts():
+    assert vm_rows.STATES == {
+        libvirt.VIR_DOMAIN_NOSTATE: "nostate", libvirt.VIR_DOMAIN_RUNNING: "running",
+        libvirt.VIR_DOMAIN_BLOCKED: "blocked", libvirt.VIR_DOMAIN_PAUSED: "paused",
+        libvirt.VIR_DOMAIN_SHUTDOWN: "shutting-down", libvirt.VIR_DOMAIN_SHUTOFF: "shut-off",
+        libvirt.VIR_DOMAIN_CRASHED: "crashed", libvirt.VIR_DOMAIN_PMSUSPENDED: "pm-suspended"}
+    assert vm_rows.RUNNING == libvirt.VIR_DOMAIN_RUNNING
+    assert vm_rows.LIST_STATS == (libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_BALLOON
+                                  | libvirt.VIR_DOMAIN_STATS_VCPU)
+    assert vm_rows.STATS_ACTIVE_ONLY == libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE
+    assert lean_libvirt.LIST_NETWORKS_ACTIVE == libvirt.VIR_CONNECT_LIST_NETWORKS_ACTIVE
+    assert lean_libvirt.IP_ADDR_TYPE_IPV4 == libvirt.VIR_IP_ADDR_TYPE_IPV4
+
+
+@pytest.mark.fast
+def test_lean_list_on_the_test_driver_matches_the_library(test_conn):
+    from kvmkit.service.vm_query import list_vms
+
+    out = subprocess.run([sys.executable, "-m", "kvmkit", "--json", "vm", "list", "--all",
+                          "--connect", "test:///default"], capture_output=True, text=True, timeout=60, check=True)
+    # test:///default is private to each process: compare shape and the default domain only
+    rows = json.loads(out.stdout)
+    assert [r["name"] for r in rows] == [r["name"] for r in list_vms(test_conn, ips=True)]
+    assert rows[0].keys() == list_vms(test_conn, ips=True)[0].keys()

@@ -72,10 +72,6 @@ def _dispatch(args: list[str]) -> int:
 
         sys.stdout.write(f"kvmkit {__version__}\n")
         return 0
-    from kvmkit.cli.fastpath import try_run
-
-    if try_run(args):
-        return 0
     name = args[0]
     if name not in _available():
         return _fail(f"unknown command '{name}'", "run `kvmkit --help` for the list of commands", 2, "usage")
@@ -118,4 +114,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run() -> None:
+    from kvmkit.cli.fastpath import try_run
+
+    if try_run(sys.argv[1:]):
+        sys.exit(0)
     sys.exit(main())

@@ -8,23 +8,9 @@ import libvirt
 
 from kvmkit.errors import NotFound
 from kvmkit.hypervisor.errors import libvirt_errors
+from kvmkit.service.vm_rows import LIST_STATS, STATES, STATS_ACTIVE_ONLY, row, state_name
 
-STATES = {
-    libvirt.VIR_DOMAIN_NOSTATE: "nostate",
-    libvirt.VIR_DOMAIN_RUNNING: "running",
-    libvirt.VIR_DOMAIN_BLOCKED: "blocked",
-    libvirt.VIR_DOMAIN_PAUSED: "paused",
-    libvirt.VIR_DOMAIN_SHUTDOWN: "shutting-down",
-    libvirt.VIR_DOMAIN_SHUTOFF: "shut-off",
-    libvirt.VIR_DOMAIN_CRASHED: "crashed",
-    libvirt.VIR_DOMAIN_PMSUSPENDED: "pm-suspended",
-}
-_STATS = libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_VCPU | libvirt.VIR_DOMAIN_STATS_BALLOON
-
-
-def state_name(code: int) -> str:
-    return STATES.get(code, f"unknown({code})")
-
+__all__ = ["STATES", "list_vms", "lookup", "show_vm", "state_name"]
 
 def list_vms(conn: libvirt.virConnect, *, include_inactive: bool = True, ips: bool = False) -> list[dict[str, Any]]:
     """name, uuid, state, vcpus, max_vcpus, memory_mib, max_memory_mib, host for every domain.
@@ -32,24 +18,11 @@ def list_vms(conn: libvirt.virConnect, *, include_inactive: bool = True, ips: bo
     One libvirt call: virConnectGetAllDomainStats. Name and UUID are read from the returned domain
     objects locally (no extra round trip). With ``ips``, running VMs also get ``ip`` from the DHCP
     leases of all networks (one call per network, plus each running VM's XML for its MACs)."""
-    flags = 0 if include_inactive else libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE
+    flags = 0 if include_inactive else STATS_ACTIVE_ONLY
     with libvirt_errors("listing VMs"):
-        records = conn.getAllDomainStats(_STATS, flags)
+        records = conn.getAllDomainStats(LIST_STATS, flags)
         host = conn.getURI()
-    rows = []
-    for dom, stats in records:
-        cur_kib = stats.get("balloon.current")
-        max_kib = stats.get("balloon.maximum")
-        rows.append({
-            "name": dom.name(),
-            "uuid": dom.UUIDString(),
-            "state": state_name(stats.get("state.state", libvirt.VIR_DOMAIN_NOSTATE)),
-            "vcpus": stats.get("vcpu.current"),
-            "max_vcpus": stats.get("vcpu.maximum"),
-            "memory_mib": cur_kib // 1024 if cur_kib is not None else None,
-            "max_memory_mib": max_kib // 1024 if max_kib is not None else None,
-            "host": host,
-        })
+    rows = [row(dom.name(), dom.UUIDString(), stats, host) for dom, stats in records]
     if ips:
         _add_ips(conn, records, rows)
     rows.sort(key=lambda r: r["name"])
@@ -59,13 +32,13 @@ def list_vms(conn: libvirt.virConnect, *, include_inactive: bool = True, ips: bo
 def _add_ips(conn: libvirt.virConnect, records: list[Any], rows: list[dict[str, Any]]) -> None:
     from kvmkit.service.guest_ip import lease_map, macs_of
 
-    running = [(dom, row) for (dom, _stats), row in zip(records, rows, strict=True) if row["state"] == "running"]
+    running = [(dom, r) for (dom, _stats), r in zip(records, rows, strict=True) if r["state"] == "running"]
     leases = lease_map(conn) if running else {}
-    for dom, row in running:
+    for dom, r in running:
         try:
-            row["ip"] = next((leases[m] for m in macs_of(dom) if m in leases), None)
+            r["ip"] = next((leases[m] for m in macs_of(dom) if m in leases), None)
         except libvirt.libvirtError:
-            row["ip"] = None
+            r["ip"] = None
 
 
 def lookup(conn: libvirt.virConnect, name: str) -> libvirt.virDomain:
