@@ -158,11 +158,15 @@ def _initramfs_files(kernel: KernelTree) -> dict[str, tuple[int, bytes | None]]:
     return files
 
 
-def build(out_dir: str | os.PathLike[str] | None = None, *, force: bool = False) -> MicroImage:
-    """Build (or reuse the cached) micro-guest; copy it to ``out_dir`` when given."""
+def build(out_dir: str | os.PathLike[str] | None = None, *, force: bool = False,
+          kernel: KernelTree | None = None) -> MicroImage:
+    """Build (or reuse the cached) micro-guest; copy it to ``out_dir`` when given.
+
+    ``kernel``: another kernel tree to use instead of Debian's cloud kernel (e.g.
+    :func:`kvmkit.images.minimal_kernel.kernel_tree`); modules it lists in modules.builtin are not packed."""
     if not BUSYBOX.exists():
         raise HostError(f"{BUSYBOX} not found", hint="apt-get install busybox-static (scripts/setup.sh does)")
-    kernel = fetch_kernel(refresh=force)
+    kernel = kernel or fetch_kernel(refresh=force)
     key = _input_key(kernel)
     cached = cache_dir("micro") / key
     manifest = cached / "manifest.json"
@@ -200,6 +204,10 @@ def build(out_dir: str | os.PathLike[str] | None = None, *, force: bool = False)
 XEN_ELFNOTE_PHYS32_ENTRY = 18  # the note QEMU looks for to boot an ELF kernel through the PVH entry point
 
 
+class ToolMissing(HostError):
+    """The decompressor a kernel needs is not installed: not recorded, so installing it is enough."""
+
+
 def _add_pvh_kernel(cached: Path, image: MicroImage) -> MicroImage:
     """Write ``vmlinux`` (the bzImage's payload, decompressed) and record it, or why not, in the manifest."""
     out = cached / "vmlinux"
@@ -215,6 +223,8 @@ def _add_pvh_kernel(cached: Path, image: MicroImage) -> MicroImage:
         tmp.unlink(missing_ok=True)
         image = dataclasses.replace(image, pvh_kernel=None,
                                     pvh_note=f"{err}; the fast-boot profile boots the bzImage instead")
+        if isinstance(err, ToolMissing):
+            return image  # tried again by the next build, once the tool is there
     manifest_tmp = cached / f".manifest.{os.getpid()}"
     manifest_tmp.write_text(json.dumps(image.to_dict(), indent=2))
     manifest_tmp.chmod(0o644)
@@ -255,7 +265,7 @@ def extract_vmlinux(bzimage: Path, out: Path) -> None:
                 subprocess.run([tool, "-d", "-c", "-q"], input=payload[:-4], stdout=sink, check=True,
                                stderr=subprocess.PIPE)
         except FileNotFoundError:
-            raise HostError(f"{bzimage} is {tool}-compressed and {tool} is not installed",
+            raise ToolMissing(f"{bzimage} is {tool}-compressed and {tool} is not installed",
                             hint=f"apt-get install {tool} (scripts/setup.sh does)") from None
         except subprocess.CalledProcessError as err:
             detail = err.stderr.decode(errors="replace")[:200]

@@ -1,0 +1,107 @@
+"""The minimal guest kernel: its config fragment, its (cached) build, and a micro-guest booted with it on
+qemu:///system that does everything the cloud-kernel micro-guest does (disk, DHCP, vCPU hot-plug, ACPI off)."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import libvirt
+import pytest
+
+from kvmkit.images import micro, minimal_kernel
+from tests.support.micro_domain import MicroDomain
+from tests.support.serial import SerialLog
+
+BOOT_TIMEOUT = 60
+
+
+@pytest.mark.fast
+def test_fragment_parses_and_keeps_the_micro_guest_needs():
+    opts = minimal_kernel.fragment_options()
+    for name in ("CONFIG_PVH", "CONFIG_ACPI_BUTTON", "CONFIG_INPUT_EVDEV", "CONFIG_VIRTIO_PCI", "CONFIG_VIRTIO_NET",
+                 "CONFIG_VIRTIO_BLK", "CONFIG_EXT4_FS", "CONFIG_PACKET", "CONFIG_HOTPLUG_CPU",
+                 "CONFIG_ACPI_HOTPLUG_CPU", "CONFIG_VIRTIO_BALLOON", "CONFIG_SERIAL_8250_CONSOLE", "CONFIG_DEVTMPFS"):
+        assert opts[name] == "y", name
+    assert opts["CONFIG_MODULES"] == "n"
+
+
+@pytest.mark.fast
+def test_missing_options_reports_what_kconfig_dropped():
+    config = "CONFIG_PVH=y\nCONFIG_NR_CPUS=64\n# CONFIG_MODULES is not set\nCONFIG_FTRACE=y\n"
+    wanted = {"CONFIG_PVH": "y", "CONFIG_NR_CPUS": "64", "CONFIG_MODULES": "n", "CONFIG_FTRACE": "n",
+              "CONFIG_EXT4_FS": "y"}
+    assert minimal_kernel.missing_options(config, wanted) == ["CONFIG_FTRACE=n (got y)", "CONFIG_EXT4_FS=y (got n)"]
+
+
+@pytest.mark.fast
+def test_cache_key_follows_source_version_and_config():
+    base = minimal_kernel.cache_key("6.1.1-1", "CONFIG_PVH=y\n")
+    assert base == minimal_kernel.cache_key("6.1.1-1", "CONFIG_PVH=y\n")
+    assert base != minimal_kernel.cache_key("6.1.2-1", "CONFIG_PVH=y\n")
+    assert base != minimal_kernel.cache_key("6.1.1-1", "CONFIG_PVH=n\n")
+
+
+@pytest.fixture(scope="module")
+def built() -> tuple[minimal_kernel.MinimalKernel, micro.MicroImage]:
+    kernel = minimal_kernel.build()  # minutes the first time, then cached
+    return kernel, micro.build(kernel=minimal_kernel.kernel_tree(kernel))
+
+
+@pytest.mark.full
+def test_build_is_cached_and_has_everything_built_in(built, tmp_path):
+    kernel, image = built
+    start = time.monotonic()
+    again = minimal_kernel.build()
+    assert time.monotonic() - start < 5.0, "a cached kernel must not be rebuilt"
+    assert again == kernel
+    assert set(micro.GUEST_MODULES) <= minimal_kernel.builtin_modules(kernel)
+    config = Path(kernel.config).read_text()
+    assert minimal_kernel.missing_options(config, minimal_kernel.fragment_options()) == []
+    notes = subprocess.run(["readelf", "-n", kernel.vmlinux], capture_output=True, text=True, check=True).stdout
+    assert "Xen" in notes and "0x00000012" in notes, "vmlinux has no PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY)"
+    assert Path(kernel.bzimage).read_bytes()[0x202:0x206] == b"HdrS"
+    # The micro image boots the ELF and packs no modules: they are all built in.
+    assert Path(image.kernel).read_bytes()[:4] == b"\x7fELF"
+    assert image.kernel_version.startswith(kernel.kernel_release) and "minimal" in image.kernel_version
+    listing = subprocess.run(["sh", "-c", f"zcat {image.initrd} | cpio -t 2>/dev/null"], capture_output=True,
+                             text=True, check=True).stdout.split()
+    assert "init" in listing and not [p for p in listing if p.endswith(".ko")]
+    assert image.key != micro.build().key, "the minimal-kernel image must not share the cloud kernel's cache entry"
+
+
+def _marker_disk(workdir: Path, marker: str) -> str:
+    tree = workdir / "disk-tree"
+    tree.mkdir()
+    (tree / "kvmkit-marker").write_text(marker + "\n")
+    raw = workdir / "disk.raw"
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-d", str(tree), str(raw), "32M"], check=True)
+    return str(raw)
+
+
+@pytest.mark.full
+def test_micro_guest_with_minimal_kernel_boots_and_shuts_down(conn, prefix, workdir, virt_type, built):
+    _kernel, image = built
+    name = f"{prefix}minimal"
+    log = SerialLog(workdir / f"{name}.serial.log")
+    spec = MicroDomain(name=name, kernel=image.kernel, initrd=image.initrd, cmdline=image.cmdline,
+                       serial_log=str(log.path), virt_type=virt_type, vcpus=1, max_vcpus=2,
+                       disks=[{"path": _marker_disk(workdir, prefix), "format": "raw"}],
+                       networks=[{"network": "default"}])
+    dom = conn.defineXML(spec.xml())
+    dom.create()
+    log.wait_for("KVMKIT-GUEST-READY", timeout=BOOT_TIMEOUT)
+    log.wait_for(rf"KVMKIT-DISK vda {prefix}", timeout=BOOT_TIMEOUT)
+    log.wait_for(r"KVMKIT-IP \d+\.\d+\.\d+\.\d+", timeout=90)
+    assert log.wait_status(timeout=BOOT_TIMEOUT, cpus=1).mem_total_kb > 100_000
+    mark = log.offset()
+    dom.setVcpusFlags(2, libvirt.VIR_DOMAIN_AFFECT_LIVE)  # ACPI CPU hot-plug; /init onlines it
+    log.wait_status(timeout=BOOT_TIMEOUT, after=mark, cpus=2)
+    dom.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
+    log.wait_for("KVMKIT-POWEROFF", timeout=BOOT_TIMEOUT)
+    deadline = time.monotonic() + BOOT_TIMEOUT
+    while dom.isActive() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not dom.isActive(), "the guest did not power off after the ACPI power button"
+    assert "Kernel panic" not in log.text() and "Oops" not in log.text()
