@@ -92,3 +92,21 @@ def test_a_kernel_without_pvh_falls_back_to_the_bzimage(tmp_path):
     assert json.loads((cached / "manifest.json").read_text())["pvh_note"] == done.pvh_note
     kernel, note = micro.fast_boot_kernel(image.kernel)
     assert kernel == image.kernel and note and note.startswith("bzImage: ")
+
+
+def test_a_missing_decompressor_is_not_remembered(tmp_path, monkeypatch):
+    elf = Path("/bin/busybox").read_bytes()
+    lz4 = subprocess.run(["lz4", "-l", "-q", "-c"], input=elf, capture_output=True, check=True).stdout
+    cached = tmp_path / "cache"
+    cached.mkdir()
+    fake_bzimage(cached / "vmlinuz", with_size(elf, lz4))
+    image = micro.MicroImage(str(cached / "vmlinuz"), str(cached / "initrd.img"), "console=ttyS0", "x", "k")
+    (cached / "manifest.json").write_text(json.dumps(image.to_dict()))
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))  # a host without lz4
+    done = micro._add_pvh_kernel(cached, image)
+    assert "lz4 is not installed" in done.pvh_note and "apt-get install lz4" in done.pvh_note
+    assert json.loads((cached / "manifest.json").read_text())["pvh_note"] == "", "retried once lz4 is there"
+    monkeypatch.undo()
+    assert "no Xen PVH entry note" in micro._add_pvh_kernel(cached, image).pvh_note
