@@ -36,8 +36,7 @@ class Variant:
 FAST_CMDLINE = "i8042.noaux i8042.nokbd i8042.nopnp"
 # What `--profile fast-boot` appends (kvmkit.spec.profiles.FAST_BOOT_ARGS: no security cost), and the
 # lead's extra arguments that do cost security (hardening, mitigations, audit, LSMs, KASLR) for comparison.
-PROFILE_CMDLINE = ("i8042.noaux i8042.nokbd i8042.nopnp cryptomgr.notests rcupdate.rcu_expedited=1 "
-                   "no_timer_check")
+PROFILE_CMDLINE = "i8042.noaux i8042.nokbd i8042.nopnp cryptomgr.notests"
 UNSAFE_CMDLINE = "mitigations=off init_on_alloc=0 audit=0 lsm= nokaslr"
 
 VARIANTS = [

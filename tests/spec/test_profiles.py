@@ -42,9 +42,9 @@ def test_direct_kernel_boot_gets_the_extra_arguments_once():
 
 
 def test_the_callers_kernel_arguments_win():
-    spec = fast(**{**KERNEL, "cmdline": "console=ttyS0 rcupdate.rcu_expedited=0 i8042.nopnp=0"})
+    spec = fast(**{**KERNEL, "cmdline": "console=ttyS0 cryptomgr.notests=0 i8042.nopnp=0"})
     words = spec.cmdline.split()
-    assert "rcupdate.rcu_expedited=0" in words and "rcupdate.rcu_expedited=1" not in words
+    assert "cryptomgr.notests=0" in words and "cryptomgr.notests" not in words
     assert "i8042.nopnp=0" in words and "i8042.nopnp" not in words
     assert with_args(None, ("a=1", "b")) == "a=1 b" and with_args("a=2", ("a=1",)) == "a=2"
 

@@ -9,10 +9,27 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 mkdir -p /dev/pts && mount -t devpts devpts /dev/pts
-for m in $(cat /etc/kvmkit-modules); do insmod "/lib/modules/$m" 2>/dev/null; done
+# Drivers for devices present at boot load before the ready marker. The SCSI stack, balloon, RNG and console
+# drivers of absent devices load right after it (so hot-plugged ones still work) instead of delaying boot.
+virtio=" "
+for d in /sys/bus/pci/devices/*; do
+  [ "$(cat "$d/vendor" 2>/dev/null)" = 0x1af4 ] && virtio="$virtio$(cat "$d/device") "
+done
+present() { for id in "$@"; do case "$virtio" in *" $id "*) return 0;; esac; done; return 1; }
+later=""
+for m in $(cat /etc/kvmkit-modules); do
+  case "$m" in
+    scsi_common.ko|scsi_mod.ko|virtio_scsi.ko|sd_mod.ko) present 0x1004 0x1048 || { later="$later $m"; continue; };;
+    virtio_balloon.ko) present 0x1002 0x1045 || { later="$later $m"; continue; };;
+    virtio-rng.ko|virtio_rng.ko) present 0x1005 0x1044 || { later="$later $m"; continue; };;
+    virtio_console.ko) present 0x1003 0x1043 || { later="$later $m"; continue; };;
+  esac
+  insmod "/lib/modules/$m" 2>/dev/null
+done
 hostname "$(sed -n 's/.*kvmkit.hostname=\([^ ]*\).*/\1/p' /proc/cmdline)" 2>/dev/null || hostname micro
 echo "KVMKIT-GUEST-READY"
 if grep -q 'kvmkit.probe=1' /proc/cmdline; then poweroff -f; fi
+for m in $later; do insmod "/lib/modules/$m" 2>/dev/null; done
 
 # Graceful shutdown on the ACPI power button (libvirt's shutdown / virsh shutdown).
 acpid -c /etc/acpi -l /tmp/acpid.log
