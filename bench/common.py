@@ -19,7 +19,8 @@ from pathlib import Path
 
 import libvirt
 
-PREFIX = "kb-"
+# KVMKIT_BENCH_PREFIX / KVMKIT_BENCH_DIR let two runs share a host without sweeping each other's objects
+PREFIX = os.environ.get("KVMKIT_BENCH_PREFIX", "kb-")
 REPO = Path(__file__).resolve().parent.parent
 WORK = Path(os.environ.get("KVMKIT_BENCH_DIR", "/var/lib/kvmkit/bench"))
 VENV_BIN = REPO / ".venv" / "bin"

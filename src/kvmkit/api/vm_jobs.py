@@ -24,25 +24,26 @@ ACTIONS = ("start", "shutdown", "reboot", "destroy", "suspend", "resume")
 
 
 def create_body(conn_get: Any, spec: Any, start: bool) -> Any:
+    """Create (and start) in one service call: a failed start undoes the definition too. The task thread
+    uses its own libvirt connection so ten creates at once do not queue on one connection."""
     def body(ctx: TaskContext) -> dict[str, Any]:
+        from kvmkit.hypervisor.connection import worker_connection
         from kvmkit.service.vm_create import create_vm  # type: ignore[import-not-found,unused-ignore]
 
-        conn = conn_get()
+        conn = worker_connection(conn_get())
         ctx.step("create", 5, f"creating VM {spec.name}", vm=spec.name)
 
         def progress(*args: Any, **kwargs: Any) -> None:
             text = " ".join(str(a) for a in args) or " ".join(f"{k}={v}" for k, v in kwargs.items())
+            if text.startswith("starting VM"):  # defined: the VM exists from here on
+                ctx.step("defined", 70, f"VM {spec.name} defined")
+                ctx.step("start", 80, f"starting VM {spec.name}")
+                return
             ctx.step("create-progress", None, text[:200] or "progress", info=text[:500])
 
-        result = create_vm(conn, spec, start=False, progress=progress)
-        ctx.step("defined", 70, f"VM {spec.name} defined")
-        if start:
-            from kvmkit.service import vm_lifecycle
-
-            ctx.step("start", 80, f"starting VM {spec.name}")
-            started = vm_lifecycle.start(conn, spec.name)
-            if isinstance(result, dict):
-                result = {**result, "started": True, "state": started.get("state", "running")}
+        result = create_vm(conn, spec, start=start, progress=progress)
+        if not start:
+            ctx.step("defined", 70, f"VM {spec.name} defined")
         return result if isinstance(result, dict) else {"name": spec.name}
 
     return body

@@ -27,7 +27,8 @@ def serve(
                            help="database URL (default: SQLite in the data directory; postgresql+psycopg://...)"),
     tls_cert: str = typer.Option(None, "--tls-cert", help="PEM certificate: serve HTTPS"),
     tls_key: str = typer.Option(None, "--tls-key", help="PEM private key for --tls-cert"),
-    workers: int = typer.Option(4, "--task-workers", min=1, max=64, help="tasks run in parallel"),
+    workers: int = typer.Option(16, "--task-workers", min=1, max=64,
+                                 help="tasks run in parallel (a VM create runs on its own libvirt connection)"),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning, error"),
 ) -> None:
     """Serve the API at /api/v1 (OpenAPI at /api/v1/openapi.json, /healthz, /readyz). Migrates the

@@ -50,3 +50,34 @@ def wait_for(uri: str | None = None, timeout: float = 30.0) -> libvirt.virConnec
             if time.monotonic() >= deadline:
                 raise
             time.sleep(0.2)
+
+
+_per_thread = threading.local()
+
+
+def worker_connection(shared: libvirt.virConnect) -> libvirt.virConnect:
+    """This thread's own connection to the host ``shared`` is connected to (opened once per thread,
+    reopened when libvirtd went away).
+
+    libvirtd serves at most ``max_client_requests`` (default 5) calls of one client connection at a time
+    and stops reading that connection beyond them, so task workers sharing one connection queue behind
+    each other's slow calls (a domain start is ~0.4 s of libvirtd's time). test:/// connections are each a
+    private in-memory host, so for them the shared connection is the only one that sees the same world."""
+    uri = shared.getURI()
+    if uri.startswith("test:"):
+        return shared
+    conns: dict[str, libvirt.virConnect] = _per_thread.__dict__.setdefault("conns", {})
+    conn = conns.get(uri)
+    if conn is not None:
+        try:
+            if conn.isAlive():
+                return conn
+        except libvirt.libvirtError:
+            pass
+        try:
+            conn.close()
+        except libvirt.libvirtError:
+            pass
+    conn = connect(uri)
+    conns[uri] = conn
+    return conn

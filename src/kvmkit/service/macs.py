@@ -2,12 +2,19 @@
 
 libvirt has no bulk call that returns every domain's MACs, so one pass over listAllDomains() reads each
 definition (inactive XML, which holds every persistent NIC; live XML too for running domains, which may
-carry hot-plugged NICs).
+carry hot-plugged NICs). That pass costs one RPC per domain, so concurrent creates share it: a caller
+waits for a pass that *started after* it asked (``fresh_used_macs``), never for one that might have
+missed a domain defined just before. MACs handed out but not yet in a definition are held in-process
+(``reserve``/``release``) so ten creates running at once never pick the same address.
 """
 
 from __future__ import annotations
 
 import secrets
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 import libvirt
 from lxml import etree
@@ -20,7 +27,7 @@ PREFIX = "52:54:00"
 
 
 def used_macs(conn: libvirt.virConnect) -> dict[str, str]:
-    """Every MAC any domain on the host uses -> that domain's name."""
+    """Every MAC any domain on the host uses -> that domain's name (one fresh pass over the domains)."""
     used: dict[str, str] = {}
     with libvirt_errors("listing domains"):
         domains = conn.listAllDomains(0)
@@ -38,6 +45,112 @@ def used_macs(conn: libvirt.virConnect) -> dict[str, str]:
         except libvirt.libvirtError:
             continue  # the domain vanished while we looked: its MACs are free again
     return used
+
+
+@dataclass
+class _Host:
+    """Shared pass and reservations for one host (one libvirt URI)."""
+
+    cond: threading.Condition = field(default_factory=threading.Condition)
+    scanning: bool = False
+    last_started: float = -1.0  # monotonic start time of the newest finished pass
+    last_used: dict[str, str] = field(default_factory=dict)
+    held: dict[str, tuple[str, float | None]] = field(default_factory=dict)  # mac -> (owner, released at)
+
+
+_hosts: dict[str, _Host] = {}
+_hosts_lock = threading.Lock()
+
+
+def _host(conn: libvirt.virConnect) -> _Host:
+    uri = conn.getURI()
+    # every test:///default connection is its own private host; real URIs name one host each
+    key = f"{uri}#{id(conn)}" if uri.startswith("test:") else uri
+    with _hosts_lock:
+        return _hosts.setdefault(key, _Host())
+
+
+def fresh_used_macs(conn: libvirt.virConnect) -> dict[str, str]:
+    """Like :func:`used_macs` plus MACs reserved in this process, from a pass that began after this call.
+
+    Concurrent callers share passes: at most one runs per host, and a waiter reuses the next one."""
+    host = _host(conn)
+    asked = time.monotonic()
+    with host.cond:
+        while host.last_started < asked:
+            if not host.scanning:
+                host.scanning = True
+                break
+            host.cond.wait()
+        else:
+            return _with_held(host, host.last_started)
+    started = time.monotonic()
+    try:
+        used = used_macs(conn)
+    except BaseException:
+        with host.cond:
+            host.scanning = False
+            host.cond.notify_all()
+        raise
+    with host.cond:
+        host.scanning = False
+        host.last_started, host.last_used = started, used
+        host.cond.notify_all()
+        return _with_held(host, started)
+
+
+def _with_held(host: _Host, started: float) -> dict[str, str]:
+    """The pass's MACs plus held ones; a released MAC stays until a pass that began after its release
+    (which sees the definition that now carries it). Caller holds ``host.cond``."""
+    used = dict(host.last_used)
+    for mac, (owner, released) in list(host.held.items()):
+        if released is not None and released < started:
+            del host.held[mac]
+        else:
+            used.setdefault(mac, owner)
+    return used
+
+
+def reserve(conn: libvirt.virConnect, owner: str, wanted: Iterable[str | None]) -> list[str]:
+    """One MAC per entry of ``wanted``: given ones checked free, None gets a new one. All are held for
+    ``owner`` until :func:`release`; Conflict names the domain (or running create) that has one already."""
+    wanted = list(wanted)
+    if not wanted:
+        return []
+    used = fresh_used_macs(conn)
+    host = _host(conn)
+    out: list[str] = []
+    with host.cond:
+        for mac, (held_by, _released) in host.held.items():
+            used.setdefault(mac, held_by)
+        try:
+            for given in wanted:
+                if given is None:
+                    mac = generate_mac(conn, used=used, avoid={validate_mac(m) for m in wanted if m})
+                else:
+                    mac = validate_mac(given)
+                    if used.get(mac) not in (None, owner) or mac in out:
+                        other = used.get(mac) or owner
+                        raise Conflict(f"MAC {mac} is already used by domain '{other}'",
+                                       hint="leave mac= out to get a free one, or pick another address")
+                used[mac] = owner
+                host.held[mac] = (owner, None)
+                out.append(mac)
+        except BaseException:
+            for mac in out:
+                host.held.pop(mac, None)
+            raise
+    return out
+
+
+def release(conn: libvirt.virConnect, macs: Iterable[str]) -> None:
+    """End holds taken by :func:`reserve` once the domain is defined (or the create failed)."""
+    host = _host(conn)
+    now = time.monotonic()
+    with host.cond:
+        for mac in macs:
+            if mac in host.held:
+                host.held[mac] = (host.held[mac][0], now)
 
 
 def ensure_mac_free(conn: libvirt.virConnect, mac: str, ignore_domain: str | None = None,

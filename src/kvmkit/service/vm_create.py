@@ -71,7 +71,7 @@ def resolve(conn: libvirt.virConnect, spec: VMSpec, progress: Progress) -> tuple
     serial log, MACs, disk formats, paths of new volumes). Creates nothing. Returns the final spec and
     the plan of volumes to create."""
     from kvmkit.hypervisor.virt_type import choose_virt_type
-    from kvmkit.service.macs import ensure_mac_free, generate_mac, used_macs
+    from kvmkit.service.macs import reserve
 
     local = _is_local(conn)
     if _exists_by(conn.lookupByName, spec.name) is not None:
@@ -163,24 +163,24 @@ def resolve(conn: libvirt.virConnect, spec: VMSpec, progress: Progress) -> tuple
         disks.append(DiskSpec(path=step["path"], format="raw", bus="virtio", readonly=True))
     changes["disks"] = [d.model_dump() for d in disks]
 
-    used = used_macs(conn)
-    nics: list[NicSpec] = []
     for nic in spec.nics:
-        if nic.mac:
-            ensure_mac_free(conn, nic.mac, used=used)
-            nics.append(nic)
-        else:
-            mac = generate_mac(conn, used=used, avoid={n.mac for n in spec.nics if n.mac})
-            used[mac] = spec.name
-            nics.append(nic.model_copy(update={"mac": mac}))
         if nic.type == "network" and _exists_by(conn.networkLookupByName, nic.source) is None:
             raise NotFound(f"network '{nic.source}' not found", hint="see `kvmkit net list`, or use --network none")
         if nic.type != "network" and local and not os.path.exists(f"/sys/class/net/{nic.source}"):
             what = "bridge" if nic.type == "bridge" else "device"
             raise NotFound(f"host {what} '{nic.source}' not found",
                            hint="see `ip link`; create a bridge with `kvmkit net create NAME --mode bridge`")
+    # last check: the MACs stay held in this process until create_vm has defined the VM (or failed)
+    macs = reserve(conn, spec.name, [nic.mac for nic in spec.nics])
+    nics: list[NicSpec] = [nic.model_copy(update={"mac": mac}) for nic, mac in zip(spec.nics, macs, strict=True)]
     changes["nics"] = [n.model_dump() for n in nics]
-    return spec.updated(**changes), plan
+    try:
+        return spec.updated(**changes), plan
+    except BaseException:
+        from kvmkit.service.macs import release
+
+        release(conn, macs)
+        raise
 
 
 def create_vm(conn: libvirt.virConnect, spec: VMSpec | dict[str, Any], *, start: bool = False,
@@ -194,8 +194,20 @@ def create_vm(conn: libvirt.virConnect, spec: VMSpec | dict[str, Any], *, start:
     if not isinstance(spec, VMSpec):
         spec = parse_spec(spec)
     final, plan = resolve(conn, spec, say)
-    if print_xml:
-        return {"name": final.name, "defined": False, "xml": spec_to_xml(_preview(final, plan))}
+    try:
+        if print_xml:
+            return {"name": final.name, "defined": False, "xml": spec_to_xml(_preview(final, plan))}
+        return _make(conn, spec, final, plan, start, say)
+    finally:
+        from kvmkit.service.macs import release
+
+        release(conn, [n.mac for n in final.nics if n.mac])  # defined (a new pass sees them) or undone
+
+
+def _make(conn: libvirt.virConnect, spec: VMSpec, final: VMSpec, plan: list[dict[str, Any]], start: bool,
+          say: Progress) -> dict[str, Any]:
+    """Take the planned steps, define, optionally start; undo every step taken when one fails."""
+    from kvmkit.xml.domain import spec_to_xml
 
     undo: list[Callable[[], None]] = []
     try:
@@ -230,7 +242,7 @@ def create_vm(conn: libvirt.virConnect, spec: VMSpec | dict[str, Any], *, start:
             with libvirt_errors(f"setting autostart on {final.name}"):
                 dom.setAutostart(1)
         if start:
-            _check_hugepages(conn, dom)
+            _check_hugepages(conn, dom, xml)
             say(f"starting VM {final.name}")
             with libvirt_errors(f"starting VM {final.name}"):
                 dom.create()
@@ -323,9 +335,12 @@ def _hugetlbfs_mounted() -> bool:
         return False
 
 
-def _check_hugepages(conn: libvirt.virConnect, dom: libvirt.virDomain) -> None:
+def _check_hugepages(conn: libvirt.virConnect, dom: libvirt.virDomain, xml: str) -> None:
+    """Refuse to start a VM backed by huge pages when too few are free (read from the XML just defined:
+    no round trip for the usual VM without huge pages)."""
     try:
-        from kvmkit.host.hugepages import check_domain_can_start
+        from kvmkit.host.hugepages import check_domain_can_start, domain_requirement
     except ImportError:
         return
-    check_domain_can_start(conn, dom)
+    if domain_requirement(xml) is not None:
+        check_domain_can_start(conn, dom)
