@@ -35,6 +35,7 @@ def create_app(db_url: str | None = None, uri: str | None = None, *, tls: bool =
         finally:
             st.hub.stop()
             st.runner.shutdown()
+            st.vm_list.close()
             st.hv.close()
 
     app = FastAPI(title="kvmkit", version=__version__, lifespan=lifespan,
@@ -68,6 +69,7 @@ def create_app(db_url: str | None = None, uri: str | None = None, *, tls: bool =
 def build_state(db_url: str | None, uri: str, *, tls: bool = False, workers: int = 4) -> Any:
     from kvmkit.api import vm_jobs
     from kvmkit.api.state import Hypervisor, ServerState
+    from kvmkit.api.vm_cache import VMListCache, invalidating_runner
     from kvmkit.service.events import EventHub, register_event_impl
     from kvmkit.service.tasks import TaskRunner
     from kvmkit.store.db import Store
@@ -75,10 +77,12 @@ def build_state(db_url: str | None, uri: str, *, tls: bool = False, workers: int
     register_event_impl()  # before any connection is opened, so keepalive and events work
     store = Store(db_url)
     hub = EventHub(uri)
-    runner = TaskRunner(store, workers=workers, publish=hub.publish)
     hv = Hypervisor(uri)
+    vm_list = VMListCache(hv.get)
+    hub.subscribe(vm_list.on_hub_event)
+    runner = invalidating_runner(TaskRunner, vm_list)(store, workers=workers, publish=hub.publish)
     vm_jobs.register_recovery()
-    st = ServerState(store=store, runner=runner, hub=hub, hv=hv, tls=tls)
+    st = ServerState(store=store, runner=runner, hub=hub, hv=hv, tls=tls, vm_list=vm_list)
     try:
         conn = hv.get()
     except Exception as err:

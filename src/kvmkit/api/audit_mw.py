@@ -2,6 +2,9 @@
 
 Who (the authenticated user, or the name tried at login), what (method + route), target (the path's
 object), when, and result (ok, accepted, denied, invalid, failed) from the response status.
+
+It also tells the server state that something changed (``ServerState.changed``): the token cache and the
+VM list cache forget what they hold, so no request answered after a change sees the world before it.
 """
 
 from __future__ import annotations
@@ -27,6 +30,10 @@ def _result(status: int) -> str:
     return "failed"
 
 
+def _server_state(scope: dict[str, Any]) -> Any:
+    return getattr(getattr(scope.get("app"), "state", None), "kvmkit", None)
+
+
 class AuditMiddleware:
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -36,20 +43,24 @@ class AuditMiddleware:
             await self.app(scope, receive, send)
             return
         status = {"code": 500}
+        st = _server_state(scope)
 
         async def send_wrapper(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
+                if st is not None:
+                    st.changed()  # the change is committed: no cached caller or VM list may outlive it
             await send(message)
 
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
+            if st is not None:
+                st.changed()
             await self._record(scope, status["code"])
 
     async def _record(self, scope: dict[str, Any], code: int) -> None:
-        app = scope.get("app")
-        st = getattr(getattr(app, "state", None), "kvmkit", None)
+        st = _server_state(scope)
         if st is None:
             return
         state = scope.get("state") or {}

@@ -12,6 +12,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from kvmkit.api.state import ServerState
 from kvmkit.errors import NotFound
 from kvmkit.service.auth import Forbidden, Principal, Unauthorized, authenticate, sha256
+from kvmkit.store.models import Token
 
 SESSION_COOKIE = "kvmkit_session"
 CSRF_COOKIE = "kvmkit_csrf"
@@ -36,7 +37,8 @@ async def _csrf_ok(request: Request, p: Principal) -> bool:
 
 
 async def principal(request: Request, creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Principal:
-    """The caller. 401 without a valid token; cookie sessions need a CSRF token on changes."""
+    """The caller. 401 without a valid token; cookie sessions need a CSRF token on changes. A token seen
+    in the last few seconds is answered from the server's token cache (api/token_cache.py)."""
     st = state(request)
     secret = creds.credentials if creds else None
     from_cookie = False
@@ -46,13 +48,24 @@ async def principal(request: Request, creds: HTTPAuthorizationCredentials | None
     if not secret:
         raise Unauthorized("authentication required",
                            hint="send 'Authorization: Bearer TOKEN' (kvmkit token create USER) or log in")
-    from starlette.concurrency import run_in_threadpool
+    cache = st.tokens
+    key = cache.key(secret)
+    cached = cache.get(key)
+    if cached is not None:
+        p = cached
+    else:
+        from starlette.concurrency import run_in_threadpool
 
-    def check() -> Principal:
-        with st.store.session() as s:
-            return authenticate(s, secret)
+        def check() -> Principal:
+            generation = cache.generation
+            with st.store.session() as s:
+                found = authenticate(s, secret)
+                tok = s.get(Token, found.token_id) if found.token_id is not None else None
+                expires_at = tok.expires_at if tok is not None else None
+            cache.put(key, found, expires_at, generation)  # after the commit of last_used_at
+            return found
 
-    p = await run_in_threadpool(check)
+        p = await run_in_threadpool(check)
     if from_cookie and request.method not in SAFE_METHODS and not await _csrf_ok(request, p):
         raise Forbidden("missing or wrong CSRF token",
                         hint=f"send the {CSRF_HEADER} header (or csrf_token form field) given at login")

@@ -12,11 +12,12 @@ from typing import Any, Literal
 
 import libvirt
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from kvmkit.api.deps import check_vm_visible, require, require_unrestricted, state
 from kvmkit.api.state import ServerState
+from kvmkit.api.vm_cache import filtered
 from kvmkit.errors import Conflict
 from kvmkit.service.auth import Forbidden, Principal
 from kvmkit.spec.vm import VMSpec
@@ -29,13 +30,6 @@ TASK_RESPONSES: dict[int | str, dict[str, Any]] = {
     409: {"description": "the VM is busy with another task (task_id names it) or in the wrong state"},
 }
 Action = Literal["start", "shutdown", "reboot", "destroy", "suspend", "resume"]
-
-
-def _list(conn: Any) -> list[dict[str, Any]]:
-    """Every VM from ONE bulk libvirt call (vm_query.list_vms uses getAllDomainStats)."""
-    from kvmkit.service.vm_query import list_vms
-
-    return list_vms(conn, include_inactive=True)
 
 
 def _domain(conn: Any, name: str) -> Any:
@@ -76,11 +70,24 @@ def _submit(request: Request, st: ServerState, p: Principal, kind: str, name: st
     return _accepted(task)
 
 
-@router.get("")
-def list_vms(request: Request, p: Principal = Depends(require("viewer"))) -> list[dict[str, Any]]:
+@router.get("", response_model=list[dict[str, Any]])
+async def list_vms(request: Request, p: Principal = Depends(require("viewer"))) -> Response:
     """All VMs (a delegated user sees only its granted VMs)."""
-    rows = _list(state(request).hv.get())
-    return [r for r in rows if p.may_see_vm(r["name"])]
+    # Served from the server's event-refreshed VM list (api/vm_cache.py) as ready JSON bytes: no libvirt
+    # call, no per-row work and no worker thread while it is fresh; rebuilt in a worker thread when not.
+    st = state(request)
+    cache = st.vm_list
+    conn = st.hv.peek()
+    snap = cache.lookup(conn) if conn is not None else None
+    if snap is not None:
+        rows, body = snap
+    else:
+        from starlette.concurrency import run_in_threadpool
+
+        rows, body = await run_in_threadpool(cache.current)
+    if p.granted is not None:
+        body = filtered(rows, p.granted)
+    return Response(body, media_type="application/json")
 
 
 @router.get("/{name}", responses={404: {"description": "no such VM (or not delegated to you)"}})

@@ -1,4 +1,5 @@
-"""What the server holds for its lifetime: store, task runner, event hub, libvirt connection, limiter."""
+"""What the server holds for its lifetime: store, task runner, event hub, libvirt connection, limiter,
+the cached VM list and the cache of authenticated callers."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from kvmkit.api.token_cache import TokenCache
+from kvmkit.api.vm_cache import VMListCache
 from kvmkit.service.auth import RateLimiter
 from kvmkit.service.events import EventHub
 from kvmkit.service.tasks import TaskRunner
@@ -35,6 +38,17 @@ class Hypervisor:
                 self._conn = connect(self.uri)
             return self._conn
 
+    def peek(self) -> Any:
+        """The open connection without reconnecting or waiting (None when there is none or it is dead):
+        cheap enough for the event loop; fall back to :meth:`get` in a worker thread."""
+        conn = self._conn
+        if conn is None:
+            return None
+        try:
+            return conn if conn.isAlive() else None
+        except Exception:
+            return None
+
     def close(self) -> None:
         with self._lock:
             self._drop()
@@ -55,6 +69,13 @@ class ServerState:
     runner: TaskRunner
     hub: EventHub
     hv: Hypervisor
+    vm_list: VMListCache
     limiter: RateLimiter = field(default_factory=RateLimiter)
     tls: bool = False
     recovered: list[dict[str, Any]] = field(default_factory=list)
+    tokens: TokenCache = field(default_factory=TokenCache)
+
+    def changed(self) -> None:
+        """A change request was answered: forget cached callers and mark the VM list stale."""
+        self.tokens.clear()
+        self.vm_list.invalidate()

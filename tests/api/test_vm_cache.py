@@ -1,0 +1,171 @@
+"""The server's cached VM list (kvmkit.api.vm_cache) on libvirt's test driver: it is what list_vms returns,
+domain events invalidate it, rebuilds are counted and coalesced, an old list is served while a background
+rebuild runs, a task body invalidates it when it ends. (The real-server tests are in test_vm_list_live.py.)"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+import libvirt
+import pytest
+from lxml import etree
+
+from kvmkit.api.vm_cache import VMListCache, filtered, invalidating_runner
+from kvmkit.service.events import register_event_impl
+from kvmkit.service.vm_query import list_vms
+
+pytestmark = pytest.mark.fast
+
+
+def shell_xml(name: str) -> str:
+    dom = etree.Element("domain", type="test")
+    etree.SubElement(dom, "name").text = name
+    etree.SubElement(dom, "memory", unit="MiB").text = "64"
+    etree.SubElement(dom, "vcpu").text = "1"
+    os_el = etree.SubElement(dom, "os")
+    etree.SubElement(os_el, "type").text = "hvm"
+    return etree.tostring(dom, encoding="unicode")
+
+
+@pytest.fixture()
+def evconn() -> Any:
+    """A test:///default connection that delivers events (the event loop is registered first)."""
+    register_event_impl()
+    c = libvirt.open("test:///default")
+    yield c
+    c.close()
+
+
+def wait_until(pred: Any, timeout: float = 10.0) -> float:
+    t0 = time.monotonic()
+    while not pred():
+        if time.monotonic() - t0 > timeout:
+            raise TimeoutError(f"not true after {timeout} s")
+        time.sleep(0.01)
+    return time.monotonic() - t0
+
+
+def test_the_cached_list_is_list_vms_and_its_json(evconn: Any, prefix: str) -> None:
+    evconn.defineXML(shell_xml(f"{prefix}a"))
+    cache = VMListCache(lambda: evconn)
+    rows, body = cache.current()
+    assert rows == list_vms(evconn, include_inactive=True)
+    assert json.loads(body) == rows
+    assert any(r["name"] == f"{prefix}a" for r in rows)
+    assert cache.rebuilds == 1
+    assert cache.lookup(evconn) == (rows, body)  # fresh: served without a rebuild
+    cache.current()
+    assert cache.rebuilds == 1
+    other = libvirt.open("test:///default")
+    assert cache.lookup(other) is None  # another connection (after a reconnect): rebuild first
+    other.close()
+
+
+def test_domain_events_invalidate_the_list(evconn: Any, prefix: str) -> None:
+    cache = VMListCache(lambda: evconn, max_age=3600)
+    cache.current()
+    name = f"{prefix}ev"
+    dom = evconn.defineXML(shell_xml(name))  # the test driver emits the 'defined' event on this connection
+    wait_until(lambda: cache.lookup(evconn) is None)
+    rows, _ = cache.current()
+    assert [r["state"] for r in rows if r["name"] == name] == ["shut-off"]
+    dom.create()
+    wait_until(lambda: cache.lookup(evconn) is None)
+    assert [r["state"] for r in cache.current()[0] if r["name"] == name] == ["running"]
+    dom.destroy()
+    dom.undefine()
+    wait_until(lambda: cache.lookup(evconn) is None)
+    assert name not in [r["name"] for r in cache.current()[0]]
+
+
+def test_hub_events_and_explicit_invalidation(evconn: Any) -> None:
+    cache = VMListCache(lambda: evconn, max_age=3600)
+    cache.current()
+    for event in ({"type": "vm", "event": "started"}, {"type": "task", "task": {}}, {"type": "host"}):
+        assert cache.lookup(evconn) is not None
+        cache.on_hub_event(event)
+        assert cache.lookup(evconn) is None
+        cache.current()
+    cache.on_hub_event({"type": "hello"})
+    assert cache.lookup(evconn) is not None
+
+
+def test_an_invalidation_during_a_rebuild_forces_another(evconn: Any) -> None:
+    class Racing:
+        """The connection, but an event arrives while the bulk call runs (the first time)."""
+
+        raced = False
+
+        def __getattr__(self, attr: str) -> Any:
+            return getattr(evconn, attr)
+
+        def getAllDomainStats(self, *args: Any) -> Any:
+            if not self.raced:
+                self.raced = True
+                cache.invalidate()
+            return evconn.getAllDomainStats(*args)
+
+    racing = Racing()
+    cache = VMListCache(lambda: racing, max_age=3600)
+    cache.current()
+    assert cache.lookup(racing) is None  # the event came while it was being built: still stale
+    cache.current()
+    assert cache.lookup(racing) is not None
+    assert cache.rebuilds == 2
+
+
+def test_concurrent_stale_requests_share_one_rebuild(evconn: Any) -> None:
+    cache = VMListCache(lambda: evconn, max_age=3600)
+    cache.current()
+    cache.invalidate()
+    before = cache.rebuilds
+    threads = [threading.Thread(target=cache.current) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert 1 <= cache.rebuilds - before <= 2  # waiting requests found it rebuilt (one may race the first)
+
+
+def test_an_old_list_is_served_while_a_background_rebuild_runs(evconn: Any, prefix: str) -> None:
+    cache = VMListCache(lambda: evconn, max_age=0.2, stale_limit=3600)
+    cache.current()
+    old = cache.cached()
+    time.sleep(0.3)
+    assert cache.lookup(evconn) is old  # old but not invalidated: served at once ...
+    wait_until(lambda: cache.rebuilds == 2)  # ... while a thread rebuilds it
+    assert cache.lookup(evconn) is not None
+    time.sleep(0.3)
+    cache.stale_limit = 0.25
+    assert cache.lookup(evconn) is None  # older than the limit: the request must wait for a rebuild
+
+
+def test_delegated_rows(evconn: Any, prefix: str) -> None:
+    for n in ("a", "b", "c"):
+        evconn.defineXML(shell_xml(f"{prefix}{n}"))
+    rows, _ = VMListCache(lambda: evconn).current()
+    body = filtered(rows, frozenset({f"{prefix}a", f"{prefix}c", f"{prefix}gone"}))
+    assert [r["name"] for r in json.loads(body)] == [f"{prefix}a", f"{prefix}c"]
+    assert json.loads(filtered(rows, frozenset())) == []
+
+
+def test_a_task_body_invalidates_the_list_before_the_task_is_recorded(evconn: Any, tmp_path: Any) -> None:
+    from kvmkit.service.tasks import TaskRunner
+    from kvmkit.store.db import Store
+
+    cache = VMListCache(lambda: evconn, max_age=3600)
+    runner = invalidating_runner(TaskRunner, cache)(Store(f"sqlite:///{tmp_path}/tasks.db"), workers=1)
+    try:
+        def body(_ctx: Any) -> int:
+            cache.current()  # the list is rebuilt while the task runs (e.g. a request came) ...
+            assert cache.lookup(evconn) is not None
+            return 42
+
+        task = runner.submit("vm.start", "vm:x", body, user="u")
+        wait_until(lambda: runner.get(task["id"])["state"] == "succeeded")
+        assert cache.lookup(evconn) is None  # ... and is stale once the task shows as succeeded
+    finally:
+        runner.shutdown()
