@@ -1,0 +1,108 @@
+"""The cache of authenticated callers: unit behaviour (TTL, token expiry, clears beat in-flight fills), and
+against a real server (SQLite and PostgreSQL) that a token revoked, logged out or whose user is disabled
+through the API stops working at once, and one revoked by another process within the TTL."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+
+from kvmkit.api.token_cache import DEFAULT_TTL_S, TokenCache
+from kvmkit.service.auth import Principal
+from tests.api.server import Server
+
+P = Principal(name="u", role="viewer", user_id=1, token_id=7)
+
+
+@pytest.mark.fast
+def test_entries_live_for_the_ttl_and_never_past_the_token_expiry() -> None:
+    cache = TokenCache(ttl=0.2)
+    key = cache.key("kvk_secret")
+    assert key != "kvk_secret" and len(key) == 64  # keyed by the hash, not the secret
+    assert cache.get(key) is None
+    cache.put(key, P, None, cache.generation)
+    assert cache.get(key) is P
+    time.sleep(0.25)
+    assert cache.get(key) is None and len(cache) == 0
+    cache.put(key, P, datetime.now(UTC) - timedelta(seconds=1), cache.generation)  # an expired session
+    assert cache.get(key) is None
+    cache.put(key, P, datetime.now(UTC).replace(tzinfo=None) + timedelta(hours=1), cache.generation)  # naive: UTC
+    assert cache.get(key) is P
+
+
+@pytest.mark.fast
+def test_a_clear_wins_over_a_lookup_that_read_the_database_before_it() -> None:
+    cache = TokenCache()
+    key = cache.key("kvk_x")
+    generation = cache.generation  # a request starts reading the token row ...
+    cache.clear()  # ... a revoke is answered meanwhile ...
+    cache.put(key, P, None, generation)  # ... and its result must not come back
+    assert cache.get(key) is None
+    cache.put(key, P, None, cache.generation)
+    assert cache.get(key) is P
+    cache.clear()
+    assert cache.get(key) is None
+
+
+@pytest.mark.fast
+def test_the_cache_is_bounded() -> None:
+    cache = TokenCache(max_entries=3)
+    for i in range(10):
+        cache.put(cache.key(str(i)), P, None, cache.generation)
+        assert len(cache) <= 3
+
+
+def _user_token(admin: httpx.Client, user: str) -> tuple[int, str]:
+    r = admin.post("/api/v1/tokens", json={"name": "t", "user": user})
+    assert r.status_code == 201, r.text
+    return r.json()["id"], r.json()["token"]
+
+
+@pytest.mark.guest
+def test_revoked_tokens_logouts_and_disabled_users_stop_at_once(server: Server, admin: httpx.Client,
+                                                                make_user, prefix: str) -> None:
+    name, _ = make_user("tok", "viewer")
+    for _ in range(3):  # each time: cached by a successful request, then revoked, then refused
+        token_id, secret = _user_token(admin, name)
+        with server.client(secret) as c:
+            assert c.get("/api/v1/vms").status_code == 200
+            assert c.get("/api/v1/vms").status_code == 200
+            assert admin.delete(f"/api/v1/tokens/{token_id}").status_code == 204
+            r = c.get("/api/v1/vms")
+            assert r.status_code == 401, r.text
+            assert r.json()["code"] == "unauthorized"
+
+    with server.client() as anon:  # a login session, then logout with it
+        login = anon.post("/api/v1/auth/login", json={"name": name, "password": "pass-" + name})
+        assert login.status_code == 200, login.text
+    with server.client(login.json()["token"]) as c:
+        assert c.get("/api/v1/vms").status_code == 200
+        assert c.post("/api/v1/auth/logout").status_code == 204
+        assert c.get("/api/v1/vms").status_code == 401
+
+    _, secret = _user_token(admin, name)
+    with server.client(secret) as c:
+        assert c.get("/api/v1/auth/me").json()["role"] == "viewer"
+        assert admin.patch(f"/api/v1/users/{name}", json={"role": "operator"}).status_code == 200
+        assert c.get("/api/v1/auth/me").json()["role"] == "operator"  # a role change applies at once
+        assert admin.patch(f"/api/v1/users/{name}", json={"disabled": True}).status_code == 200
+        assert c.get("/api/v1/vms").status_code == 401
+        assert admin.patch(f"/api/v1/users/{name}", json={"disabled": False}).status_code == 200
+        assert c.get("/api/v1/vms").status_code == 200
+
+
+@pytest.mark.guest
+def test_a_token_revoked_by_another_process_stops_within_the_ttl(server: Server, admin: httpx.Client,
+                                                                 make_user) -> None:
+    name, _ = make_user("cli", "viewer")
+    token_id, secret = _user_token(admin, name)
+    with server.client(secret) as c:
+        assert c.get("/api/v1/vms").status_code == 200
+        server.cli("token", "revoke", str(token_id))  # the CLI writes the database directly
+        t0 = time.monotonic()
+        while c.get("/api/v1/vms").status_code == 200:
+            assert time.monotonic() - t0 < DEFAULT_TTL_S + 2, "a token revoked elsewhere still works"
+            time.sleep(0.1)
