@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 DEFAULT_URI = "qemu:///system"
+DEFAULT_DATA_DIR = "/var/lib/kvmkit"
 
 
 def default_uri() -> str:
@@ -14,7 +15,7 @@ def default_uri() -> str:
 
 def data_dir() -> Path:
     """kvmkit's data directory (cached images, SQLite database, state records)."""
-    path = Path(os.environ.get("KVMKIT_DATA_DIR") or "/var/lib/kvmkit")
+    path = Path(os.environ.get("KVMKIT_DATA_DIR") or DEFAULT_DATA_DIR)
     path.mkdir(parents=True, exist_ok=True)
     return path
 

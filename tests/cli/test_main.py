@@ -55,3 +55,11 @@ def test_image_build_micro_json(micro_image):
     res = run("image", "build", "micro", "--json")
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["key"] == micro_image.key
+
+
+@pytest.mark.fast
+def test_host_check_exits_1_when_the_host_is_not_ready():
+    # typer.Exit(1) from a command must reach the shell (it used to be returned and dropped)
+    res = run("host", "check", "--json", "--connect", "qemu+unix:///system?socket=/nonexistent.sock")
+    assert res.returncode == 1, res.stderr
+    assert json.loads(res.stdout)["ready"] is False

@@ -16,6 +16,14 @@ class Settings:
 settings = Settings()
 
 
+def reset() -> None:
+    """Back to the defaults of a new process (the warm CLI server's children start from here)."""
+    global _conn
+    settings.json = False
+    settings.connect = default_uri()
+    _conn = None
+
+
 def extract_globals(argv: list[str]) -> list[str]:
     """Pull ``--json`` and ``--connect URI`` (or ``--connect=URI``) out of argv; return the rest."""
     rest: list[str] = []

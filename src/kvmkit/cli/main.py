@@ -24,7 +24,9 @@ GROUPS: dict[str, tuple[str, str]] = {
     "user": ("user", "users of the server and portal"),
     "token": ("token", "API tokens"),
     "demo": ("demo", "boot a demo micro-guest VM and print how to reach its console"),
+    "cli-server": ("cli_server", "keep a warm process so kvmkit commands start in milliseconds"),
 }
+NOT_DELEGATED = {"serve", "cli-server"}  # long-running: always run in the caller's own process
 
 USAGE = """Usage: kvmkit [--json] [--connect URI] COMMAND [ARGS]...
 
@@ -79,8 +81,11 @@ def _dispatch(args: list[str]) -> int:
     import typer.main
 
     command = typer.main.get_command(module.app)
-    command.main(args=args[1:], prog_name=f"kvmkit {name}", standalone_mode=False)
-    return 0
+    # without standalone mode Typer returns the code of `typer.Exit(code)` and turns Ctrl-C into 130
+    code = command.main(args=args[1:], prog_name=f"kvmkit {name}", standalone_mode=False)
+    if not isinstance(code, int) or isinstance(code, bool):
+        return 0  # a command's own return value, not an exit code
+    return _fail("interrupted", None, 130) if code == 130 else code
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,8 +119,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run() -> None:
+    """The ``kvmkit`` entry point: the lean path, else the warm server, else this process."""
     from kvmkit.cli.fastpath import try_run
 
-    if try_run(sys.argv[1:]):
+    argv = sys.argv[1:]
+    if try_run(argv):
         sys.exit(0)
+    if not NOT_DELEGATED & set(argv[:3]):
+        from kvmkit.cli.warm import try_delegate
+
+        code = try_delegate(argv)
+        if code is not None:
+            sys.exit(code)
     sys.exit(main())

@@ -1,0 +1,124 @@
+"""The warm CLI server runs commands exactly as a cold process would, only sooner."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+KVMKIT = str(Path(sys.executable).with_name("kvmkit"))
+
+
+@pytest.fixture()
+def warm(tmp_path):
+    """A private ``kvmkit cli-server``; yields the environment that routes commands to it."""
+    sock = tmp_path / "run" / "cli.sock"
+    env = {**os.environ, "KVMKIT_CLI_SOCKET": str(sock), "KVMKIT_NO_FASTPATH": "1"}
+    env.pop("KVMKIT_NO_WARM", None)
+    log = tmp_path / "server.log"
+    with log.open("w") as out:
+        server = subprocess.Popen([KVMKIT, "cli-server"], env=env, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while not sock.exists():
+        assert server.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, "cli-server did not start"
+        time.sleep(0.1)
+    yield {"env": env, "server": server, "socket": sock, "log": log}
+    server.terminate()
+    server.wait(timeout=10)
+    assert not sock.exists()
+
+
+def _run(args, env, *, warm: bool, **kw):
+    env = dict(env)
+    if not warm:
+        env["KVMKIT_NO_WARM"] = "1"
+    return subprocess.run([KVMKIT, *args], env=env, capture_output=True, text=True, timeout=120, **kw)
+
+
+def _served_by(warm, args, **kw) -> subprocess.CompletedProcess:
+    """Run ``args`` warm and make sure the server, not a cold fallback, ran it (it logs each command)."""
+    before = _served(warm)
+    out = _run(args, warm["env"], warm=True, **kw)
+    assert _served(warm) == before + 1, "the command ran cold"
+    return out
+
+
+def _served(warm) -> int:
+    return warm["log"].read_text().count("kvmkit cli-server: pid ")
+
+
+@pytest.mark.fast
+def test_same_output_and_exit_codes_warm_and_cold(warm):
+    cases = [
+        ["--json", "vm", "list", "--all", "--connect", "test:///default"],
+        ["vm", "list", "--all", "--connect", "test:///default"],
+        ["--json", "vm", "show", "no-such-vm", "--connect", "test:///default"],
+        ["vm", "frobnicate"],
+        ["--help"],
+    ]
+    for args in cases:
+        hot, cold = _served_by(warm, args), _run(args, warm["env"], warm=False)
+        assert (hot.returncode, hot.stdout, hot.stderr) == (cold.returncode, cold.stdout, cold.stderr), args
+    assert json.loads(_run(cases[0], warm["env"], warm=True).stdout)[0]["name"] == "test"
+
+
+@pytest.mark.fast
+def test_caller_environment_directory_and_stdin_are_used(warm, tmp_path):
+    env = {**warm["env"], "KVMKIT_CONNECT": "test:///default"}
+    out = _served_by({**warm, "env": env}, ["--json", "vm", "list", "--all"])
+    assert [r["name"] for r in json.loads(out.stdout)] == ["test"]  # the caller's KVMKIT_CONNECT, not the server's
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(tmp_path / "d.qcow2"), "1M"], check=True)
+    out = _served_by(warm, ["--json", "image", "info", "d.qcow2"], cwd=tmp_path)  # relative to the caller's cwd
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["format"] == "qcow2"
+
+
+@pytest.mark.fast
+def test_socket_is_private(warm):
+    sock = warm["socket"]
+    assert sock.stat().st_mode & 0o777 == 0o600 or sock.parent.stat().st_mode & 0o777 == 0o700
+    assert sock.parent.stat().st_mode & 0o077 == 0
+
+
+@pytest.mark.fast
+def test_code_change_makes_the_server_step_aside_and_reload(warm):
+    import kvmkit.cli.output as target
+
+    path = Path(target.__file__)
+    st = path.stat()
+    try:
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+        args = ["--json", "vm", "list", "--all", "--connect", "test:///default"]
+        out = _run(args, warm["env"], warm=True)  # refused by the server: ran cold, same answer
+        assert out.returncode == 0 and json.loads(out.stdout)[0]["name"] == "test"
+        deadline = time.monotonic() + 60
+        while True:  # the server re-executes itself with the new code and serves again
+            try:
+                _served_by(warm, args)
+                break
+            except AssertionError:
+                assert time.monotonic() < deadline
+                time.sleep(0.5)
+        assert warm["server"].poll() is None
+    finally:
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+@pytest.mark.guest
+def test_ctrl_c_reaches_the_command(warm, micro_guest):
+    guest = micro_guest("warm", extra_cmdline="acpi=off")  # ignores the power button: shutdown waits
+    guest.log.wait_for("KVMKIT-GUEST-READY", timeout=90)
+    proc = subprocess.Popen([KVMKIT, "vm", "shutdown", guest.name, "--timeout", "120"], env=warm["env"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3)
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and "interrupted" in err, (out, err, guest.log.text()[-2000:])
