@@ -132,7 +132,7 @@ def _kvmkit_once(ctx: Ctx, i: int, extra: list[str]) -> tuple[float, float]:
             dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
 
 
-def _kvmkit_rows(ctx: Ctx, n: int, peer: Series, peer_missing: str) -> list[Row]:
+def _kvmkit_shapes(ctx: Ctx) -> list[tuple[str, list[str]]]:
     """kvmkit itself: `vm create --micro --start`, and `--profile fast-boot` when it exists."""
     _, proc = run([KVMKIT, "vm", "create", "--help"], check=False)
     shapes = [("kvmkit vm create --micro --start (its default shape)", [])]
@@ -141,51 +141,65 @@ def _kvmkit_rows(ctx: Ctx, n: int, peer: Series, peer_missing: str) -> list[Row]
     else:
         ctx.notes.append("7: `kvmkit vm create --profile` does not exist yet: the fast-boot row is the domain "
                          "shape measured through libvirt-python, not kvmkit")
-    rows = []
-    for label, extra in shapes:
-        row = Row("7. boot to ready marker", label, "command start → ready marker", "s",
-                  peer_name="virt-install --import", target="<= 1.0 s" if extra else "",
-                  peer=peer if peer.samples else None, peer_missing=peer_missing, met=lambda r: r.k() <= 1.0)
-        try:
-            row.kvmkit = Series([_kvmkit_once(ctx, i, extra)[1] for i in range(n)])
-        except (RuntimeError, TimeoutError) as exc:
-            row.kvmkit_missing = f"failed: {str(exc)[:300]}"
-        rows.append(row)
-    return rows
+    return shapes
 
 
 def bench_boot(ctx: Ctx) -> list[Row]:
+    """Rounds: each round boots every case once (virt-install, kvmkit, each shape), so that load from other
+    processes on a shared host spreads over all cases instead of landing on a few."""
     n = max(ctx.repeats, 3)
     peer_run, peer_ready = Series(), Series()
     peer_missing = ""
-    try:
-        for i in range(n):
-            r, m = _virt_install_once(ctx, i)
-            peer_run.samples.append(r)
-            peer_ready.samples.append(m)
-    except Exception as exc:  # reported, not fatal
-        peer_missing = f"virt-install failed: {exc}"
-    kvmkit_rows = _kvmkit_rows(ctx, n, peer_ready, peer_missing)
-    results: dict[str, tuple[Series, Series] | str] = {}
-    for v in VARIANTS:
-        run_s, ready_s = Series(), Series()
-        error = ""
-        for i in range(n):
+    shapes = _kvmkit_shapes(ctx)
+    kvmkit_ready: dict[str, Series] = {label: Series() for label, _ in shapes}
+    kvmkit_missing: dict[str, str] = {}
+    run_s: dict[str, Series] = {v.key: Series() for v in VARIANTS}
+    ready_s: dict[str, Series] = {v.key: Series() for v in VARIANTS}
+    errors: dict[str, str] = {}
+    for i in range(n):
+        if not peer_missing:
+            try:
+                r, m = _virt_install_once(ctx, i)
+                peer_run.samples.append(r)
+                peer_ready.samples.append(m)
+            except Exception as exc:  # reported, not fatal
+                peer_missing = f"virt-install failed: {exc}"
+        for label, extra in shapes:
+            if label in kvmkit_missing:
+                continue
+            try:
+                kvmkit_ready[label].samples.append(_kvmkit_once(ctx, i, extra)[1])
+            except (RuntimeError, TimeoutError) as exc:
+                kvmkit_missing[label] = f"failed: {str(exc)[:300]}"
+        for v in VARIANTS:
             try:
                 r, m = _boot_once(ctx, v, i)
-                run_s.samples.append(r)
-                ready_s.samples.append(m)
+                run_s[v.key].samples.append(r)
+                ready_s[v.key].samples.append(m)
             except (libvirt.libvirtError, TimeoutError, Unavailable) as exc:
-                error = str(exc).splitlines()[0][:200]
-                ctx.notes.append(f"7: {v.key} boot {i} failed: {error}")
-        if ready_s.samples:
-            if error:
-                ready_s.note = f"{n - len(ready_s.samples)} of {n} boots failed (notes)"
-            results[v.key] = (run_s, ready_s)
-            log(f"boot {v.key}: ready median {ready_s.median:.2f} s")
+                errors[v.key] = str(exc).splitlines()[0][:200]
+                ctx.notes.append(f"7: {v.key} boot {i} failed: {errors[v.key]}")
+        log(f"boot round {i + 1}/{n} done")
+    kvmkit_rows = []
+    for label, extra in shapes:
+        row = Row("7. boot to ready marker", label, "command start → ready marker", "s",
+                  peer_name="virt-install --import", target="<= 1.0 s" if extra else "",
+                  peer=peer_ready if peer_ready.samples else None, peer_missing=peer_missing,
+                  met=lambda r: r.k() <= 1.0)
+        if label in kvmkit_missing:
+            row.kvmkit_missing = kvmkit_missing[label]
         else:
-            results[v.key] = f"not available: {error}"
-            log(f"boot {v.key}: {results[v.key]}")
+            row.kvmkit = kvmkit_ready[label]
+        kvmkit_rows.append(row)
+    results: dict[str, tuple[Series, Series] | str] = {}
+    for v in VARIANTS:
+        if ready_s[v.key].samples:
+            if v.key in errors:
+                ready_s[v.key].note = f"{n - len(ready_s[v.key].samples)} of {n} boots failed (notes)"
+            results[v.key] = (run_s[v.key], ready_s[v.key])
+            log(f"boot {v.key}: ready median {ready_s[v.key].median:.2f} s")
+        else:
+            results[v.key] = f"not available: {errors.get(v.key, '')}"
     rows: list[Row] = []
     timed = {k: val for k, val in results.items() if isinstance(val, tuple)}
     fastest = min(timed, key=lambda k: timed[k][1].median) if timed else ""
