@@ -43,13 +43,18 @@ def specs(draw) -> VMSpec:
         "rng": draw(st.booleans()), "guest_agent": draw(st.booleans()), "serial": draw(st.booleans()),
         "firmware": draw(st.sampled_from(["bios", "uefi"])),
         "boot": draw(st.lists(st.sampled_from(["hd", "cdrom", "network"]), unique=True, max_size=3)),
-        "metadata": draw(st.dictionaries(st.from_regex(r"\A[a-z][a-z0-9_]{0,8}\Z"), st.text(
+        # "profile" is kvmkit's record of the VM profile (spec/profiles.py), not free-form metadata
+        "metadata": draw(st.dictionaries(
+            st.from_regex(r"\A[a-z][a-z0-9_]{0,8}\Z").filter(lambda k: k != "profile"), st.text(
             st.characters(min_codepoint=32, max_codepoint=0x7e), max_size=12), max_size=3)),
         "title": draw(st.one_of(st.none(), st.text(st.characters(min_codepoint=32, max_codepoint=0x7e),
                                                    min_size=1, max_size=20))),
     }
     if draw(st.booleans()):
         data["cores"] = max_vcpus
+    data["usb"] = draw(st.booleans())
+    if data["firmware"] == "bios" and draw(st.booleans()):
+        data["profile"] = "fast-boot"  # explicit values above win; the profile fills machine, cmdline ...
     return parse_spec(data)
 
 
