@@ -12,6 +12,7 @@ cached under ``<data>/cache/minimal-kernel/<key>`` where the key hashes (source 
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -19,7 +20,8 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
@@ -35,7 +37,7 @@ FORMAT_VERSION = 1  # bump when the build steps change
 BUILD_DEPS = {"make": "make", "gcc": "gcc", "bc": "bc", "bison": "bison", "flex": "flex",
               "libelf-dev": "/usr/include/libelf.h", "libssl-dev": "/usr/include/openssl/ssl.h",
               "lz4": "lz4", "xz-utils": "xz", "perl": "perl", "cpio": "cpio"}
-EXPECTED_STEPS = 1100  # about how many CC/LD/AR lines a build prints; only for the progress estimate
+EXPECTED_STEPS = 1300  # about how many CC/LD/AR lines a build prints; only for the progress estimate
 
 Progress = Callable[[str, float], None]  # (stage, percent of the whole build)
 
@@ -222,9 +224,23 @@ def compile_kernel(src: Path, objdir: Path, say: Progress) -> None:
                                    "check the disk has ~2 GiB free")
 
 
+@contextmanager
+def _build_lock() -> Iterator[None]:
+    """One kernel build at a time (they share the object directory)."""
+    with open(_root() / "build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def build(*, force: bool = False, refresh: bool = False,
           progress: Progress | None = None) -> MinimalKernel:
-    """Build (or reuse the cached) minimal kernel. ``refresh`` asks apt for the newest source package."""
+    """Build (or reuse the cached) minimal kernel. ``refresh`` asks apt for the newest source package.
+
+    The object directory ``obj/<source version>`` is kept, so a changed fragment rebuilds only what it
+    touches; ``force`` starts it from scratch."""
     say: Progress = progress or (lambda _stage, _pct: None)
     version, src = fetch_source(refresh=refresh, say=lambda s: say(s, 0.0))
     fragment = fragment_text()
@@ -233,33 +249,38 @@ def build(*, force: bool = False, refresh: bool = False,
         return hit
     ensure_build_deps(lambda s: say(s, 0.0))
     dest = _root() / key
-    with tempfile.TemporaryDirectory(dir=_root(), prefix=f"build-{key}-") as tmp:
-        objdir = Path(tmp) / "obj"
-        objdir.mkdir()
-        frag = Path(tmp) / CONFIG_FRAGMENT
-        frag.write_text(fragment)
-        say("configure the kernel", 0.0)
-        configure(src, objdir, frag)
-        compile_kernel(src, objdir, say)
-        release = _run(["make", "-s", f"O={objdir}", "kernelrelease"], cwd=src, what="make kernelrelease",
-                       hint="the build tree is broken; rerun with --force").strip()
-        out = Path(tmp) / key
-        out.mkdir()
-        shutil.copy2(objdir / "vmlinux", out / "vmlinux")
-        shutil.copy2(objdir / "arch" / "x86" / "boot" / "bzImage", out / "bzImage")
-        shutil.copy2(objdir / ".config", out / "config")
-        if not (objdir / "modules.builtin").exists():
-            raise OperationFailed("the kernel build wrote no modules.builtin",
-                                  hint="rerun with --force; the build tree may be incomplete")
-        shutil.copy2(objdir / "modules.builtin", out / "modules.builtin")
-        kernel = MinimalKernel(str(dest / "vmlinux"), str(dest / "bzImage"), str(dest / "config"),
-                               version, release, key)
-        (out / "manifest.json").write_text(json.dumps(kernel.to_dict(), indent=2))
-        for p in (out, *out.iterdir()):
-            p.chmod(0o755 if p.is_dir() else 0o644)
-        if dest.exists():
-            shutil.rmtree(dest)
-        out.rename(dest)
+    objdir = _root() / "obj" / version
+    with _build_lock():
+        if not force and (hit := cached(key)) is not None:  # built by another process meanwhile
+            return hit
+        if force and objdir.exists():
+            shutil.rmtree(objdir)
+        objdir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=_root(), prefix=f"build-{key}-") as tmp:
+            frag = Path(tmp) / CONFIG_FRAGMENT
+            frag.write_text(fragment)
+            say("configure the kernel", 0.0)
+            configure(src, objdir, frag)
+            compile_kernel(src, objdir, say)
+            release = _run(["make", "-s", f"O={objdir}", "kernelrelease"], cwd=src, what="make kernelrelease",
+                           hint="the build tree is broken; rerun with --force").strip()
+            out = Path(tmp) / key
+            out.mkdir()
+            shutil.copy2(objdir / "vmlinux", out / "vmlinux")
+            shutil.copy2(objdir / "arch" / "x86" / "boot" / "bzImage", out / "bzImage")
+            shutil.copy2(objdir / ".config", out / "config")
+            if not (objdir / "modules.builtin").exists():
+                raise OperationFailed("the kernel build wrote no modules.builtin",
+                                      hint="rerun with --force; the build tree may be incomplete")
+            shutil.copy2(objdir / "modules.builtin", out / "modules.builtin")
+            kernel = MinimalKernel(str(dest / "vmlinux"), str(dest / "bzImage"), str(dest / "config"),
+                                   version, release, key)
+            (out / "manifest.json").write_text(json.dumps(kernel.to_dict(), indent=2))
+            for p in (out, *out.iterdir()):
+                p.chmod(0o755 if p.is_dir() else 0o644)
+            if dest.exists():
+                shutil.rmtree(dest)
+            out.rename(dest)
     say("done", 100.0)
     return kernel
 
