@@ -10,6 +10,7 @@ from pathlib import Path
 import libvirt
 import pytest
 
+from kvmkit.errors import OperationFailed
 from kvmkit.images import micro, minimal_kernel
 from tests.support.micro_domain import MicroDomain
 from tests.support.serial import SerialLog
@@ -37,10 +38,30 @@ def test_missing_options_reports_what_kconfig_dropped():
 
 @pytest.mark.fast
 def test_cache_key_follows_source_version_and_config():
-    base = minimal_kernel.cache_key("6.1.1-1", "CONFIG_PVH=y\n")
-    assert base == minimal_kernel.cache_key("6.1.1-1", "CONFIG_PVH=y\n")
-    assert base != minimal_kernel.cache_key("6.1.2-1", "CONFIG_PVH=y\n")
-    assert base != minimal_kernel.cache_key("6.1.1-1", "CONFIG_PVH=n\n")
+    base = minimal_kernel.cache_key("6.1.1-1", "CONFIG_PVH=y\n", {})
+    assert base == minimal_kernel.cache_key("6.1.1-1", "CONFIG_PVH=y\n", {})
+    assert base != minimal_kernel.cache_key("6.1.2-1", "CONFIG_PVH=y\n", {})
+    assert base != minimal_kernel.cache_key("6.1.1-1", "CONFIG_PVH=n\n", {})
+
+
+@pytest.mark.fast
+def test_apply_patches_is_idempotent_and_reversible(tmp_path):
+    (tmp_path / "a.c").write_text("one\ntwo\nthree\n")
+    patch = "--- a/a.c\n+++ b/a.c\n@@ -1,3 +1,3 @@\n one\n-two\n+TWO\n three\n"
+    minimal_kernel.apply_patches(tmp_path, {"x.patch": patch})
+    minimal_kernel.apply_patches(tmp_path, {"x.patch": patch})  # already applied: nothing to do
+    assert (tmp_path / "a.c").read_text() == "one\nTWO\nthree\n"
+    minimal_kernel.apply_patches(tmp_path, {})  # no longer wanted: taken out again
+    assert (tmp_path / "a.c").read_text() == "one\ntwo\nthree\n"
+    (tmp_path / "a.c").write_text("something else\n")
+    with pytest.raises(OperationFailed, match=r"patch x\.patch does not apply"):
+        minimal_kernel.apply_patches(tmp_path, {"x.patch": patch})
+
+
+@pytest.mark.fast
+def test_shipped_patches_are_in_the_cache_key():
+    assert "minimal_kernel-no-init-poison.patch" in minimal_kernel.patches()
+    assert minimal_kernel.cache_key("1", "C\n", {}) != minimal_kernel.cache_key("1", "C\n", {"p": "x"})
 
 
 @pytest.fixture(scope="module")

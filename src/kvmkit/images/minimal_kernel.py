@@ -34,7 +34,7 @@ SOURCE_PACKAGE = "linux-source-6.1"
 CONFIG_FRAGMENT = "minimal_kernel.config"
 FORMAT_VERSION = 1  # bump when the build steps change
 # Debian packages the build needs (command or file that proves each one is there).
-BUILD_DEPS = {"make": "make", "gcc": "gcc", "bc": "bc", "bison": "bison", "flex": "flex",
+BUILD_DEPS = {"patch": "patch", "make": "make", "gcc": "gcc", "bc": "bc", "bison": "bison", "flex": "flex",
               "libelf-dev": "/usr/include/libelf.h", "libssl-dev": "/usr/include/openssl/ssl.h",
               "lz4": "lz4", "xz-utils": "xz", "perl": "perl", "cpio": "cpio"}
 EXPECTED_STEPS = 1300  # about how many CC/LD/AR lines a build prints; only for the progress estimate
@@ -70,6 +70,36 @@ def _run(cmd: list[str], *, cwd: Path | None = None, what: str, hint: str) -> st
         tail = (res.stderr.strip() or res.stdout.strip())[-800:]
         raise OperationFailed(f"{what} failed: {tail}", hint=hint)
     return res.stdout
+
+
+def patches() -> dict[str, str]:
+    """The patches applied to Debian's source, by file name (``minimal_kernel-*.patch`` in this package)."""
+    files = resources.files("kvmkit.images")
+    return {f.name: f.read_text() for f in sorted(files.iterdir(), key=lambda f: f.name)
+            if f.name.startswith("minimal_kernel-") and f.name.endswith(".patch")}
+
+
+def _patch(src: Path, text: str, *args: str) -> bool:
+    res = subprocess.run(["patch", "-p1", "-s", "-f", *args], cwd=src, input=text, capture_output=True, text=True,
+                         check=False)
+    return res.returncode == 0
+
+
+def apply_patches(src: Path, wanted: dict[str, str]) -> None:
+    """Make the source tree carry exactly ``wanted``: reverse patches applied earlier that are no longer
+    wanted (recorded in .kvmkit-patches.json), apply the missing ones. Idempotent."""
+    record = src / ".kvmkit-patches.json"
+    applied: dict[str, str] = json.loads(record.read_text()) if record.exists() else {}
+    hint = "the source package changed: refresh the patch, or delete the cached source and rebuild"
+    for name, text in applied.items():
+        if wanted.get(name) != text and _patch(src, text, "-R", "--dry-run") and not _patch(src, text, "-R"):
+            raise OperationFailed(f"cannot take patch {name} out of {src} again", hint=hint)
+    for name, text in wanted.items():
+        if _patch(src, text, "-R", "--dry-run"):
+            continue  # already applied
+        if not _patch(src, text, "-N", "--dry-run") or not _patch(src, text, "-N"):
+            raise OperationFailed(f"patch {name} does not apply to {src}", hint=hint)
+    record.write_text(json.dumps(wanted, indent=2))
 
 
 def fragment_text() -> str:
@@ -181,9 +211,12 @@ def fetch_source(*, refresh: bool = False, say: Callable[[str], None] = lambda _
     return version, dest
 
 
-def cache_key(source_version: str, fragment: str | None = None) -> str:
+def cache_key(source_version: str, fragment: str | None = None, patch_texts: dict[str, str] | None = None) -> str:
     text = fragment_text() if fragment is None else fragment
-    return hashlib.sha256(f"v{FORMAT_VERSION}\n{SOURCE_PACKAGE} {source_version}\n{text}".encode()).hexdigest()[:16]
+    h = hashlib.sha256(f"v{FORMAT_VERSION}\n{SOURCE_PACKAGE} {source_version}\n{text}".encode())
+    for name, body in sorted((patches() if patch_texts is None else patch_texts).items()):
+        h.update(f"\n{name}\n{body}".encode())
+    return h.hexdigest()[:16]
 
 
 def cached(key: str) -> MinimalKernel | None:
@@ -244,7 +277,8 @@ def build(*, force: bool = False, refresh: bool = False,
     say: Progress = progress or (lambda _stage, _pct: None)
     version, src = fetch_source(refresh=refresh, say=lambda s: say(s, 0.0))
     fragment = fragment_text()
-    key = cache_key(version, fragment)
+    wanted_patches = patches()
+    key = cache_key(version, fragment, wanted_patches)
     if not force and (hit := cached(key)) is not None:
         return hit
     ensure_build_deps(lambda s: say(s, 0.0))
@@ -260,6 +294,7 @@ def build(*, force: bool = False, refresh: bool = False,
             frag = Path(tmp) / CONFIG_FRAGMENT
             frag.write_text(fragment)
             say("configure the kernel", 0.0)
+            apply_patches(src, wanted_patches)
             configure(src, objdir, frag)
             compile_kernel(src, objdir, say)
             release = _run(["make", "-s", f"O={objdir}", "kernelrelease"], cwd=src, what="make kernelrelease",
