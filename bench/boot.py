@@ -77,6 +77,7 @@ def _pvh_kernel(ctx: Ctx) -> str:
 def _boot_once(ctx: Ctx, v: Variant, i: int) -> tuple[float, float]:
     name = f"{PREFIX}boot-{v.key}-{i}"
     log_path = ctx.path("boot", f"{name}.serial.log")
+    log_path.unlink(missing_ok=True)
     kernel = _pvh_kernel(ctx) if v.pvh else ctx.kernel
     xml = MicroXML(name, kernel, ctx.initrd, ctx.cmdline, str(log_path), virt_type=ctx.virt_type,
                    machine=v.machine, firmware=v.firmware, lean=v.lean, extra_cmdline=v.extra_cmdline).xml()
@@ -96,6 +97,7 @@ def _boot_once(ctx: Ctx, v: Variant, i: int) -> tuple[float, float]:
 def _virt_install_once(ctx: Ctx, i: int) -> tuple[float, float]:
     name = f"{PREFIX}boot-vi-{i}"
     log_path = ctx.path("boot", f"{name}.serial.log")
+    log_path.unlink(missing_ok=True)
     cmd = ["virt-install", "--connect", "qemu:///system", "--name", name, "--memory", "256", "--vcpus", "1",
            "--virt-type", ctx.virt_type, "--osinfo", "detect=on,require=off", "--import", "--disk", "none",
            "--boot", f"kernel={ctx.kernel},initrd={ctx.initrd},kernel_args={ctx.cmdline}",
@@ -116,8 +118,11 @@ def _virt_install_once(ctx: Ctx, i: int) -> tuple[float, float]:
 
 
 def _kvmkit_once(ctx: Ctx, i: int, extra: list[str]) -> tuple[float, float]:
-    name = f"{PREFIX}boot-kvmkit-{i}"
+    # one name (and serial log) per shape and round: kvmkit's serial logs append, so a log reused from another
+    # shape (or an earlier run) would already hold the ready marker
+    name = f"{PREFIX}boot-kvmkit-{'-'.join(e.strip('-') for e in extra) or 'default'}-{i}"
     log_path = ctx.path("boot", f"{name}.serial.log")
+    log_path.unlink(missing_ok=True)
     t0 = time.perf_counter()
     try:
         run([KVMKIT, "vm", "create", name, "--micro", "--memory", "256M", "--vcpus", "1", "--network", "none",
@@ -243,3 +248,86 @@ def bench_boot(ctx: Ctx) -> list[Row]:
                          f"lean devices={best.lean}, extra kernel args='{best.extra_cmdline}'): its domain XML "
                          "is at the end of this file; the 'domain shape' rows are XML started by libvirt-python.")
     return rows
+
+
+# -- kernel arguments, raw QEMU: `.venv/bin/python -m bench.boot [ROUNDS]` -----------------------------------
+# Not part of bench/run: a development tool that decided FAST_BOOT_ARGS. It boots the micro-guest with plain
+# qemu-system-x86_64 (q35, TCG, -nodefaults, serial on stdout), the cases interleaved round by round, and
+# reports wall time and QEMU's CPU time (user+sys) to the ready marker. CPU time is the steadier figure on a
+# shared host: other processes delay the guest but hardly change how much work it does.
+
+ARG_CASES = {
+    "bzImage": ("bz", ""),
+    "PVH vmlinux": ("pvh", ""),
+    "PVH + i8042.*": ("pvh", FAST_CMDLINE),
+    "PVH + i8042.* + cryptomgr.notests (profile)": ("pvh", PROFILE_CMDLINE),
+    "profile + rcupdate.rcu_expedited=1": ("pvh", f"{PROFILE_CMDLINE} rcupdate.rcu_expedited=1"),
+    "profile + no_timer_check": ("pvh", f"{PROFILE_CMDLINE} no_timer_check"),
+    "profile + tsc=reliable": ("pvh", f"{PROFILE_CMDLINE} tsc=reliable"),
+    "profile + security-costing args": ("pvh", f"{PROFILE_CMDLINE} {UNSAFE_CMDLINE}"),
+}
+
+
+def _raw_boot(kernel: str, initrd: str, cmdline: str, timeout: float = 60) -> tuple[float, float] | None:
+    import os
+    import select
+    import subprocess
+
+    cmd = ["qemu-system-x86_64", "-machine", "q35", "-accel", "tcg", "-m", "256", "-nodefaults", "-display",
+           "none", "-no-user-config", "-kernel", kernel, "-initrd", initrd, "-append", cmdline, "-serial", "stdio",
+           "-no-reboot"]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    out, ready = b"", False
+    try:
+        while not ready and time.perf_counter() - t0 < timeout:
+            if select.select([proc.stdout], [], [], 1)[0]:
+                chunk = os.read(proc.stdout.fileno(), 65536)
+                if not chunk:
+                    break
+                out += chunk
+                ready = READY.encode() in out
+        wall = time.perf_counter() - t0
+        with open(f"/proc/{proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    finally:
+        proc.kill()
+        proc.wait()
+    return (wall, cpu) if ready else None
+
+
+def kernel_args_table(rounds: int = 5) -> str:
+    import os
+    import statistics
+
+    from kvmkit.images import micro
+
+    image = micro.build()
+    if not image.pvh_kernel:
+        raise SystemExit(f"no PVH vmlinux: {image.pvh_note}")
+    kernels = {"bz": image.kernel, "pvh": image.pvh_kernel}
+    got: dict[str, list[tuple[float, float]]] = {k: [] for k in ARG_CASES}
+    load0 = os.getloadavg()
+    for _ in range(rounds):
+        for case, (kern, extra) in ARG_CASES.items():
+            res = _raw_boot(kernels[kern], image.initrd, f"{image.cmdline} {extra}".strip())
+            if res:
+                got[case].append(res)
+    lines = [f"load average {load0[0]:.1f} at start, {os.getloadavg()[0]:.1f} at end; {rounds} rounds",
+             "| case | wall median (min) | QEMU CPU median (min) | n |", "|---|---|---|---|"]
+    for case, samples in got.items():
+        if not samples:
+            lines.append(f"| {case} | no boot reached the marker | | 0 |")
+            continue
+        wall, cpu = [s[0] for s in samples], [s[1] for s in samples]
+        lines.append(f"| {case} | {statistics.median(wall):.2f} s ({min(wall):.2f}) | "
+                     f"{statistics.median(cpu):.2f} s ({min(cpu):.2f}) | {len(samples)} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(kernel_args_table(int(sys.argv[1]) if len(sys.argv) > 1 else 5))
