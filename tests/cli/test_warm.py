@@ -122,3 +122,34 @@ def test_ctrl_c_reaches_the_command(warm, micro_guest):
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130 and "interrupted" in err, (out, err, guest.log.text()[-2000:])
+
+
+@pytest.mark.fast
+def test_preloaded_kvmkit_modules_read_no_environment_at_import():
+    """The server's children take the caller's environment and directory after these imports ran."""
+    import ast
+
+    code = ("import sys, importlib; from kvmkit.cli.warm_server import PRELOAD\n"
+            "[importlib.import_module(m) for m in PRELOAD]\n"
+            "print('\\n'.join(sorted(n for n in sys.modules if n.startswith('kvmkit'))))")
+    names = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           timeout=120).stdout.split()
+    assert "kvmkit.service.vm_create" in names
+    offenders = []
+    for name in names:
+        module = sys.modules.get(name) or __import__(name, fromlist=["_"])
+        if not getattr(module, "__file__", None):
+            continue
+        tree = ast.parse(Path(module.__file__).read_text())
+        stmts = list(tree.body)
+        while stmts:  # what runs at import: module level and class bodies, not function bodies
+            stmt = stmts.pop()
+            if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            if isinstance(stmt, ast.ClassDef):
+                stmts.extend(stmt.body)
+                continue
+            text = ast.unparse(stmt)
+            if any(s in text for s in ("os.environ", "getenv", "getcwd", "Path.cwd", "Path.home")):
+                offenders.append(f"{name}: {text[:120]}")
+    assert not offenders, offenders
