@@ -76,18 +76,22 @@ class TaskContext:
         self._seq = 0
 
     def step(self, name: str, percent: int | None = None, message: str | None = None, **data: Any) -> None:
-        """Journal a step BEFORE taking it (and optionally update progress)."""
-        self.check_cancel()
-        self._seq += 1
+        """Journal a step BEFORE taking it (and optionally update progress); Cancelled when cancel was asked.
+
+        One transaction reads the cancel flag, writes the step and the progress; the event is published
+        from the row just written (no second read)."""
         with self.runner.store.session() as s:
-            s.add(TaskStep(task_id=self.id, seq=self._seq, name=name[:64], data=data or None))
             t = s.get(Task, self.id)
+            if t is not None and t.cancel_requested:
+                raise Cancelled("cancelled on request")
+            s.add(TaskStep(task_id=self.id, seq=self._seq + 1, name=name[:64], data=data or None))
             if t is not None:
                 if percent is not None:
                     t.percent = max(0, min(100, int(percent)))
                 t.message = message or name
                 t.updated_at = datetime.now(UTC)
-        self.runner.publish_task(self.id)
+        self._seq += 1
+        self.runner.publish_dict(task_dict(t) if t is not None else None, self.id)
         delay = float(os.environ.get("KVMKIT_TASK_STEP_DELAY", "0") or 0)
         if delay:  # debugging/testing aid: widen the window between steps
             time.sleep(delay)
@@ -129,6 +133,18 @@ class TaskRunner:
             return
         try:
             d = self.get(task_id)
+            self._publish({"type": "task", "task": d})
+        except Exception:  # events are best effort
+            log.debug("cannot publish task %s", task_id, exc_info=True)
+
+    def publish_dict(self, d: dict[str, Any] | None, task_id: str) -> None:
+        """Publish a task the caller has just written (read it again when the caller has no row)."""
+        if self._publish is None:
+            return
+        if d is None:
+            self.publish_task(task_id)
+            return
+        try:
             self._publish({"type": "task", "task": d})
         except Exception:  # events are best effort
             log.debug("cannot publish task %s", task_id, exc_info=True)
@@ -176,11 +192,12 @@ class TaskRunner:
             if self._busy.get(target, ("",))[0] == task_id:
                 del self._busy[target]
 
-    def _finish(self, task_id: str, state: str, *, error: str | None = None, result: Any = None) -> None:
+    def _finish(self, task_id: str, state: str, *, error: str | None = None,
+                result: Any = None) -> dict[str, Any] | None:
         with self.store.session() as s:
             t = s.get(Task, task_id)
             if t is None:
-                return
+                return None
             t.state, t.error, t.result = state, error, result
             if state == "succeeded":
                 t.percent, t.message = 100, "done"
@@ -189,9 +206,11 @@ class TaskRunner:
             else:
                 t.message = "failed"
             t.finished_at = t.updated_at = datetime.now(UTC)
+        return task_dict(t)
 
     def _run(self, task_id: str, target: str, body: TaskBody) -> None:
         ctx = TaskContext(self, task_id)
+        final: dict[str, Any] | None = None
         try:
             with self.store.session() as s:
                 t = s.get(Task, task_id)
@@ -199,19 +218,19 @@ class TaskRunner:
                     if t.cancel_requested:
                         raise Cancelled("cancelled before it started")
                     t.state, t.message, t.updated_at = "running", "running", datetime.now(UTC)
-            self.publish_task(task_id)
+            self.publish_dict(task_dict(t) if t is not None else None, task_id)
             result = body(ctx)
-            self._finish(task_id, "succeeded", result=result)
+            final = self._finish(task_id, "succeeded", result=result)
         except Cancelled as err:
-            self._finish(task_id, "cancelled", error=err.message)
+            final = self._finish(task_id, "cancelled", error=err.message)
         except KvmkitError as err:
-            self._finish(task_id, "failed", error=str(err))
+            final = self._finish(task_id, "failed", error=str(err))
         except Exception as err:  # a bug or an unexpected library error: keep the server alive, say what
             log.exception("task %s crashed", task_id)
-            self._finish(task_id, "failed", error=f"internal error: {type(err).__name__}: {err}")
+            final = self._finish(task_id, "failed", error=f"internal error: {type(err).__name__}: {err}")
         finally:
             self._release(target, task_id)
-            self.publish_task(task_id)
+            self.publish_dict(final, task_id)
 
     def get(self, task_id: str, *, steps: bool = False) -> dict[str, Any]:
         from kvmkit.errors import NotFound
