@@ -63,14 +63,21 @@ def worker_connection(shared: libvirt.virConnect) -> libvirt.virConnect:
     and stops reading that connection beyond them, so task workers sharing one connection queue behind
     each other's slow calls (a domain start is ~0.4 s of libvirtd's time). test:/// connections are each a
     private in-memory host, so for them the shared connection is the only one that sees the same world."""
-    uri = shared.getURI()
+    try:
+        uri = shared.getURI()
+    except libvirt.libvirtError:  # the shared one died with a libvirtd restart: this thread knows the URI
+        uri = getattr(_per_thread, "uri", None)
+        if uri is None:
+            raise
     if uri.startswith("test:"):
         return shared
+    _per_thread.uri = uri
     conns: dict[str, libvirt.virConnect] = _per_thread.__dict__.setdefault("conns", {})
     conn = conns.get(uri)
     if conn is not None:
         try:
-            if conn.isAlive():
+            # isAlive() only knows what the client saw; one cheap round trip notices a restarted libvirtd
+            if conn.isAlive() and conn.getLibVersion():
                 return conn
         except libvirt.libvirtError:
             pass
