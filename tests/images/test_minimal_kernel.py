@@ -83,8 +83,9 @@ def test_build_is_cached_and_has_everything_built_in(built, tmp_path):
     notes = subprocess.run(["readelf", "-n", kernel.vmlinux], capture_output=True, text=True, check=True).stdout
     assert "Xen" in notes and "0x00000012" in notes, "vmlinux has no PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY)"
     assert Path(kernel.bzimage).read_bytes()[0x202:0x206] == b"HdrS"
-    # The micro image boots the ELF and packs no modules: they are all built in.
-    assert Path(image.kernel).read_bytes()[:4] == b"\x7fELF"
+    # The micro image carries the bzImage and the PVH vmlinux extracted from it, and no modules.
+    assert Path(image.kernel).read_bytes()[0x202:0x206] == b"HdrS"
+    assert image.pvh_kernel and Path(image.pvh_kernel).read_bytes()[:4] == b"\x7fELF", image.pvh_note
     assert image.kernel_version.startswith(kernel.kernel_release) and "minimal" in image.kernel_version
     listing = subprocess.run(["sh", "-c", f"zcat {image.initrd} | cpio -t 2>/dev/null"], capture_output=True,
                              text=True, check=True).stdout.split()
@@ -103,10 +104,12 @@ def _marker_disk(workdir: Path, marker: str) -> str:
 
 @pytest.mark.full
 def test_micro_guest_with_minimal_kernel_boots_and_shuts_down(conn, prefix, workdir, virt_type, built):
+    """Through PVH (the ELF vmlinux, as the fast-boot profile boots it): disk, DHCP, hot-plug, power button."""
     _kernel, image = built
     name = f"{prefix}minimal"
     log = SerialLog(workdir / f"{name}.serial.log")
-    spec = MicroDomain(name=name, kernel=image.kernel, initrd=image.initrd, cmdline=image.cmdline,
+    assert image.pvh_kernel, image.pvh_note
+    spec = MicroDomain(name=name, kernel=image.pvh_kernel, initrd=image.initrd, cmdline=image.cmdline,
                        serial_log=str(log.path), virt_type=virt_type, vcpus=1, max_vcpus=2,
                        disks=[{"path": _marker_disk(workdir, prefix), "format": "raw"}],
                        networks=[{"network": "default"}])
@@ -126,3 +129,16 @@ def test_micro_guest_with_minimal_kernel_boots_and_shuts_down(conn, prefix, work
         time.sleep(0.2)
     assert not dom.isActive(), "the guest did not power off after the ACPI power button"
     assert "Kernel panic" not in log.text() and "Oops" not in log.text()
+
+
+@pytest.mark.full
+def test_micro_guest_with_minimal_kernel_boots_from_the_bzimage(conn, prefix, workdir, virt_type, built):
+    _kernel, image = built
+    name = f"{prefix}minimal-bz"
+    log = SerialLog(workdir / f"{name}.serial.log")
+    spec = MicroDomain(name=name, kernel=image.kernel, initrd=image.initrd, cmdline=image.cmdline,
+                       serial_log=str(log.path), virt_type=virt_type, vcpus=2)
+    dom = conn.defineXML(spec.xml())
+    dom.create()
+    log.wait_for("KVMKIT-GUEST-READY", timeout=BOOT_TIMEOUT)
+    assert log.wait_status(timeout=BOOT_TIMEOUT, cpus=2).mem_total_kb > 100_000

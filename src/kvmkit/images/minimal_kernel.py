@@ -326,11 +326,12 @@ def builtin_modules(kernel: MinimalKernel) -> set[str]:
     return {Path(line).name.removesuffix(".ko").replace("-", "_") for line in text.split()}
 
 
-def kernel_tree(kernel: MinimalKernel, *, boot: str = "vmlinux") -> KernelTree:
+def kernel_tree(kernel: MinimalKernel, *, boot: str = "bzImage") -> KernelTree:
     """``kernel`` laid out like an unpacked Debian kernel package (boot/vmlinuz-V, lib/modules/V with
     modules.builtin and no .ko files), so :func:`kvmkit.images.micro.build` can take it.
 
-    ``boot``: "vmlinux" (the ELF; QEMU enters it through PVH, no decompression) or "bzImage"."""
+    ``boot``: "bzImage" (default: micro.build() then also extracts the PVH ``vmlinux`` from it, as for the
+    cloud kernel) or "vmlinux" (the ELF itself as the image's only kernel)."""
     if boot not in ("vmlinux", "bzImage"):
         raise ValueError(f"boot must be vmlinux or bzImage, not {boot}")
     version = f"{kernel.kernel_release}-kvmkit-minimal-{kernel.key[:8]}-{boot.lower()}"
