@@ -3,8 +3,9 @@
 Who (the authenticated user, or the name tried at login), what (method + route), target (the path's
 object), when, and result (ok, accepted, denied, invalid, failed) from the response status.
 
-It also tells the server state that something changed (``ServerState.changed``): the token cache and the
-VM list cache forget what they hold, so no request answered after a change sees the world before it.
+It also tells the server state that something changed (``ServerState.changed``) unless the caller was
+refused (401, 403, 429): the token cache and the VM list cache forget what they hold, so no request
+answered after a change sees the world before it.
 """
 
 from __future__ import annotations
@@ -30,6 +31,13 @@ def _result(status: int) -> str:
     return "failed"
 
 
+def _may_have_changed(status: int) -> bool:
+    """401, 403 and 429 refused the caller before anything was done; any other answer (even a 409 from a
+    change that stopped halfway) may follow a change. Skipping those also keeps a flood of refused requests
+    from emptying the caches."""
+    return status not in (401, 403, 429)
+
+
 def _server_state(scope: dict[str, Any]) -> Any:
     return getattr(getattr(scope.get("app"), "state", None), "kvmkit", None)
 
@@ -48,14 +56,14 @@ class AuditMiddleware:
         async def send_wrapper(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
-                if st is not None:
+                if st is not None and _may_have_changed(status["code"]):
                     st.changed()  # the change is committed: no cached caller or VM list may outlive it
             await send(message)
 
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            if st is not None:
+            if st is not None and _may_have_changed(status["code"]):
                 st.changed()
             await self._record(scope, status["code"])
 
