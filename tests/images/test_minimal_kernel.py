@@ -3,7 +3,9 @@ qemu:///system that does everything the cloud-kernel micro-guest does (disk, DHC
 
 from __future__ import annotations
 
+import json
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -142,3 +144,18 @@ def test_micro_guest_with_minimal_kernel_boots_from_the_bzimage(conn, prefix, wo
     dom.create()
     log.wait_for("KVMKIT-GUEST-READY", timeout=BOOT_TIMEOUT)
     assert log.wait_status(timeout=BOOT_TIMEOUT, cpus=2).mem_total_kb > 100_000
+
+
+@pytest.mark.full
+def test_cli_image_build_micro_with_the_minimal_kernel(built):
+    kernel, image = built
+    cmd = [sys.executable, "-m", "kvmkit", "--json", "image", "build", "micro", "--kernel", "minimal"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["key"] == image.key and data["pvh_kernel"] == image.pvh_kernel
+    assert data["kernel_version"] == image.kernel_version and kernel.key[:8] in data["kernel_version"]
+    for bad in (["micro", "--kernel", "tiny"], ["debian-12", "--kernel", "minimal"]):
+        err = subprocess.run([sys.executable, "-m", "kvmkit", "image", "build", *bad], capture_output=True, text=True,
+                             timeout=60, check=False)
+        assert err.returncode != 0 and "--kernel" in err.stderr and "hint:" in err.stderr, err.stderr

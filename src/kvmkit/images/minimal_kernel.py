@@ -253,8 +253,7 @@ def compile_kernel(src: Path, objdir: Path, say: Progress) -> None:
             say("compile the kernel", min(99.0, 100.0 * steps / EXPECTED_STEPS))
     if proc.wait() != 0:
         raise OperationFailed("building the minimal kernel failed: " + " | ".join(tail[-8:])[-1200:],
-                              hint="apt-get install build-essential bc bison flex libelf-dev libssl-dev lz4; "
-                                   "check the disk has ~2 GiB free")
+                              hint=f"check the disk has ~2 GiB free; to build from scratch, remove {objdir}")
 
 
 @contextmanager
@@ -273,7 +272,8 @@ def build(*, force: bool = False, refresh: bool = False,
     """Build (or reuse the cached) minimal kernel. ``refresh`` asks apt for the newest source package.
 
     The object directory ``obj/<source version>`` is kept, so a changed fragment rebuilds only what it
-    touches; ``force`` starts it from scratch."""
+    touches; ``force`` ignores the cached result and runs make again (delete the object directory to start
+    from scratch)."""
     say: Progress = progress or (lambda _stage, _pct: None)
     version, src = fetch_source(refresh=refresh, say=lambda s: say(s, 0.0))
     fragment = fragment_text()
@@ -287,8 +287,6 @@ def build(*, force: bool = False, refresh: bool = False,
     with _build_lock():
         if not force and (hit := cached(key)) is not None:  # built by another process meanwhile
             return hit
-        if force and objdir.exists():
-            shutil.rmtree(objdir)
         objdir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=_root(), prefix=f"build-{key}-") as tmp:
             frag = Path(tmp) / CONFIG_FRAGMENT
@@ -298,7 +296,7 @@ def build(*, force: bool = False, refresh: bool = False,
             configure(src, objdir, frag)
             compile_kernel(src, objdir, say)
             release = _run(["make", "-s", f"O={objdir}", "kernelrelease"], cwd=src, what="make kernelrelease",
-                           hint="the build tree is broken; rerun with --force").strip()
+                           hint=f"the build tree is broken: remove {objdir} and build again").strip()
             out = Path(tmp) / key
             out.mkdir()
             shutil.copy2(objdir / "vmlinux", out / "vmlinux")
@@ -306,7 +304,7 @@ def build(*, force: bool = False, refresh: bool = False,
             shutil.copy2(objdir / ".config", out / "config")
             if not (objdir / "modules.builtin").exists():
                 raise OperationFailed("the kernel build wrote no modules.builtin",
-                                      hint="rerun with --force; the build tree may be incomplete")
+                                      hint=f"the build tree may be incomplete: remove {objdir} and build again")
             shutil.copy2(objdir / "modules.builtin", out / "modules.builtin")
             kernel = MinimalKernel(str(dest / "vmlinux"), str(dest / "bzImage"), str(dest / "config"),
                                    version, release, key)
@@ -316,8 +314,16 @@ def build(*, force: bool = False, refresh: bool = False,
             if dest.exists():
                 shutil.rmtree(dest)
             out.rename(dest)
+        _prune(keep=key)
     say("done", 100.0)
     return kernel
+
+
+def _prune(keep: str) -> None:
+    """Drop results of older inputs (micro images copy the kernel they use, so nothing points at them)."""
+    for path in _root().iterdir():
+        if path.name != keep and re.fullmatch(r"[0-9a-f]{16}", path.name) and path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def builtin_modules(kernel: MinimalKernel) -> set[str]:
