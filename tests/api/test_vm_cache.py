@@ -1,6 +1,7 @@
-"""The server's cached VM list (kvmkit.api.vm_cache) on libvirt's test driver: it is what list_vms returns,
-domain events invalidate it, rebuilds are counted and coalesced, an old list is served while a background
-rebuild runs, a task body invalidates it when it ends. (The real-server tests are in test_vm_list_live.py.)"""
+"""The server's cached VM list (kvmkit.api.vm_cache) on libvirt's test driver: it is what list_vms returns;
+domain events invalidate it or patch a state that is certain; rebuilds are counted and coalesced; an old list
+is served while a background rebuild runs; a task body invalidates it when it ends. (The real-server tests
+are in test_vm_list_live.py.)"""
 
 from __future__ import annotations
 
@@ -64,7 +65,7 @@ def test_the_cached_list_is_list_vms_and_its_json(evconn: Any, prefix: str) -> N
     other.close()
 
 
-def test_domain_events_invalidate_the_list(evconn: Any, prefix: str) -> None:
+def test_domain_events_invalidate_or_patch_the_list(evconn: Any, prefix: str) -> None:
     cache = VMListCache(lambda: evconn, max_age=3600)
     cache.current()
     name = f"{prefix}ev"
@@ -72,13 +73,46 @@ def test_domain_events_invalidate_the_list(evconn: Any, prefix: str) -> None:
     wait_until(lambda: cache.lookup(evconn) is None)
     rows, _ = cache.current()
     assert [r["state"] for r in rows if r["name"] == name] == ["shut-off"]
-    dom.create()
+    builds = cache.rebuilds
+
+    def state() -> str | None:
+        snap = cache.lookup(evconn)
+        return next((r["state"] for r in json.loads(snap[1]) if r["name"] == name), None) if snap else None
+
+    for change, expect in ((dom.create, "running"), (dom.suspend, "paused"), (dom.resume, "running")):
+        change()  # a certain state: the cached row is patched, no rebuild, and it matches libvirt's list
+        wait_until(lambda expect=expect: state() == expect)
+        assert cache.rebuilds == builds
+        assert cache.cached()[0] == list_vms(evconn)
+    dom.destroy()  # a stop (the domain may vanish or change resources): invalidated
     wait_until(lambda: cache.lookup(evconn) is None)
-    assert [r["state"] for r in cache.current()[0] if r["name"] == name] == ["running"]
-    dom.destroy()
+    assert [r["state"] for r in cache.current()[0] if r["name"] == name] == ["shut-off"]
     dom.undefine()
     wait_until(lambda: cache.lookup(evconn) is None)
     assert name not in [r["name"] for r in cache.current()[0]]
+
+
+def test_a_state_patched_during_a_rebuild_is_kept(evconn: Any, prefix: str) -> None:
+    name = f"{prefix}p"
+    evconn.defineXML(shell_xml(name))
+
+    class Racing:
+        def __getattr__(self, attr: str) -> Any:
+            return getattr(evconn, attr)
+
+        def getAllDomainStats(self, *args: Any) -> Any:
+            out = evconn.getAllDomainStats(*args)  # read before the event ...
+            cache.on_lifecycle(name, "started")  # ... which arrives before the rebuild is stored
+            return out
+
+    racing = Racing()
+    cache = VMListCache(lambda: racing, max_age=3600)
+    cache.current()  # first build: no row to patch yet, so the event invalidates
+    assert cache.lookup(racing) is None
+    rows, body = cache.current()  # second build: the row exists and keeps the patched state
+    assert [r["state"] for r in rows if r["name"] == name] == ["running"]
+    assert json.loads(body) == rows
+    assert cache.lookup(racing) is not None
 
 
 def test_hub_events_and_explicit_invalidation(evconn: Any) -> None:

@@ -2,8 +2,10 @@
 
 GET /api/v1/vms answers from here. The list is rebuilt (one bulk libvirt call) when a request finds it
 
-- invalidated: by a libvirt domain event (lifecycle incl. define/undefine/rename, balloon change, tunable
-  change) on the event hub's connection or on the request connection; by any task event; by the end of
+- invalidated: by a libvirt domain event (lifecycle incl. define/undefine/rename/stop, balloon change,
+  tunable change) on the event hub's connection or on the request connection — except start, resume,
+  suspend and pm-suspend of a listed VM, whose new state is certain: those patch the cached row (and a
+  rebuild running meanwhile) at once, so requests need not wait for a busy libvirtd; by any task event; by the end of
   any task body (before the task is recorded as finished, so a client that sees the task succeeded
   never gets the list from before it); by any change request this server answered (audit_mw); by a
   reconnect to libvirtd (a new request connection, or the hub's ``host`` events);
@@ -32,8 +34,12 @@ DEFAULT_MAX_AGE_S = 2.0
 DEFAULT_STALE_LIMIT_S = 10.0
 log = logging.getLogger("kvmkit.api")
 
-# domain events that change a row (name, state, vcpus, memory); each only invalidates the list
-_EVENT_IDS = ("VIR_DOMAIN_EVENT_ID_LIFECYCLE", "VIR_DOMAIN_EVENT_ID_BALLOON_CHANGE", "VIR_DOMAIN_EVENT_ID_TUNABLE")
+# domain events that change a row (besides lifecycle events): they invalidate the list
+_EVENT_IDS = ("VIR_DOMAIN_EVENT_ID_BALLOON_CHANGE", "VIR_DOMAIN_EVENT_ID_TUNABLE")
+# lifecycle events (kvmkit.service.events names) after which a listed VM's state is certain and nothing else
+# in its row changed: applied to the cached rows at once instead of invalidating them, so a busy libvirtd
+# (other VMs starting) does not hold up requests. Every other lifecycle event invalidates the list.
+PATCH_STATES = {"started": "running", "resumed": "running", "suspended": "paused", "pmsuspended": "pm-suspended"}
 
 
 def encode(rows: list[dict[str, Any]]) -> bytes:
@@ -54,6 +60,9 @@ class VMListCache:
         self._built_at = 0.0
         self._conn: Any = None
         self._snap: tuple[list[dict[str, Any]], bytes] = ([], b"[]")  # (rows, their JSON), swapped whole
+        self._index: dict[str, int] = {}  # name -> position in the rows (changed with _snap, under _seq_lock)
+        self._building = False
+        self._patches: list[tuple[str, str]] = []  # state patches made while a rebuild runs
         self._events_conn: Any = None
         self._event_ids: list[int] = []
         self.rebuilds = 0
@@ -65,8 +74,32 @@ class VMListCache:
             self._seq += 1
 
     def on_hub_event(self, event: dict[str, Any]) -> None:
-        if event.get("type") in ("vm", "task", "host"):
+        kind = event.get("type")
+        if kind == "vm":
+            self.on_lifecycle(str(event.get("vm")), str(event.get("event")))
+        elif kind in ("task", "host"):
             self.invalidate()
+
+    def _on_libvirt_lifecycle(self, _conn: Any, dom: Any, event: int, _detail: int, _opaque: Any) -> None:
+        from kvmkit.service.events import LIFECYCLE
+
+        self.on_lifecycle(dom.name(), LIFECYCLE.get(event, str(event)))
+
+    def on_lifecycle(self, name: str, event: str) -> None:
+        """Apply a lifecycle event: patch the VM's state when it is certain (PATCH_STATES), else invalidate."""
+        state = PATCH_STATES.get(event)
+        with self._seq_lock:
+            pos = self._index.get(name) if state else None
+            if state is None or pos is None:
+                self._seq += 1
+                return
+            rows, _ = self._snap
+            if rows[pos]["state"] != state:
+                rows = list(rows)
+                rows[pos] = {**rows[pos], "state": state}
+                self._snap = (rows, encode(rows))
+            if self._building:  # the rebuild may have read the state before this event: apply it there too
+                self._patches.append((name, state))
 
     # reading ---------------------------------------------------------------------------------------
     def fresh(self, conn: Any) -> bool:
@@ -126,29 +159,44 @@ class VMListCache:
             return self.cached()
 
     def _rebuild(self, conn: Any) -> None:
-        from kvmkit.service.vm_query import list_vms
-
         if conn is not self._events_conn:
             self._watch(conn)
-        seq = self._seq
+        with self._seq_lock:
+            seq = self._seq
+            self._building, self._patches = True, []
         started = time.monotonic()
-        rows = list_vms(conn, include_inactive=True)
-        self._snap = (rows, encode(rows))
-        self._conn, self._built_at, self._built_seq = conn, started, seq
+        try:
+            rows = bulk_rows(conn)
+        except BaseException:
+            with self._seq_lock:
+                self._building, self._patches = False, []
+            raise
+        with self._seq_lock:
+            index = {r["name"]: i for i, r in enumerate(rows)}
+            for name, state in self._patches:  # events that came during the bulk call, in order
+                pos = index.get(name)
+                if pos is not None:
+                    rows[pos] = {**rows[pos], "state": state}
+            self._building, self._patches = False, []
+            self._snap, self._index = (rows, encode(rows)), index
+            self._conn, self._built_at, self._built_seq = conn, started, seq
         self.rebuilds += 1
 
     def _watch(self, conn: Any) -> None:
         """Register the row-changing domain events on the request connection (a new one after a reconnect)."""
         self._unwatch()
         ids = []
-        for attr in _EVENT_IDS:
+        callbacks: list[tuple[str, Callable[..., None]]] = [
+            ("VIR_DOMAIN_EVENT_ID_LIFECYCLE", self._on_libvirt_lifecycle)]
+        callbacks += [(attr, self.invalidate) for attr in _EVENT_IDS]
+        for attr, callback in callbacks:
             event_id = getattr(libvirt, attr, None)
             if event_id is None:
                 continue
             try:
-                ids.append(conn.domainEventRegisterAny(None, event_id, self.invalidate, None))
+                ids.append(conn.domainEventRegisterAny(None, event_id, callback, None))
             except libvirt.libvirtError:
-                pass  # a driver without that event: the age limit covers it
+                pass  # a driver without that event: the hub's events and the age limit cover it
         self._events_conn, self._event_ids = conn, ids
 
     def _unwatch(self) -> None:
@@ -164,6 +212,22 @@ class VMListCache:
 
     def close(self) -> None:
         self._unwatch()
+
+
+def bulk_rows(conn: Any) -> list[dict[str, Any]]:
+    """The rows of ``vm_query.list_vms(conn)`` (same bulk call, same row function), but asked with
+    VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT: libvirt then does not wait for domains busy in a job (another
+    VM starting, migrating ...). The row's fields (state, current/maximum vCPUs and memory) need no job,
+    so they are the same; the call is just not held up by other VMs' long operations."""
+    from kvmkit.hypervisor.errors import libvirt_errors
+    from kvmkit.service.vm_rows import LIST_STATS, row
+
+    with libvirt_errors("listing VMs"):
+        records = conn.getAllDomainStats(LIST_STATS, libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT)
+        host = conn.getURI()
+    rows = [row(dom.name(), dom.UUIDString(), stats, host) for dom, stats in records]
+    rows.sort(key=lambda r: r["name"])
+    return rows
 
 
 def filtered(rows: list[dict[str, Any]], granted: frozenset[str]) -> bytes:
