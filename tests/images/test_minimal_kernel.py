@@ -66,6 +66,19 @@ def test_shipped_patches_are_in_the_cache_key():
     assert minimal_kernel.cache_key("1", "C\n", {}) != minimal_kernel.cache_key("1", "C\n", {"p": "x"})
 
 
+@pytest.mark.fast
+def test_prune_keeps_only_the_current_result_source_and_objects(tmp_path, monkeypatch):
+    monkeypatch.setenv("KVMKIT_DATA_DIR", str(tmp_path))
+    root = tmp_path / "cache" / "minimal-kernel"
+    for rel in ("0123456789abcdef", "fedcba9876543210", "source/v1", "obj/v1", "obj/v0", "elsewhere/v0"):
+        (root / rel).mkdir(parents=True)
+    (root / "source" / "v0").symlink_to(root / "elsewhere" / "v0")
+    minimal_kernel._prune(keep="0123456789abcdef", version="v1")
+    assert sorted(p.name for p in root.iterdir()) == ["0123456789abcdef", "elsewhere", "obj", "source"]
+    assert [p.name for p in (root / "source").iterdir()] == ["v1"]
+    assert [p.name for p in (root / "obj").iterdir()] == ["v1"]
+
+
 @pytest.fixture(scope="module")
 def built() -> tuple[minimal_kernel.MinimalKernel, micro.MicroImage]:
     kernel = minimal_kernel.build()  # minutes the first time, then cached

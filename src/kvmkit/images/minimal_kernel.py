@@ -314,15 +314,22 @@ def build(*, force: bool = False, refresh: bool = False,
             if dest.exists():
                 shutil.rmtree(dest)
             out.rename(dest)
-        _prune(keep=key)
+        _prune(keep=key, version=version)
     say("done", 100.0)
     return kernel
 
 
-def _prune(keep: str) -> None:
-    """Drop results of older inputs (micro images copy the kernel they use, so nothing points at them)."""
-    for path in _root().iterdir():
-        if path.name != keep and re.fullmatch(r"[0-9a-f]{16}", path.name) and path.is_dir():
+def _prune(keep: str, version: str) -> None:
+    """Drop results of older inputs, and sources and object directories of other source versions (micro
+    images copy the kernel they use, so nothing points at them)."""
+    old = [p for p in _root().iterdir() if p.name != keep and re.fullmatch(r"[0-9a-f]{16}", p.name)]
+    for sub in ("source", "obj"):
+        if (_root() / sub).is_dir():
+            old += [p for p in (_root() / sub).iterdir() if p.name != version]
+    for path in old:
+        if path.is_symlink() or not path.is_dir():
+            path.unlink(missing_ok=True)
+        else:
             shutil.rmtree(path, ignore_errors=True)
 
 
