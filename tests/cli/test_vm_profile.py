@@ -7,8 +7,10 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import libvirt
 import pytest
 
 from kvmkit.xml.domain import apply_spec, spec_to_xml, xml_to_spec
@@ -106,3 +108,34 @@ def test_explicit_flags_win_and_print_xml_shows_the_shape(prefix):
     assert root.find("os/type").get("machine") == "pc", "--machine wins over the profile"
     assert root.find("devices/memballoon").get("model") == "none" and root.find("devices/rng") is None
     assert root.find(".//{https://kvmkit.dev/xmlns/vm/1}profile").text == "fast-boot"
+
+
+@pytest.mark.guest
+def test_fast_boot_guest_still_gets_its_network_and_hot_plugged_disks(conn, prefix, logs, workdir):
+    """The lean shape drops devices, not function: DHCP on a NIC, and a disk hot-plugged after boot."""
+    name = f"{prefix}fbnet"
+    out = json.loads(kvmkit("--json", "vm", "create", name, "--micro", "--profile", "fast-boot", "--start",
+                            "--network", "network=default").stdout)
+    log = SerialLog(out["serial_log"])
+    log.wait_for(r"KVMKIT-IP \d+\.\d+\.\d+\.\d+", timeout=90)
+    disk = workdir / "hot.raw"
+    subprocess.run(["qemu-img", "create", "-f", "raw", str(disk), "16M"], check=True, capture_output=True)
+    dom = conn.lookupByName(name)
+    assert "vda" not in in_guest(conn, dom, log, "ls /sys/block", "KT-BLK0")
+    kvmkit("vm", "disk", "attach", name, "--path", str(disk), "--format", "raw", "--live")
+    deadline = time.monotonic() + 60
+    while "vda" not in in_guest(conn, dom, log, "ls /sys/block", "KT-BLK1"):
+        assert time.monotonic() < deadline, "the guest never saw the hot-plugged disk"
+        time.sleep(1)
+
+
+def in_guest(conn, dom, log: SerialLog, command: str, tag: str) -> str:
+    """Type ``command`` on the guest's serial shell (libvirt's console stream); what it printed after ``tag``."""
+    mark = log.offset()
+    stream = conn.newStream(0)
+    dom.openConsole(None, stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE)
+    try:
+        stream.send(f"\necho {tag}-$({command} | tr '\\n' ' ')-END\n".encode())
+        return log.wait_for(rf"{tag}-([^$\n]*)-END", timeout=60, after=mark).group(1)
+    finally:
+        stream.abort()
