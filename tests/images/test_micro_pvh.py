@@ -110,3 +110,13 @@ def test_a_missing_decompressor_is_not_remembered(tmp_path, monkeypatch):
     assert json.loads((cached / "manifest.json").read_text())["pvh_note"] == "", "retried once lz4 is there"
     monkeypatch.undo()
     assert "no Xen PVH entry note" in micro._add_pvh_kernel(cached, image).pvh_note
+
+
+def test_the_fallback_note_is_one_line(tmp_path):
+    cached = tmp_path / "cache"
+    cached.mkdir()
+    image = micro.MicroImage(str(cached / "vmlinuz"), str(cached / "initrd.img"), "console=ttyS0", "x", "k",
+                             None, "lz4 could not decompress it:\nError 1\x07 " + "x" * 500)
+    (cached / "manifest.json").write_text(json.dumps(image.to_dict()))
+    kernel, note = micro.fast_boot_kernel(image.kernel)
+    assert kernel == image.kernel and note and "\n" not in note and "\x07" not in note and len(note) <= 300

@@ -318,5 +318,7 @@ def fast_boot_kernel(kernel: str) -> tuple[str, str | None]:
     if data.get("pvh_kernel"):
         return str(data["pvh_kernel"]), "pvh vmlinux (decompressed kernel, Xen PVH entry)"
     if data.get("pvh_note"):
-        return kernel, f"bzImage: {data['pvh_note']}"
+        # one printable line: it goes into the domain metadata
+        note = "".join(c for c in " ".join(str(data["pvh_note"]).split()) if c.isprintable())
+        return kernel, f"bzImage: {note}"[:300]
     return kernel, None
