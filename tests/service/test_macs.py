@@ -101,3 +101,13 @@ def etree_mac(dom) -> str:
     from lxml import etree
 
     return etree.fromstring(dom.XMLDesc(0).encode()).find("devices/interface/mac").get("address")
+
+
+@pytest.mark.fast
+def test_one_mac_given_to_two_nics_is_refused(conn, prefix):
+    from kvmkit.service.macs import release, reserve
+
+    with pytest.raises(Conflict, match="given to two NICs"):
+        reserve(conn, f"{prefix}twice", ["52:54:00:12:34:56", "52:54:00:12:34:56"])
+    assert reserve(conn, f"{prefix}once", ["52:54:00:12:34:56"]) == ["52:54:00:12:34:56"]  # nothing held
+    release(conn, ["52:54:00:12:34:56"])

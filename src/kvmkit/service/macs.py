@@ -129,9 +129,11 @@ def reserve(conn: libvirt.virConnect, owner: str, wanted: Iterable[str | None]) 
                     mac = generate_mac(conn, used=used, avoid={validate_mac(m) for m in wanted if m})
                 else:
                     mac = validate_mac(given)
-                    if used.get(mac) not in (None, owner) or mac in out:
-                        other = used.get(mac) or owner
-                        raise Conflict(f"MAC {mac} is already used by domain '{other}'",
+                    if mac in out:
+                        raise Conflict(f"MAC {mac} is given to two NICs of '{owner}'",
+                                       hint="give each NIC its own address, or leave mac= out")
+                    if used.get(mac) not in (None, owner):
+                        raise Conflict(f"MAC {mac} is already used by domain '{used[mac]}'",
                                        hint="leave mac= out to get a free one, or pick another address")
                 used[mac] = owner
                 host.held[mac] = (owner, None)
