@@ -319,7 +319,6 @@ def register(app: typer.Typer) -> None:
         from kvmkit.service.vm_query import show_vm
 
         data = show_vm(connection(), name, xml=xml)
-        data.setdefault("profile", data["metadata"].get("profile"))
         if xml:
             emit(data, lambda d: console().print(d["xml"], markup=False, highlight=False))
         else:

@@ -95,7 +95,8 @@ def show_vm(conn: libvirt.virConnect, name: str, *, xml: bool = False) -> dict[s
         "cmdline": spec.cmdline, "disks": disks, "nics": nics, "macs": [n["mac"] for n in nics if n["mac"]],
         "graphics": graphics, "serial_log": spec.serial_log, "hugepages": spec.hugepages,
         "nosharepages": spec.nosharepages, "balloon": spec.balloon, "rng": spec.rng,
-        "guest_agent": spec.guest_agent, "metadata": meta, "host": conn.getURI(),
+        "guest_agent": spec.guest_agent, "usb": spec.usb, "profile": spec.profile, "metadata": meta,
+        "host": conn.getURI(),
     }
     out["addresses"] = _addresses(conn, dom) if active else []
     out["ip"] = next((a["addr"] for a in out["addresses"] if a["type"] == "ipv4"), None)
