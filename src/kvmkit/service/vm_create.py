@@ -338,6 +338,8 @@ def _hugetlbfs_mounted() -> bool:
 def _check_hugepages(conn: libvirt.virConnect, dom: libvirt.virDomain, xml: str) -> None:
     """Refuse to start a VM backed by huge pages when too few are free (read from the XML just defined:
     no round trip for the usual VM without huge pages)."""
+    if etree.fromstring(xml.encode()).find("memoryBacking/hugepages") is None:
+        return  # the usual VM: not even the import
     try:
         from kvmkit.host.hugepages import check_domain_can_start, domain_requirement
     except ImportError:
