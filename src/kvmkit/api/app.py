@@ -30,6 +30,10 @@ def create_app(db_url: str | None = None, uri: str | None = None, *, tls: bool =
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         st = build_state(db_url, uri, tls=tls, workers=workers)
         app.state.kvmkit = st
+        import gc
+
+        gc.collect()
+        gc.freeze()  # the start-up objects (routes, models, mappers ...) are never scanned again: shorter GC pauses
         try:
             yield
         finally:
