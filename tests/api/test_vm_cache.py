@@ -67,6 +67,7 @@ def test_the_cached_list_is_list_vms_and_its_json(evconn: Any, prefix: str) -> N
 
 def test_domain_events_invalidate_or_patch_the_list(evconn: Any, prefix: str) -> None:
     cache = VMListCache(lambda: evconn, max_age=3600)
+    cache.observers = lambda: 1  # an event-stream client could have seen the events: they invalidate
     cache.current()
     name = f"{prefix}ev"
     dom = evconn.defineXML(shell_xml(name))  # the test driver emits the 'defined' event on this connection
@@ -107,6 +108,7 @@ def test_a_state_patched_during_a_rebuild_is_kept(evconn: Any, prefix: str) -> N
 
     racing = Racing()
     cache = VMListCache(lambda: racing, max_age=3600)
+    cache.observers = lambda: 1
     cache.current()  # first build: no row to patch yet, so the event invalidates
     assert cache.lookup(racing) is None
     rows, body = cache.current()  # second build: the row exists and keeps the patched state
@@ -117,6 +119,7 @@ def test_a_state_patched_during_a_rebuild_is_kept(evconn: Any, prefix: str) -> N
 
 def test_hub_events_and_explicit_invalidation(evconn: Any) -> None:
     cache = VMListCache(lambda: evconn, max_age=3600)
+    cache.observers = lambda: 1
     cache.current()
     for event in ({"type": "vm", "event": "started"}, {"type": "task", "task": {}}, {"type": "host"}):
         assert cache.lookup(evconn) is not None
@@ -203,3 +206,24 @@ def test_a_task_body_invalidates_the_list_before_the_task_is_recorded(evconn: An
         assert cache.lookup(evconn) is None  # ... and is stale once the task shows as succeeded
     finally:
         runner.shutdown()
+
+
+def test_events_nobody_could_have_seen_only_refresh_in_the_background(evconn: Any, prefix: str) -> None:
+    cache = VMListCache(lambda: evconn, max_age=3600, soft_limit=3600)  # no event-stream clients (observers 0)
+    cache.current()
+    name = f"{prefix}soft"
+    dom = evconn.defineXML(shell_xml(name))  # an event from another program
+    wait_until(lambda: any(r["name"] == name for r in json.loads(cache.lookup(evconn)[1])))  # served meanwhile
+    assert cache.rebuilds == 2  # by one background rebuild
+    dom.undefine()
+    wait_until(lambda: all(r["name"] != name for r in json.loads(cache.lookup(evconn)[1])))
+    assert cache.rebuilds == 3
+    cache.soft_limit = 0  # marked longer ago than the limit: the request waits for a rebuild
+    cache.invalidate_foreign()
+    assert cache.lookup(evconn) is None
+    cache.observers = lambda: 2  # with event-stream clients a foreign event invalidates at once
+    cache.current()
+    cache.invalidate_foreign()
+    assert cache.lookup(evconn) is None
+    cache.invalidate()  # a change through this server or a task: always invalidates
+    assert cache.lookup(evconn) is None

@@ -87,6 +87,7 @@ def build_state(db_url: str | None, uri: str, *, tls: bool = False, workers: int
     runner = invalidating_runner(TaskRunner, vm_list)(store, workers=workers, publish=hub.publish)
     vm_jobs.register_recovery()
     st = ServerState(store=store, runner=runner, hub=hub, hv=hv, tls=tls, vm_list=vm_list)
+    vm_list.observers = lambda: st.event_clients
     try:
         conn = hv.get()
     except Exception as err:

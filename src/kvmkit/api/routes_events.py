@@ -43,6 +43,7 @@ async def events(request: Request, p: Principal = Depends(require("viewer"))) ->
             loop.call_soon_threadsafe(_put, queue, ev)
 
     sub = st.hub.subscribe(deliver)
+    st.event_clients += 1  # from now on libvirt events invalidate the VM list at once (api/vm_cache.py)
 
     async def stream() -> AsyncIterator[str]:
         try:
@@ -58,6 +59,7 @@ async def events(request: Request, p: Principal = Depends(require("viewer"))) ->
                 yield f"event: {ev.get('type', 'message')}\ndata: {json.dumps(ev, default=str)}\n\n"
         finally:
             st.hub.unsubscribe(sub)
+            st.event_clients -= 1
 
     return StreamingResponse(stream(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -74,6 +74,7 @@ class ServerState:
     tls: bool = False
     recovered: list[dict[str, Any]] = field(default_factory=list)
     tokens: TokenCache = field(default_factory=TokenCache)
+    event_clients: int = 0  # open /api/v1/events streams (changed on the event loop only)
 
     def changed(self) -> None:
         """A change request was answered: forget cached callers and mark the VM list stale."""

@@ -32,6 +32,7 @@ import libvirt
 
 DEFAULT_MAX_AGE_S = 2.0
 DEFAULT_STALE_LIMIT_S = 10.0
+DEFAULT_SOFT_LIMIT_S = 2.0
 log = logging.getLogger("kvmkit.api")
 
 # domain events that change a row (besides lifecycle events): they invalidate the list
@@ -48,8 +49,14 @@ def encode(rows: list[dict[str, Any]]) -> bytes:
 
 class VMListCache:
     def __init__(self, get_conn: Callable[[], Any], *, max_age: float = DEFAULT_MAX_AGE_S,
-                 stale_limit: float = DEFAULT_STALE_LIMIT_S) -> None:
+                 stale_limit: float = DEFAULT_STALE_LIMIT_S, soft_limit: float = DEFAULT_SOFT_LIMIT_S) -> None:
         self._get_conn = get_conn
+        self.soft_limit = soft_limit
+        # how many clients follow /api/v1/events (they could have seen a libvirt event); set by the server
+        self.observers: Callable[[], int] = lambda: 0
+        self._soft_seq = 0
+        self._built_soft = 0
+        self._soft_since: float | None = None
         self.max_age = max_age
         self.stale_limit = stale_limit
         self._bg_running = False
@@ -73,6 +80,19 @@ class VMListCache:
         with self._seq_lock:
             self._seq += 1
 
+    def invalidate_foreign(self, *_args: Any) -> None:
+        """A libvirt event that no request of this server caused. While nobody follows /api/v1/events no
+        client can have seen it here, so it only marks the list for a background rebuild (requests keep
+        getting the list for up to ``soft_limit`` seconds, like a change made by another program without an
+        event); with event-stream clients it invalidates (they could GET right after seeing the event)."""
+        if self.observers() > 0:
+            self.invalidate()
+            return
+        with self._seq_lock:
+            self._soft_seq += 1
+            if self._soft_since is None:
+                self._soft_since = time.monotonic()
+
     def on_hub_event(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
         if kind == "vm":
@@ -90,21 +110,21 @@ class VMListCache:
         state = PATCH_STATES.get(event)
         with self._seq_lock:
             pos = self._index.get(name) if state else None
-            if state is None or pos is None:
-                self._seq += 1
+            if state is not None and pos is not None:
+                rows, _ = self._snap
+                if rows[pos]["state"] != state:
+                    rows = list(rows)
+                    rows[pos] = {**rows[pos], "state": state}
+                    self._snap = (rows, encode(rows))
+                if self._building:  # the rebuild may have read the state before this event: apply it there too
+                    self._patches.append((name, state))
                 return
-            rows, _ = self._snap
-            if rows[pos]["state"] != state:
-                rows = list(rows)
-                rows[pos] = {**rows[pos], "state": state}
-                self._snap = (rows, encode(rows))
-            if self._building:  # the rebuild may have read the state before this event: apply it there too
-                self._patches.append((name, state))
+        self.invalidate_foreign()
 
     # reading ---------------------------------------------------------------------------------------
     def fresh(self, conn: Any) -> bool:
         """True when the cached list may be served to a request that uses ``conn``."""
-        return (self._built_seq == self._seq and conn is self._conn
+        return (self._built_seq == self._seq and self._built_soft == self._soft_seq and conn is self._conn
                 and time.monotonic() - self._built_at < self.max_age)
 
     def lookup(self, conn: Any) -> tuple[list[dict[str, Any]], bytes] | None:
@@ -115,7 +135,14 @@ class VMListCache:
         workers all taken) does not hold up every request every ``max_age`` seconds."""
         if self._built_seq != self._seq or conn is not self._conn:
             return None
-        age = time.monotonic() - self._built_at
+        now = time.monotonic()
+        if self._built_soft != self._soft_seq:
+            since = self._soft_since
+            if since is not None and now - since < self.soft_limit:
+                self._refresh_in_background()
+                return self._snap
+            return None
+        age = now - self._built_at
         if age < self.max_age:
             return self._snap
         if age < self.stale_limit:
@@ -162,7 +189,7 @@ class VMListCache:
         if conn is not self._events_conn:
             self._watch(conn)
         with self._seq_lock:
-            seq = self._seq
+            seq, soft = self._seq, self._soft_seq
             self._building, self._patches = True, []
         started = time.monotonic()
         try:
@@ -179,7 +206,8 @@ class VMListCache:
                     rows[pos] = {**rows[pos], "state": state}
             self._building, self._patches = False, []
             self._snap, self._index = (rows, encode(rows)), index
-            self._conn, self._built_at, self._built_seq = conn, started, seq
+            self._conn, self._built_at, self._built_seq, self._built_soft = conn, started, seq, soft
+            self._soft_since = None if soft == self._soft_seq else started  # events since: not older
         self.rebuilds += 1
 
     def _watch(self, conn: Any) -> None:
@@ -188,7 +216,7 @@ class VMListCache:
         ids = []
         callbacks: list[tuple[str, Callable[..., None]]] = [
             ("VIR_DOMAIN_EVENT_ID_LIFECYCLE", self._on_libvirt_lifecycle)]
-        callbacks += [(attr, self.invalidate) for attr in _EVENT_IDS]
+        callbacks += [(attr, self.invalidate_foreign) for attr in _EVENT_IDS]
         for attr, callback in callbacks:
             event_id = getattr(libvirt, attr, None)
             if event_id is None:
