@@ -67,13 +67,12 @@ def virtual_size(path: str, fmt: str) -> int:
 
 def new_macs(conn: libvirt.virConnect, root: etree._Element) -> list[str]:
     """Give every interface of ``root`` a fresh unused MAC; return them."""
-    from kvmkit.service.macs import generate_mac
+    from kvmkit.service.macs import generate_mac, used_macs
 
     chosen: list[str] = []
+    used = used_macs(conn) if root.find("devices/interface") is not None else {}  # one pass over the domains
     for iface in root.iterfind("devices/interface"):
-        mac = generate_mac(conn)
-        while mac in chosen:
-            mac = generate_mac(conn)
+        mac = generate_mac(conn, used=used, avoid=set(chosen))
         chosen.append(mac)
         el = iface.find("mac")
         if el is None:
