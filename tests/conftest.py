@@ -7,6 +7,7 @@ the whole run fails (it never skips), and under CI=true any skipped test fails t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -16,7 +17,7 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from kvmkit.hypervisor.connection import connect
+from kvmkit.hypervisor.connection import connect, wait_for
 from tests.support.cleanup import sweep
 from tests.support.micro_domain import MicroDomain
 from tests.support.serial import SerialLog
@@ -41,11 +42,29 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = 1
 
 
-@pytest.fixture(scope="session")
-def conn() -> Iterator[libvirt.virConnect]:
-    c = connect(SYSTEM_URI)
-    yield c
-    c.close()
+_live: dict[str, libvirt.virConnect] = {}
+
+
+def live_conn() -> libvirt.virConnect:
+    """The shared qemu:///system connection, opened again when libvirtd restarted since it was last used
+    (an operator, another program or a test that restarts it on purpose): one dead daemon connection must
+    not fail every test after it."""
+    c = _live.get(SYSTEM_URI)
+    if c is not None:
+        try:
+            c.getLibVersion()  # a round trip: isAlive() does not notice a restarted daemon
+            return c
+        except libvirt.libvirtError:
+            with contextlib.suppress(libvirt.libvirtError):
+                c.close()
+    c = wait_for(SYSTEM_URI, timeout=60)
+    _live[SYSTEM_URI] = c
+    return c
+
+
+@pytest.fixture()
+def conn() -> libvirt.virConnect:
+    return live_conn()
 
 
 @pytest.fixture()
@@ -61,7 +80,7 @@ def prefix(conn: libvirt.virConnect) -> Iterator[str]:
     """A unique name prefix for this test; everything carrying it is removed afterwards."""
     p = f"kt-{secrets.token_hex(3)}-"
     yield p
-    sweep(conn, p)
+    sweep(live_conn(), p)
 
 
 @pytest.fixture()
