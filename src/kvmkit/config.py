@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
+
+TYPE_CHECKING = False  # not typing's: importing typing costs the CLI's lean paths a few ms
+if TYPE_CHECKING:  # pathlib is imported when needed: the lean paths read only default_uri()
+    from pathlib import Path
 
 DEFAULT_URI = "qemu:///system"
 DEFAULT_DATA_DIR = "/var/lib/kvmkit"
@@ -15,6 +18,8 @@ def default_uri() -> str:
 
 def data_dir() -> Path:
     """kvmkit's data directory (cached images, SQLite database, state records)."""
+    from pathlib import Path
+
     path = Path(os.environ.get("KVMKIT_DATA_DIR") or DEFAULT_DATA_DIR)
     path.mkdir(parents=True, exist_ok=True)
     return path

@@ -9,9 +9,11 @@ path, which reports the error properly. A test checks the numbers below against 
 
 from __future__ import annotations
 
-from typing import Any
-
 import libvirtmod
+
+TYPE_CHECKING = False  # not typing's: importing typing costs a few ms here
+if TYPE_CHECKING:
+    from typing import Any
 
 LIST_NETWORKS_ACTIVE = 2  # virConnectListAllNetworksFlags
 IP_ADDR_TYPE_IPV4 = 0  # virIPAddrType

@@ -7,7 +7,9 @@ them against libvirt-python's constants.
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # not typing's: importing typing costs the CLI's lean paths a few ms
+if TYPE_CHECKING:
+    from typing import Any
 
 # virDomainState
 STATES = {
