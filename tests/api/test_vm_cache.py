@@ -31,12 +31,29 @@ def shell_xml(name: str) -> str:
     return etree.tostring(dom, encoding="unicode")
 
 
+_caches: list[VMListCache] = []
+
+
+def new_cache(*args: Any, **kwargs: Any) -> VMListCache:
+    """A cache closed after the test: its event callbacks would otherwise keep the test:///default connection
+    (and with it the driver's per-process state, these tests' domains included) alive for later tests."""
+    cache = VMListCache(*args, **kwargs)
+    _caches.append(cache)
+    return cache
+
+
+def _close_caches() -> None:
+    while _caches:
+        _caches.pop().close()
+
+
 @pytest.fixture()
 def evconn() -> Any:
     """A test:///default connection that delivers events (the event loop is registered first)."""
     register_event_impl()
     c = libvirt.open("test:///default")
     yield c
+    _close_caches()  # before the connection: deregistering needs it open
     c.close()
 
 
@@ -51,7 +68,7 @@ def wait_until(pred: Any, timeout: float = 10.0) -> float:
 
 def test_the_cached_list_is_list_vms_and_its_json(evconn: Any, prefix: str) -> None:
     evconn.defineXML(shell_xml(f"{prefix}a"))
-    cache = VMListCache(lambda: evconn)
+    cache = new_cache(lambda: evconn)
     rows, body = cache.current()
     assert rows == list_vms(evconn, include_inactive=True)
     assert json.loads(body) == rows
@@ -66,7 +83,7 @@ def test_the_cached_list_is_list_vms_and_its_json(evconn: Any, prefix: str) -> N
 
 
 def test_domain_events_invalidate_or_patch_the_list(evconn: Any, prefix: str) -> None:
-    cache = VMListCache(lambda: evconn, max_age=3600)
+    cache = new_cache(lambda: evconn, max_age=3600)
     cache.observers = lambda: 1  # an event-stream client could have seen the events: they invalidate
     cache.current()
     name = f"{prefix}ev"
@@ -107,7 +124,7 @@ def test_a_state_patched_during_a_rebuild_is_kept(evconn: Any, prefix: str) -> N
             return out
 
     racing = Racing()
-    cache = VMListCache(lambda: racing, max_age=3600)
+    cache = new_cache(lambda: racing, max_age=3600)
     cache.observers = lambda: 1
     cache.current()  # first build: no row to patch yet, so the event invalidates
     assert cache.lookup(racing) is None
@@ -117,7 +134,7 @@ def test_a_state_patched_during_a_rebuild_is_kept(evconn: Any, prefix: str) -> N
 
 
 def test_hub_events_and_explicit_invalidation(evconn: Any) -> None:
-    cache = VMListCache(lambda: evconn, max_age=3600)
+    cache = new_cache(lambda: evconn, max_age=3600)
     cache.observers = lambda: 1
     cache.current()
     for event in ({"type": "vm", "event": "started"}, {"type": "task", "task": {}}, {"type": "host"}):
@@ -145,7 +162,7 @@ def test_an_invalidation_during_a_rebuild_forces_another(evconn: Any) -> None:
             return evconn.getAllDomainStats(*args)
 
     racing = Racing()
-    cache = VMListCache(lambda: racing, max_age=3600)
+    cache = new_cache(lambda: racing, max_age=3600)
     cache.current()
     assert cache.lookup(racing) is None  # the event came while it was being built: still stale
     cache.current()
@@ -154,7 +171,7 @@ def test_an_invalidation_during_a_rebuild_forces_another(evconn: Any) -> None:
 
 
 def test_concurrent_stale_requests_share_one_rebuild(evconn: Any) -> None:
-    cache = VMListCache(lambda: evconn, max_age=3600)
+    cache = new_cache(lambda: evconn, max_age=3600)
     cache.current()
     cache.invalidate()
     before = cache.rebuilds
@@ -167,7 +184,7 @@ def test_concurrent_stale_requests_share_one_rebuild(evconn: Any) -> None:
 
 
 def test_an_old_list_is_served_while_a_background_rebuild_runs(evconn: Any, prefix: str) -> None:
-    cache = VMListCache(lambda: evconn, max_age=0.2, stale_limit=3600)
+    cache = new_cache(lambda: evconn, max_age=0.2, stale_limit=3600)
     cache.current()
     time.sleep(0.3)
     assert cache.lookup(evconn) is not None  # old but not invalidated: served at once ...
@@ -181,7 +198,7 @@ def test_an_old_list_is_served_while_a_background_rebuild_runs(evconn: Any, pref
 def test_delegated_rows(evconn: Any, prefix: str) -> None:
     for n in ("a", "b", "c"):
         evconn.defineXML(shell_xml(f"{prefix}{n}"))
-    rows, _ = VMListCache(lambda: evconn).current()
+    rows, _ = new_cache(lambda: evconn).current()
     body = filtered(rows, frozenset({f"{prefix}a", f"{prefix}c", f"{prefix}gone"}))
     assert [r["name"] for r in json.loads(body)] == [f"{prefix}a", f"{prefix}c"]
     assert json.loads(filtered(rows, frozenset())) == []
@@ -191,7 +208,7 @@ def test_a_task_body_invalidates_the_list_before_the_task_is_recorded(evconn: An
     from kvmkit.service.tasks import TaskRunner
     from kvmkit.store.db import Store
 
-    cache = VMListCache(lambda: evconn, max_age=3600)
+    cache = new_cache(lambda: evconn, max_age=3600)
     runner = invalidating_runner(TaskRunner, cache)(Store(f"sqlite:///{tmp_path}/tasks.db"), workers=1)
     try:
         def body(_ctx: Any) -> int:
@@ -207,7 +224,7 @@ def test_a_task_body_invalidates_the_list_before_the_task_is_recorded(evconn: An
 
 
 def test_events_nobody_could_have_seen_only_refresh_in_the_background(evconn: Any, prefix: str) -> None:
-    cache = VMListCache(lambda: evconn, max_age=3600, soft_limit=3600)  # no event-stream clients (observers 0)
+    cache = new_cache(lambda: evconn, max_age=3600, soft_limit=3600)  # no event-stream clients (observers 0)
     cache.current()
     name = f"{prefix}soft"
     dom = evconn.defineXML(shell_xml(name))  # an event from another program
