@@ -232,7 +232,7 @@ def list_snapshots(conn: libvirt.virConnect, vm: str) -> list[dict[str, Any]]:
         items = {s.getName(): describe(s) for s in dom.listAllSnapshots(0)}
     for item in items.values():
         item["children"] = sorted((c["name"] for c in items.values() if c["parent"] == item["name"]),
-                                  key=lambda n: items[n]["created"])
+                                  key=lambda n: (items[n]["created"], n))  # seconds only: ties by name
     ordered: list[dict[str, Any]] = []
 
     def walk(name: str, depth: int) -> None:
@@ -242,7 +242,7 @@ def list_snapshots(conn: libvirt.virConnect, vm: str) -> list[dict[str, Any]]:
             walk(child, depth + 1)
 
     for root_name in sorted((n for n, i in items.items() if not i["parent"] or i["parent"] not in items),
-                            key=lambda n: items[n]["created"]):
+                            key=lambda n: (items[n]["created"], n)):  # seconds only: ties by name
         walk(root_name, 0)
     return ordered
 
