@@ -2,40 +2,12 @@
 
 from __future__ import annotations
 
-import glob
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
+from tests.support.cli_run import kvmkit, leftovers
 from tests.support.serial import SerialLog
-
-KVMKIT = str(Path(sys.executable).parent / "kvmkit")
-
-
-def kvmkit(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "KVMKIT_CONNECT": "qemu:///system"}
-    res = subprocess.run([KVMKIT, *args], capture_output=True, text=True, env=env, timeout=180)
-    if check:
-        assert res.returncode == 0, f"kvmkit {' '.join(args)} failed:\n{res.stdout}\n{res.stderr}"
-    return res
-
-
-@pytest.fixture()
-def logs(prefix):
-    yield
-    for path in glob.glob(f"/var/log/kvmkit/{prefix}*"):
-        os.unlink(path)
-
-
-def names(conn, prefix):
-    found = [d.name() for d in conn.listAllDomains() if d.name().startswith(prefix)]
-    pool = conn.storagePoolLookupByName("default")
-    pool.refresh(0)
-    return found + [v.name() for v in pool.listAllVolumes() if v.name().startswith(prefix)]
 
 
 @pytest.mark.guest
@@ -83,7 +55,7 @@ def test_create_with_disk_and_options_defines_what_was_asked(conn, prefix, logs)
 def test_print_xml_defines_nothing(conn, prefix, logs):
     res = kvmkit("vm", "create", f"{prefix}px", "--micro", "--disk", "size=1G", "--print-xml")
     assert res.stdout.lstrip().startswith("<domain") and f"{prefix}px-disk0.qcow2" in res.stdout
-    assert names(conn, prefix) == []
+    assert leftovers(conn, prefix) == []
 
 
 MICRO = ["--micro", "--disk", "size=16M"]
@@ -113,7 +85,7 @@ def test_bad_input_one_line_error_and_nothing_left(conn, prefix, logs, args, mat
     errors = [line for line in res.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and match in errors[0], res.stderr
     assert "Traceback" not in res.stderr
-    assert names(conn, prefix) == []
+    assert leftovers(conn, prefix) == []
 
 
 @pytest.mark.fast
@@ -128,7 +100,7 @@ def test_duplicate_name_and_mac_via_cli(conn, prefix, logs):
                  "--network", f"network=default,mac={mac}", check=False)
     assert res.returncode != 0
     assert json.loads(res.stdout)["error"] == f"MAC {mac} is already used by domain '{prefix}one'"
-    assert names(conn, prefix) == [f"{prefix}one"]
+    assert leftovers(conn, prefix) == [f"{prefix}one"]
 
 
 @pytest.mark.fast

@@ -2,44 +2,17 @@
 
 from __future__ import annotations
 
-import glob
 import json
-import os
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import libvirt
 import pytest
 
 from kvmkit.xml.domain import apply_spec, spec_to_xml, xml_to_spec
 from kvmkit.xml.util import parse
+from tests.support.cli_run import kvmkit, leftovers
 from tests.support.serial import SerialLog
-
-KVMKIT = str(Path(sys.executable).parent / "kvmkit")
-
-
-def kvmkit(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "KVMKIT_CONNECT": "qemu:///system"}
-    res = subprocess.run([KVMKIT, *args], capture_output=True, text=True, env=env, timeout=180)
-    if check:
-        assert res.returncode == 0, f"kvmkit {' '.join(args)} failed:\n{res.stdout}\n{res.stderr}"
-    return res
-
-
-@pytest.fixture()
-def logs(prefix):
-    yield
-    for path in glob.glob(f"/var/log/kvmkit/{prefix}*"):
-        os.unlink(path)
-
-
-def leftovers(conn, prefix):
-    found = [d.name() for d in conn.listAllDomains() if d.name().startswith(prefix)]
-    pool = conn.storagePoolLookupByName("default")
-    pool.refresh(0)
-    return found + [v.name() for v in pool.listAllVolumes() if v.name().startswith(prefix)]
 
 
 @pytest.mark.guest
