@@ -117,7 +117,7 @@ class Guest:
 
 
 @pytest.fixture()
-def micro_guest(conn, prefix, workdir, micro_image, virt_type) -> Callable[..., Guest]:
+def micro_guest(prefix, workdir, micro_image, virt_type) -> Callable[..., Guest]:
     """Factory: ``micro_guest("a", vcpus=1, networks=[{"network": "default"}], start=True)``."""
 
     def make(suffix: str = "vm", *, start: bool = True, **kwargs) -> Guest:
@@ -125,7 +125,7 @@ def micro_guest(conn, prefix, workdir, micro_image, virt_type) -> Callable[..., 
         log = workdir / f"{name}.serial.log"
         spec = MicroDomain(name=name, kernel=micro_image.kernel, initrd=micro_image.initrd,
                            cmdline=micro_image.cmdline, serial_log=str(log), virt_type=virt_type, **kwargs)
-        dom = conn.defineXML(spec.xml())
+        dom = live_conn().defineXML(spec.xml())  # live: a test may restart libvirtd before making one
         if start:
             dom.create()
         return Guest(dom, SerialLog(log))
