@@ -30,6 +30,7 @@ from pathlib import Path
 from kvmkit.config import cache_dir
 from kvmkit.errors import HostError
 from kvmkit.images.debian_kernel import KernelTree, fetch_kernel
+from kvmkit.images.publish import publish
 
 BUSYBOX = Path("/bin/busybox")
 DEFAULT_CMDLINE = "console=ttyS0 quiet panic=-1"
@@ -178,12 +179,7 @@ def build(out_dir: str | os.PathLike[str] | None = None, *, force: bool = False,
             _write_cpio(_initramfs_files(kernel), work / "initrd.img")
             image = MicroImage(str(cached / "vmlinuz"), str(cached / "initrd.img"), DEFAULT_CMDLINE,
                                kernel.version, key)
-            (work / "manifest.json").write_text(json.dumps(image.to_dict(), indent=2))
-            for p in (work, *work.iterdir()):
-                p.chmod(0o755 if p.is_dir() else 0o644)
-            if cached.exists():
-                shutil.rmtree(cached)
-            work.rename(cached)
+            publish(work, cached, image.to_dict())
     image = MicroImage(**json.loads(manifest.read_text()))
     if image.pvh_kernel is None and not image.pvh_note:
         image = _add_pvh_kernel(cached, image)  # caches built before the PVH kernel existed

@@ -29,6 +29,7 @@ from pathlib import Path
 from kvmkit.config import cache_dir
 from kvmkit.errors import HostError, OperationFailed
 from kvmkit.images.debian_kernel import KernelTree
+from kvmkit.images.publish import publish
 
 SOURCE_PACKAGE = "linux-source-6.1"
 CONFIG_FRAGMENT = "minimal_kernel.config"
@@ -308,12 +309,7 @@ def build(*, force: bool = False, refresh: bool = False,
             shutil.copy2(objdir / "modules.builtin", out / "modules.builtin")
             kernel = MinimalKernel(str(dest / "vmlinux"), str(dest / "bzImage"), str(dest / "config"),
                                    version, release, key)
-            (out / "manifest.json").write_text(json.dumps(kernel.to_dict(), indent=2))
-            for p in (out, *out.iterdir()):
-                p.chmod(0o755 if p.is_dir() else 0o644)
-            if dest.exists():
-                shutil.rmtree(dest)
-            out.rename(dest)
+            publish(out, dest, kernel.to_dict())
         _prune(keep=key, version=version)
     say("done", 100.0)
     return kernel
