@@ -15,7 +15,7 @@ from lxml import etree
 from kvmkit.errors import InvalidInput
 from kvmkit.images import cloud_init
 from kvmkit.spec.cloud_init import CloudInitSpec
-from tests.cli.test_vm_define import kvmkit, names
+from tests.support.cli_run import kvmkit, leftovers
 
 PUB = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKvmkitTestKeyOnlyForTests00000000000000000 test@kvmkit"
 OTHER = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQCkvmkit other@kvmkit"
@@ -130,7 +130,7 @@ def test_cli_bad_input_is_one_line_and_leaves_nothing(conn, prefix, tmp_path):
         error = [line for line in res.stderr.splitlines() if line.startswith("error:")]
         assert len(error) == 1 and message in error[0], res.stderr
         assert "Traceback" not in res.stderr
-    assert names(conn, prefix) == []
+    assert leftovers(conn, prefix) == []
     assert not Path(f"/var/lib/libvirt/images/{prefix}vm-cidata.img").exists()
 
 
@@ -149,7 +149,7 @@ def test_print_xml_shows_the_seed_and_creates_nothing(conn, prefix):
     assert disk.find("readonly") is not None and disk.find("target").get("bus") == "virtio"
     assert disk.find("driver").get("type") == "raw"
     assert disk.find("source").get("file").endswith(f"/{prefix}vm-cidata.img")
-    assert names(conn, prefix) == []
+    assert leftovers(conn, prefix) == []
 
 
 @pytest.mark.guest
@@ -165,7 +165,7 @@ def test_create_then_delete_storage_leaves_no_seed(conn, prefix, tmp_path, logs)
     assert _mtype(seed, "user-data") == "#cloud-config\nruncmd: [[echo, hi]]\n"
     kvmkit("vm", "delete", f"{prefix}vm", "--storage", "--force")
     assert not seed.exists()
-    assert names(conn, prefix) == []
+    assert leftovers(conn, prefix) == []
 
 
 @pytest.mark.guest
@@ -179,7 +179,7 @@ def test_failed_create_removes_the_seed(conn, prefix, logs):
     with pytest.raises(KvmkitError, match="NoSuchCpuModel"):  # refused at start: after the seed was written
         create_vm(conn, spec, start=True, progress=said.append)
     assert any("cloud-init seed" in m for m in said) and any(m.startswith("starting") for m in said)
-    assert names(conn, prefix) == []
+    assert leftovers(conn, prefix) == []
     assert not Path(f"/var/lib/libvirt/images/{prefix}vm-cidata.img").exists()
 
 
