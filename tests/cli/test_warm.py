@@ -81,6 +81,53 @@ def test_caller_environment_directory_and_stdin_are_used(warm, tmp_path):
 
 
 @pytest.mark.fast
+def test_lean_list_runs_warm_with_the_same_output(warm):
+    env = {k: v for k, v in warm["env"].items() if k != "KVMKIT_NO_FASTPATH"}
+    args = ["--json", "vm", "list", "--all", "--connect", "test:///default"]
+    hot = _served_by({**warm, "env": env}, args)
+    cold = _run(args, env, warm=False)
+    typer_path = _run(args, warm["env"], warm=False)
+    assert hot.returncode == cold.returncode == 0
+    assert hot.stdout == cold.stdout == typer_path.stdout and hot.stderr == cold.stderr == ""
+
+
+def _children(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+@pytest.mark.fast
+def test_a_spare_child_waits_and_a_killed_spare_is_replaced(warm):
+    server = warm["server"].pid
+    deadline = time.monotonic() + 10
+    while not _children(server):  # forked ahead, before any command
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    args = ["--json", "vm", "list", "--all", "--connect", "test:///default"]
+    spare = _children(server)[0]
+    _served_by(warm, args)
+    assert f"pid {spare} exited 0: vm list" in warm["log"].read_text()  # the spare ran it
+    for pid in _children(server):
+        os.kill(pid, signal.SIGKILL)
+    time.sleep(0.3)
+    assert _served_by(warm, args).returncode == 0  # a new child is forked for it
+
+
+@pytest.mark.fast
+def test_malformed_requests_are_refused_and_the_server_goes_on(warm):
+    import socket
+
+    from kvmkit.cli.warm import MESSAGE, REFUSED
+
+    for payload in (b"\0\0\0\x05hello", b"\0\0\0\x02", b"garbage"):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(10)
+            sock.connect(str(warm["socket"]))
+            sock.sendall(payload)  # no descriptors, no valid frame
+            assert MESSAGE.unpack(sock.recv(MESSAGE.size))[0] == REFUSED
+    assert _served_by(warm, ["--help"]).returncode == 0
+
+
+@pytest.mark.fast
 def test_socket_is_private(warm):
     sock = warm["socket"]
     assert sock.stat().st_mode & 0o777 == 0o600 or sock.parent.stat().st_mode & 0o777 == 0o700

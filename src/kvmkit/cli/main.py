@@ -77,15 +77,31 @@ def _dispatch(args: list[str]) -> int:
     name = args[0]
     if name not in _available():
         return _fail(f"unknown command '{name}'", "run `kvmkit --help` for the list of commands", 2, "usage")
-    module = importlib.import_module(f"kvmkit.cli.{GROUPS[name][0]}")
-    import typer.main
-
-    command = typer.main.get_command(module.app)
+    command = _command(name)
     # without standalone mode Typer returns the code of `typer.Exit(code)` and turns Ctrl-C into 130
     code = command.main(args=args[1:], prog_name=f"kvmkit {name}", standalone_mode=False)
     if not isinstance(code, int) or isinstance(code, bool):
         return 0  # a command's own return value, not an exit code
     return _fail("interrupted", None, 130) if code == 130 else code
+
+
+_COMMANDS: dict = {}  # group name -> its Click command, built once per process (the warm server: before forking)
+
+
+def _command(name: str):  # -> click.Command (typer's; not imported at module level: lean start-up)
+    if name not in _COMMANDS:
+        import typer.main
+
+        module = importlib.import_module(f"kvmkit.cli.{GROUPS[name][0]}")
+        _COMMANDS[name] = typer.main.get_command(module.app)
+    return _COMMANDS[name]
+
+
+def build_commands() -> None:
+    """Build every group's Click command now (the warm server does, so its children need not)."""
+    for name in _available():
+        if name not in NOT_DELEGATED:
+            _command(name)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,17 +134,20 @@ def main(argv: list[str] | None = None) -> int:
         raise
 
 
-def run() -> None:
-    """The ``kvmkit`` entry point: the lean path, else the warm server, else this process."""
+def run_here(argv: list[str]) -> int:
+    """Run ``argv`` in this process: the lean path when it serves it, else Typer."""
     from kvmkit.cli.fastpath import try_run
 
+    return 0 if try_run(argv) else main(argv)
+
+
+def run() -> None:
+    """The ``kvmkit`` entry point: the warm server if one runs, else this process."""
     argv = sys.argv[1:]
-    if try_run(argv):
-        sys.exit(0)
     if not NOT_DELEGATED & set(argv[:3]):
         from kvmkit.cli.warm import try_delegate
 
         code = try_delegate(argv)
         if code is not None:
             sys.exit(code)
-    sys.exit(main())
+    sys.exit(run_here(argv))
