@@ -4,14 +4,18 @@ through the API stops working at once, and one revoked by another process within
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 
+from kvmkit.api.deps import _lookup
 from kvmkit.api.token_cache import DEFAULT_TTL_S, TokenCache
-from kvmkit.service.auth import Principal
+from kvmkit.service.auth import Principal, Unauthorized, add_user, create_token
+from kvmkit.store.db import Store
+from kvmkit.store.models import Token
 from tests.api.server import Server
 
 P = Principal(name="u", role="viewer", user_id=1, token_id=7)
@@ -45,6 +49,82 @@ def test_a_clear_wins_over_a_lookup_that_read_the_database_before_it() -> None:
     assert cache.get(key) is P
     cache.clear()
     assert cache.get(key) is None
+
+
+@pytest.mark.fast
+def test_entries_past_half_their_ttl_are_due_for_renewal() -> None:
+    cache = TokenCache(ttl=0.4)
+    key = cache.key("kvk_r")
+    cache.put(key, P, None, cache.generation)
+    assert cache.lookup(key) == (P, False)
+    time.sleep(0.25)
+    assert cache.lookup(key) == (P, True)  # still served, renewed in the background by the caller
+    cache.drop(key)
+    assert cache.lookup(key) == (None, False)
+
+
+class _State:
+    """What deps._lookup needs of the server's state: the real store and a token cache."""
+
+    def __init__(self, store: Store, ttl: float = DEFAULT_TTL_S) -> None:
+        self.store, self.tokens = store, TokenCache(ttl=ttl)
+
+
+def _counting_token_reads(store: Store) -> list[str]:
+    from sqlalchemy import event
+
+    reads: list[str] = []
+
+    @event.listens_for(store.engine, "before_cursor_execute")
+    def count(_conn, _cursor, statement, *_args) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "tokens" in statement:
+            reads.append(statement)
+
+    return reads
+
+
+@pytest.fixture()
+def store_with_token(tmp_path) -> tuple[Store, str, int]:
+    store = Store(f"sqlite:///{tmp_path / 'kvmkit.db'}")
+    with store.session() as s:
+        user = add_user(s, "tc-user", "viewer", "pass-123456")
+        tok, secret, _ = create_token(s, user)
+        token_id = tok.id
+    return store, secret, token_id
+
+
+@pytest.mark.fast
+def test_many_requests_that_miss_at_once_share_one_database_lookup(store_with_token) -> None:
+    store, secret, _ = store_with_token
+    st = _State(store)
+    reads = _counting_token_reads(store)
+    key = st.tokens.key(secret)
+
+    async def fifty() -> list[Principal]:
+        return await asyncio.gather(*(asyncio.shield(_lookup(st, key, secret)) for _ in range(50)))  # type: ignore[arg-type]
+
+    found = asyncio.run(fifty())
+    assert {p.name for p in found} == {"tc-user"} and len(found) == 50
+    assert len(reads) == 1, reads  # one SELECT of the token row (its user is loaded by id)
+    assert st.tokens.get(key) is not None and not st.tokens.in_flight
+
+
+@pytest.mark.fast
+def test_a_renewal_that_finds_the_token_revoked_drops_it(store_with_token) -> None:
+    store, secret, token_id = store_with_token
+    st = _State(store)
+    key = st.tokens.key(secret)
+    asyncio.run(_lookup_once(st, key, secret))
+    assert st.tokens.get(key) is not None
+    with store.session() as s:  # revoked behind the server's back (the CLI writes the database)
+        s.get(Token, token_id).revoked_at = datetime.now(UTC)  # type: ignore[union-attr]
+    with pytest.raises(Unauthorized):
+        asyncio.run(_lookup_once(st, key, secret))
+    assert st.tokens.get(key) is None and not st.tokens.in_flight
+
+
+async def _lookup_once(st: _State, key: str, secret: str) -> Principal:
+    return await _lookup(st, key, secret)  # type: ignore[arg-type]
 
 
 @pytest.mark.fast

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from collections.abc import Callable
 from typing import Any
@@ -50,27 +51,50 @@ async def principal(request: Request, creds: HTTPAuthorizationCredentials | None
                            hint="send 'Authorization: Bearer TOKEN' (kvmkit token create USER) or log in")
     cache = st.tokens
     key = cache.key(secret)
-    cached = cache.get(key)
-    if cached is not None:
-        p = cached
-    else:
-        from starlette.concurrency import run_in_threadpool
-
-        def check() -> Principal:
-            generation = cache.generation
-            with st.store.session() as s:
-                found = authenticate(s, secret)
-                tok = s.get(Token, found.token_id) if found.token_id is not None else None
-                expires_at = tok.expires_at if tok is not None else None
-            cache.put(key, found, expires_at, generation)  # after the commit of last_used_at
-            return found
-
-        p = await run_in_threadpool(check)
+    p, due = cache.lookup(key)
+    if p is None:
+        p = await asyncio.shield(_lookup(st, key, secret))  # a caller that goes away leaves it to the others
+    elif due:
+        _lookup(st, key, secret)  # renewed in the background; this request goes on with the cached caller
     if from_cookie and request.method not in SAFE_METHODS and not await _csrf_ok(request, p):
         raise Forbidden("missing or wrong CSRF token",
                         hint=f"send the {CSRF_HEADER} header (or csrf_token form field) given at login")
     request.state.principal = p.name
     return p
+
+
+def _lookup(st: ServerState, key: str, secret: str) -> asyncio.Task[Principal]:
+    """The database lookup of a token (in a worker thread), started once and shared by every request that
+    waits for it; it caches the caller, or drops the token from the cache when it is not valid."""
+    cache = st.tokens
+    task = cache.in_flight.get(key)
+    if task is not None:
+        return task
+
+    def check() -> Principal:
+        generation = cache.generation
+        with st.store.session() as s:
+            found = authenticate(s, secret)
+            tok = s.get(Token, found.token_id) if found.token_id is not None else None
+            expires_at = tok.expires_at if tok is not None else None
+        cache.put(key, found, expires_at, generation)  # after the commit of last_used_at
+        return found
+
+    async def run() -> Principal:
+        from starlette.concurrency import run_in_threadpool
+
+        try:
+            return await run_in_threadpool(check)
+        except BaseException:
+            cache.drop(key)
+            raise
+        finally:
+            del cache.in_flight[key]
+
+    task = asyncio.get_running_loop().create_task(run())
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved even when nobody waits
+    cache.in_flight[key] = task
+    return task
 
 
 def require(role: str) -> Callable[..., Any]:

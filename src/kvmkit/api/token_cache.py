@@ -9,6 +9,11 @@ applies here within ``ttl`` seconds.
 
 Fills are guarded by a generation counter: a lookup that read the database before a clear cannot put
 its (possibly revoked) result back after the clear.
+
+Under load no request waits for the database once its token is known: an entry past half its ``ttl`` is
+still served while one background lookup renews it (``due``), and the lookups of many requests that miss
+at once are shared (deps.principal keeps one in flight per token). A renewal that finds the token gone
+drops the entry, so the ``ttl`` bound above holds as before.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import threading
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 from kvmkit.service.auth import Principal, sha256
 
@@ -31,6 +37,7 @@ class TokenCache:
         self._entries: dict[str, tuple[Principal, float, float | None]] = {}
         self._lock = threading.Lock()
         self.generation = 0
+        self.in_flight: dict[str, Any] = {}  # token hash -> its running database lookup (api.deps; event loop only)
 
     @staticmethod
     def key(secret: str) -> str:
@@ -38,16 +45,25 @@ class TokenCache:
 
     def get(self, key: str) -> Principal | None:
         """The cached principal for a token hash, or None (unknown, too old, or the token expired)."""
+        return self.lookup(key)[0]
+
+    def lookup(self, key: str) -> tuple[Principal | None, bool]:
+        """(the cached principal or None, whether the entry is past half its ttl and should be renewed)."""
         entry = self._entries.get(key)
         if entry is None:
-            return None
+            return None, False
         principal, deadline, expires = entry
-        if time.monotonic() >= deadline or (expires is not None and time.time() >= expires):
-            with self._lock:
-                if self._entries.get(key) is entry:
-                    del self._entries[key]
-            return None
-        return principal
+        now = time.monotonic()
+        if now >= deadline or (expires is not None and time.time() >= expires):
+            self.drop(key, entry)
+            return None, False
+        return principal, now >= deadline - self.ttl / 2
+
+    def drop(self, key: str, entry: object = None) -> None:
+        """Forget a token (only ``entry`` when given: a newer fill stays)."""
+        with self._lock:
+            if key in self._entries and (entry is None or self._entries[key] is entry):
+                del self._entries[key]
 
     def put(self, key: str, principal: Principal, expires_at: datetime | None, generation: int) -> None:
         """Remember a principal looked up at ``generation`` (dropped if the cache was cleared since)."""
