@@ -40,10 +40,17 @@ Commands:
 """
 
 
-def _available() -> dict[str, str]:
-    from importlib.util import find_spec
+_AVAILABLE: dict[str, str] = {}
 
-    return {name: help_ for name, (mod, help_) in GROUPS.items() if find_spec(f"kvmkit.cli.{mod}") is not None}
+
+def _available() -> dict[str, str]:
+    """The command groups whose module is installed (looked up once per process)."""
+    if not _AVAILABLE:
+        from importlib.util import find_spec
+
+        _AVAILABLE.update((name, help_) for name, (mod, help_) in GROUPS.items()
+                          if find_spec(f"kvmkit.cli.{mod}") is not None)
+    return _AVAILABLE
 
 
 def _usage() -> str:

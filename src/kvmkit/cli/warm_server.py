@@ -85,6 +85,7 @@ class Child:
     control: socket.socket  # the server's end of the socketpair the child waits on
     conn: socket.socket | None = None  # the caller, once the child runs a command
     what: str = ""  # the command's first words, for the server's one line per command
+    code: int | None = None  # the exit code the child reported before exiting
 
 
 @dataclass
@@ -99,17 +100,22 @@ class Server:
 
     def serve(self) -> None:
         self.listener = _listen(self.path)
-        self.sel.register(self.listener, selectors.EVENT_READ, "accept")
+        self.sel.register(self.listener, selectors.EVENT_READ, ("accept", None))
         try:
             self._fork_spare()
             while True:
                 for key, _ in self.sel.select():
-                    if key.data == "accept":
+                    what, child = key.data
+                    if what == "accept":
                         self._accept()
-                    elif isinstance(key.data, Child) and key.fileobj is key.data.conn:
-                        self._from_caller(key.data)
+                    elif self.sel.get_map().get(key.fd) is not key:
+                        continue  # unregistered by an earlier event of this batch (the child exited)
+                    elif what == "caller":
+                        self._from_caller(child)
+                    elif what == "report":
+                        self._reported(child)
                     else:
-                        self._exited(key.data)
+                        self._exited(child)
         finally:
             self._drop_spare()
             with contextlib.suppress(OSError):
@@ -132,7 +138,7 @@ class Server:
             _child(theirs, close)
         theirs.close()
         self.spare = Child(pid, os.pidfd_open(pid), mine)
-        self.sel.register(self.spare.pidfd, selectors.EVENT_READ, self.spare)
+        self.sel.register(self.spare.pidfd, selectors.EVENT_READ, ("exit", self.spare))
 
     def _drop_spare(self) -> None:
         spare, self.spare = self.spare, None
@@ -170,7 +176,7 @@ class Server:
             for fd in fds:  # the child has its own copies now (or there is no child)
                 os.close(fd)
         conn.settimeout(None)
-        self.sel.register(conn, selectors.EVENT_READ, child)
+        self.sel.register(conn, selectors.EVENT_READ, ("caller", child))
         self._fork_spare()
 
     def _hand_over(self, conn: socket.socket, body: bytes, fds: list[int], request: dict[str, Any]) -> Child:
@@ -190,6 +196,7 @@ class Server:
             raise
         child.conn, child.what = conn, _what(request["argv"])
         self.jobs[child.pid] = child
+        self.sel.register(child.control, selectors.EVENT_READ, ("report", child))
         send_message(conn, STARTED, child.pid)
         return child
 
@@ -210,19 +217,40 @@ class Server:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child.pid, msg[1])
 
+    def _reported(self, child: Child) -> None:
+        """The child has flushed its output and tells its exit code: the caller may go on before the child
+        has finished exiting (tearing down a copy of this process takes a few ms)."""
+        self.sel.unregister(child.control)
+        try:
+            msg = recv_message(child.control)
+        except OSError:
+            msg = None
+        if msg is not None and msg[0] == EXITED:
+            child.code = msg[1]
+            self._finish(child, msg[1])
+
+    def _finish(self, child: Child, code: int) -> None:
+        """Tell the caller the command's exit code, and log it."""
+        if child.conn is not None:
+            self.sel.unregister(child.conn)
+            with contextlib.suppress(OSError):
+                send_message(child.conn, EXITED, code)
+            child.conn.close()
+            child.conn = None
+        print(f"kvmkit cli-server: pid {child.pid} exited {code}: {child.what}", file=sys.stderr, flush=True)
+
     def _exited(self, child: Child) -> None:
         self.sel.unregister(child.pidfd)
-        code = self._reap(child)
+        if child is not self.spare:
+            with contextlib.suppress(KeyError):  # still registered when it exited without reporting
+                self.sel.unregister(child.control)
+        status = self._reap(child)
         if child is self.spare:  # died while waiting (killed?): the next command forks another
             self.spare = None
             return
         del self.jobs[child.pid]
-        if child.conn is not None:
-            self.sel.unregister(child.conn)
-            with contextlib.suppress(OSError):
-                send_message(child.conn, EXITED, code if code >= 0 else 128 - code)
-            child.conn.close()
-        print(f"kvmkit cli-server: pid {child.pid} exited {code}: {child.what}", file=sys.stderr, flush=True)
+        if child.code is None:  # died without reporting (killed by a signal)
+            self._finish(child, status if status >= 0 else 128 - status)
         if self.stale and not self.jobs:
             _reexec(self)
 
@@ -343,6 +371,9 @@ def _child(control: socket.socket, close: list[int]) -> None:  # pragma: no cove
             sys.stdout.flush()
         with contextlib.suppress(Exception):
             sys.stderr.flush()
+        code = code & 0xFF if isinstance(code, int) else 1  # what the operating system would report
+        with contextlib.suppress(Exception):
+            send_message(control, EXITED, code)  # all output is out: the caller need not wait for our exit
         os._exit(code)
 
 
