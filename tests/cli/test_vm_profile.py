@@ -81,6 +81,9 @@ def test_explicit_flags_win_and_print_xml_shows_the_shape(prefix):
     assert root.find("os/type").get("machine") == "pc", "--machine wins over the profile"
     assert root.find("devices/memballoon").get("model") == "none" and root.find("devices/rng") is None
     assert root.find(".//{https://kvmkit.dev/xmlns/vm/1}profile").text == "fast-boot"
+    cmdline = root.findtext("os/cmdline")
+    assert len(cmdline) > 80 and "\n" not in cmdline, "printed XML is never wrapped at the terminal width"
+    assert all("\n" not in (el.text or "") for el in root.iter() if len(el) == 0)
 
 
 @pytest.mark.guest

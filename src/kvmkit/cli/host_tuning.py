@@ -7,7 +7,7 @@ from typing import Any
 import typer
 
 from kvmkit.cli.context import connection
-from kvmkit.cli.output import console, emit, table
+from kvmkit.cli.output import console, emit, table, text
 from kvmkit.errors import InvalidInput
 
 
@@ -87,7 +87,8 @@ def _human_plan(d: dict[str, Any]) -> None:
         out.print(f"[yellow]warning:[/] {w}")
     out.print("[green]all VMs fit, each inside one NUMA node[/]" if d["fits"] else "[yellow]see the warnings above[/]")
     for v in d["vms"]:
-        out.print(f"\n[bold]{v['name']}[/]:\n{v['xml']}", markup=True, highlight=False)
+        out.print(f"\n[bold]{v['name']}[/]:")
+        text(v["xml"])
 
 
 def register(app: typer.Typer) -> None:

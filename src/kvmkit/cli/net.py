@@ -7,7 +7,7 @@ from typing import Any
 import typer
 
 from kvmkit.cli.context import connection
-from kvmkit.cli.output import console, emit, table
+from kvmkit.cli.output import console, emit, table, text
 from kvmkit.errors import InvalidInput
 
 app = typer.Typer(help="virtual networks and host bridges", no_args_is_help=True, add_completion=False)
@@ -77,7 +77,7 @@ def show(name: str, xml: bool = typer.Option(False, "--xml", help="print the lib
 
     data = show_network(connection(), name)
     if xml:
-        emit(data["xml"], lambda x: console().print(x, markup=False))
+        emit(data["xml"], text)
         return
     data.pop("xml")
     emit(data, _show_one)

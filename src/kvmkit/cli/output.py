@@ -17,6 +17,13 @@ def console(stderr: bool = False):  # -> rich.console.Console
     return Console(stderr=stderr, highlight=False)
 
 
+def text(value: str) -> None:
+    """Print ``value`` exactly as it is (XML, file contents): no markup, no highlighting and no wrapping at
+    the terminal's width, which would put line breaks into the text of long elements."""
+    sys.stdout.write(value if value.endswith("\n") else value + "\n")
+    sys.stdout.flush()
+
+
 def emit(data: Any, human: Callable[[Any], None] | None = None) -> None:
     """Print ``data``: as JSON with --json, through ``human`` (or a generic view) otherwise."""
     if settings.json:

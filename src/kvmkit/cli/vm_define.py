@@ -7,7 +7,7 @@ from typing import Any
 import typer
 
 from kvmkit.cli.context import connection
-from kvmkit.cli.output import console, emit, table
+from kvmkit.cli.output import console, emit, table, text
 from kvmkit.errors import InvalidInput
 
 # spec field (first part of a pydantic error location) -> the flag the user typed
@@ -185,7 +185,7 @@ def to_spec(data: dict[str, Any]):  # -> VMSpec
 def _show_created(d: dict[str, Any]) -> None:
     out = console()
     if not d.get("defined"):
-        out.print(d["xml"], markup=False, highlight=False)
+        text(d["xml"])
         return
     out.print(f"VM [bold]{d['name']}[/] {'started' if d['started'] else 'defined'} ({d['virt_type']}: "
               f"{d['virt_type_reason']})")
@@ -320,6 +320,6 @@ def register(app: typer.Typer) -> None:
 
         data = show_vm(connection(), name, xml=xml)
         if xml:
-            emit(data, lambda d: console().print(d["xml"], markup=False, highlight=False))
+            emit(data, lambda d: text(d["xml"]))
         else:
             emit(data, _show_vm)
