@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import time
 
 import pytest
@@ -26,7 +25,7 @@ def test_build_is_cached_and_copies_to_out(micro_image, tmp_path):
     assert time.monotonic() - start < 2.0, "a cached build must not rebuild"
     assert again.key == micro_image.key
     initrd = (tmp_path / "out" / "initrd.img").read_bytes()
-    assert gzip.decompress(initrd).startswith(b"070701")
+    assert initrd.startswith(b"070701"), "an uncompressed newc cpio archive (no in-guest inflate)"
     assert (tmp_path / "out" / "vmlinuz").stat().st_size > 1_000_000
 
 

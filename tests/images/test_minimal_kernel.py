@@ -102,8 +102,8 @@ def test_build_is_cached_and_has_everything_built_in(built, tmp_path):
     assert Path(image.kernel).read_bytes()[0x202:0x206] == b"HdrS"
     assert image.pvh_kernel and Path(image.pvh_kernel).read_bytes()[:4] == b"\x7fELF", image.pvh_note
     assert image.kernel_version.startswith(kernel.kernel_release) and "minimal" in image.kernel_version
-    listing = subprocess.run(["sh", "-c", f"zcat {image.initrd} | cpio -t 2>/dev/null"], capture_output=True,
-                             text=True, check=True).stdout.split()
+    listing = subprocess.run(["cpio", "-t", "--quiet"], input=Path(image.initrd).read_bytes(), capture_output=True,
+                             check=True).stdout.decode().split()
     assert "init" in listing and not [p for p in listing if p.endswith(".ko")]
     assert image.key != micro.build().key, "the minimal-kernel image must not share the cloud kernel's cache entry"
 

@@ -8,6 +8,7 @@ the server or the portal. ``--json`` and ``--connect`` are global and may stand 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 # name -> (module under kvmkit.cli, one-line help)
@@ -156,5 +157,5 @@ def run() -> None:
 
         code = try_delegate(argv)
         if code is not None:
-            sys.exit(code)
+            os._exit(code)  # nothing of ours to flush or finalize: the child wrote the output
     sys.exit(run_here(argv))

@@ -37,7 +37,7 @@ DEFAULT_CMDLINE = "console=ttyS0 quiet panic=-1"
 READY_MARKER = "KVMKIT-GUEST-READY"
 STATUS_MARKER = "KVMKIT-STATUS"
 IP_MARKER = "KVMKIT-IP"
-FORMAT_VERSION = 3  # bump when the layout of the initramfs changes
+FORMAT_VERSION = 4  # bump when the layout of the initramfs changes (4: written uncompressed)
 
 # What the guest loads at boot, in this order after their dependencies.
 GUEST_MODULES = [
@@ -118,7 +118,9 @@ def _input_key(kernel: KernelTree) -> str:
 
 
 def _write_cpio(files: dict[str, tuple[int, bytes | None]], out: Path) -> None:
-    """Write a gzip-compressed newc cpio archive (what the kernel unpacks as initramfs)."""
+    """Write a newc cpio archive (what the kernel unpacks as initramfs), uncompressed: the guest kernel then
+    copies it instead of inflating it, ~0.09 s less to the ready marker under TCG for ~1 MB more on disk
+    (measured with the minimal kernel: 0.50 s instead of 0.59 s from start to marker)."""
     buf = io.BytesIO()
     ino = 1
     for name, (mode, data) in sorted(files.items()):
@@ -134,7 +136,13 @@ def _write_cpio(files: dict[str, tuple[int, bytes | None]], out: Path) -> None:
     trailer = b"TRAILER!!!\x00"
     buf.write(("070701" + "0" * 8 * 11 + f"{len(trailer):08x}" + "0" * 8).encode() + trailer)
     buf.write(b"\x00" * ((4 - (110 + len(trailer)) % 4) % 4))
-    out.write_bytes(gzip.compress(buf.getvalue(), compresslevel=6, mtime=0))
+    out.write_bytes(buf.getvalue())
+
+
+def _applets() -> list[str]:
+    """The applets of the host's busybox-static (the one packed into the initramfs)."""
+    out = subprocess.run([str(BUSYBOX), "--list"], capture_output=True, text=True, check=True).stdout
+    return [a for a in out.split() if a and "/" not in a and a != "busybox"]
 
 
 def _initramfs_files(kernel: KernelTree) -> dict[str, tuple[int, bytes | None]]:
@@ -144,6 +152,8 @@ def _initramfs_files(kernel: KernelTree) -> dict[str, tuple[int, bytes | None]]:
                     "dev", "tmp", "mnt", "run", "lib", "lib/modules", "root"):
         files[dirname] = (d, None)
     files["bin/busybox"] = (f | 0o755, BUSYBOX.read_bytes())
+    for applet in _applets():  # what `busybox --install -s /bin` would make at every boot
+        files.setdefault(f"bin/{applet}", (stat.S_IFLNK | 0o777, b"busybox"))
     files["init"] = (f | 0o755, _resource("micro_init.sh"))
     files["etc/udhcpc.sh"] = (f | 0o755, _resource("micro_udhcpc.sh"))
     poweroff = b"#!/bin/sh\necho KVMKIT-POWEROFF > /dev/console\nsync\npoweroff -f\n"
