@@ -63,11 +63,17 @@ def _guest(ctx: Ctx, side: str) -> tuple[libvirt.virDomain, Path]:
     return dom, log_path
 
 
+def repeats(ctx: Ctx) -> int:
+    """At least 7 in a full run: the libvirt call itself varies by +-30 % here, and kvmkit and virsh are
+    within a few ms of each other, so 3 samples would make "no slower" a coin toss."""
+    return ctx.repeats if ctx.quick else max(ctx.repeats, 7)
+
+
 def _side(ctx: Ctx, side: str, create: Callable[[str, str], list[str]], revert: Callable[[str, str], list[str]],
           env: dict[str, str] | None = None) -> tuple[Series, Series, list[str]]:
     dom, log_path = _guest(ctx, side)
     c, r, problems = Series(), Series(), []
-    for i in range(ctx.repeats):
+    for i in range(repeats(ctx)):
         snap = f"s{i}"
         time.sleep(2.5)  # a fresh status line
         uptime = _last_uptime(log_path)
@@ -117,7 +123,8 @@ def bench_snapshots(ctx: Ctx) -> list[Row]:
                      f"{'yes' if not k_problems and not k_missing else 'NO' if k_problems else 'n/a'} "
                      "(checked by the guest's uptime in its next status line)")
     ctx.notes.append("4: kvmkit cold = a new `kvmkit` process per command; warm = the same command through "
-                     "`kvmkit cli-server` (a forked child of a process with everything imported)")
+                     "`kvmkit cli-server` (a forked child of a process with everything imported); "
+                     f"{repeats(ctx)} repeats per side")
     log(f"snapshot: virsh create {p_create.samples} revert {p_revert.samples}; kvmkit "
         + "; ".join(f"{k} create {c.samples} revert {r.samples}" for k, (c, r, _p) in sides.items()))
     rows = []

@@ -175,8 +175,9 @@ class Server:
         finally:
             for fd in fds:  # the child has its own copies now (or there is no child)
                 os.close(fd)
-        conn.settimeout(None)
-        self.sel.register(conn, selectors.EVENT_READ, ("caller", child))
+        if child.conn is not None:
+            conn.settimeout(None)
+            self.sel.register(conn, selectors.EVENT_READ, ("caller", child))
         self._fork_spare()
 
     def _hand_over(self, conn: socket.socket, body: bytes, fds: list[int], request: dict[str, Any]) -> Child:
@@ -197,7 +198,13 @@ class Server:
         child.conn, child.what = conn, _what(request["argv"])
         self.jobs[child.pid] = child
         self.sel.register(child.control, selectors.EVENT_READ, ("report", child))
-        send_message(conn, STARTED, child.pid)
+        try:
+            send_message(conn, STARTED, child.pid)
+        except OSError:  # the caller is gone already: as a terminal hang-up would, stop the command
+            conn.close()
+            child.conn = None
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, signal.SIGHUP)
         return child
 
     def _from_caller(self, child: Child) -> None:
