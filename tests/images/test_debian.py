@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -13,9 +14,37 @@ from kvmkit.images import debian, qemu_img
 from tests.support.serial import SerialLog
 
 
+def _host_dev() -> list[tuple[str, int, int, int]]:
+    return [(n, st.st_uid, st.st_gid, st.st_mode) for n in sorted(os.listdir("/dev"))
+            if not os.path.islink(f"/dev/{n}") and (st := os.stat(f"/dev/{n}"))]
+
+
 @pytest.fixture(scope="module")
 def image() -> dict[str, str]:
-    return debian.build(None)
+    before = _host_dev()
+    built = debian.build(None)
+    assert _host_dev() == before, "building the image changed the host's /dev (owners or modes)"
+    return built
+
+
+@pytest.mark.fast
+def test_chroot_mounts_keep_the_host_dev_and_sys_out_of_reach(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    before = _host_dev()
+    with debian._Mounts(root):
+        dev = root / "dev"
+        assert dev.stat().st_dev != Path("/dev").stat().st_dev, "the chroot's /dev must not be the host's"
+        assert sorted(p.name for p in dev.iterdir()) == sorted(
+            [n for n, _, _ in debian._DEV_NODES] + ["pts", "ptmx", "fd", "stdin", "stdout", "stderr"])
+        os.chown(dev / "null", 0, 104)  # what a package script in the chroot may do to its nodes
+        (dev / "null").write_bytes(b"x")
+        with (dev / "urandom").open("rb") as rnd:
+            assert len(rnd.read(16)) == 16
+        with pytest.raises(OSError):
+            (root / "sys" / "kernel" / "uevent_helper").write_text("")  # read-only
+    assert _host_dev() == before
+    assert not [m for m in Path("/proc/self/mounts").read_text().splitlines() if str(root) in m]
 
 
 def _debugfs(raw: Path, command: str) -> str:

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from kvmkit.errors import HostError, InvalidInput
 
 SUITE = "bookworm"
 MIRROR = os.environ.get("KVMKIT_DEBIAN_MIRROR", "http://deb.debian.org/debian")
-FORMAT_VERSION = 2  # bump when the build or the sealing changes
+FORMAT_VERSION = 3  # bump when the build or the sealing changes (3: the chroot gets its own /dev)
 CMDLINE = "console=ttyS0 root=/dev/vda rw net.ifnames=0"
 BOOTSTRAP_INCLUDE = ["systemd-sysv", "ca-certificates", "python3-cffi-backend", "dbus"]
 PACKAGES = ["linux-image-cloud-amd64", "qemu-guest-agent", "cloud-init", "openssh-server",
@@ -58,25 +59,52 @@ def _chroot_env() -> dict[str, str]:
             "HOME": "/root"}
 
 
+# Device nodes apt and the packages' scripts need in the chroot: (name, major, minor).
+_DEV_NODES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9),
+              ("tty", 5, 0))
+
+
 class _Mounts:
-    """/proc, /sys and /dev inside the chroot while apt runs; always unmounted again."""
+    """/proc, /sys and /dev inside the chroot while apt runs; always unmounted again.
+
+    /dev is a tmpfs of its own with the few nodes apt needs, never the host's /dev bound in: package scripts
+    in the chroot (udev's among them) chgrp and chmod device nodes such as /dev/kvm to the *guest's* group
+    ids, which on a bind mount changed the host's /dev/kvm (to gid 104 here) and left libvirt unable to use
+    KVM. /sys is mounted read-only for the same reason (a `udevadm trigger` would reach the host)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.done: list[Path] = []
 
     def __enter__(self) -> _Mounts:
-        for src, rel, args in (("proc", "proc", ["-t", "proc"]), ("sysfs", "sys", ["-t", "sysfs"]),
-                               ("/dev", "dev", ["--bind"]), ("devpts", "dev/pts", ["-t", "devpts"])):
-            target = self.root / rel
-            target.mkdir(parents=True, exist_ok=True)
-            _run(["mount", *args, src, str(target)], what=f"mount {rel}")
-            self.done.append(target)
+        try:
+            for src, rel, args in (("proc", "proc", ["-t", "proc"]), ("sysfs", "sys", ["-t", "sysfs", "-o", "ro"]),
+                                   ("tmpfs", "dev", ["-t", "tmpfs", "-o", "mode=0755,nosuid"])):
+                self._mount(src, rel, args)
+            dev = self.root / "dev"
+            for name, major, minor in _DEV_NODES:
+                os.mknod(dev / name, 0o666 | stat.S_IFCHR, os.makedev(major, minor))
+                os.chmod(dev / name, 0o666)  # mknod applies the umask
+            self._mount("devpts", "dev/pts", ["-t", "devpts", "-o", "newinstance,ptmxmode=0666,mode=0620"])
+            (dev / "ptmx").symlink_to("pts/ptmx")
+            for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                                 ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+                (dev / name).symlink_to(target)
+        except BaseException:
+            self.__exit__()
+            raise
         return self
+
+    def _mount(self, src: str, rel: str, args: list[str]) -> None:
+        target = self.root / rel
+        target.mkdir(parents=True, exist_ok=True)
+        _run(["mount", *args, src, str(target)], what=f"mount {rel}")
+        self.done.append(target)
 
     def __exit__(self, *exc: object) -> None:
         for target in reversed(self.done):
             subprocess.run(["umount", "-l", str(target)], capture_output=True, check=False)
+        self.done = []
 
 
 def _bootstrap(root: Path, say: Callable[[str], None]) -> None:
