@@ -26,6 +26,7 @@ from lxml import etree
 
 from kvmkit.errors import Conflict, InvalidInput, InvalidState, NotFound, OperationFailed
 from kvmkit.hypervisor.errors import libvirt_errors
+from kvmkit.images.qcow2_header import backing_files
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -389,11 +390,13 @@ def _ensure_not_shared(conn: libvirt.virConnect, dom: libvirt.virDomain, base: s
             continue  # it vanished while we looked
         for d in other_disks:
             if d["path"] and d["format"] == "qcow2" and os.path.exists(d["path"]):
-                try:
-                    chain = backing_chain(d["path"], d["format"])
-                except OperationFailed:
-                    continue
-                if real in (os.path.realpath(c["path"]) for c in chain[1:]):
+                below = backing_files(d["path"])  # from the headers: no qemu-img per disk on the host
+                if below is None:
+                    try:
+                        below = [c["path"] for c in backing_chain(d["path"], d["format"])[1:]]
+                    except OperationFailed:
+                        continue
+                if real in (os.path.realpath(p) for p in below):
                     raise InvalidState(f"cannot {doing}: VM '{other.name()}' uses {base} as a backing file "
                                        "(a linked clone)", hint=f"delete '{other.name()}' first (or make a full "
                                        f"clone of it with `kvmkit vm clone {other.name()} NEW` and delete it)")
