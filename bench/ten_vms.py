@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -142,15 +143,20 @@ def _api(ctx: Ctx, server: Server, rep: int) -> tuple[float, float]:
             p.unlink(missing_ok=True)
 
 
+def _faster_by(factor: float) -> Callable[[Row], bool]:
+    return lambda r: r.p() >= factor * r.k()
+
+
 def bench_ten_vms(ctx: Ctx) -> list[Row]:
     """Each repeat runs the four sides back to back (sequential, concurrent, floor, kvmkit), so a change
     of load on the shared host hits all of them alike."""
     reps = 1 if ctx.quick else max(1, min(ctx.repeats, 2))  # ~1 min per repeat on an idle 2-core host
     results = {tag: (Series(), Series()) for tag in ("seq", "con", "floor")}
     k_run, k_ready, missing = Series(), Series(), ""
-    server: Server | None = Server(task_workers=COUNT)
+    started = Server(task_workers=COUNT)
+    server: Server | None = started
     try:
-        server.start()
+        started.start()
     except Unavailable as exc:
         missing, server = f"failed: {str(exc)[:300]}", None
     try:
@@ -182,7 +188,7 @@ def bench_ten_vms(ctx: Ctx) -> list[Row]:
             factor = {"seq": 5.0, "con": 2.0}.get(tag)
             rows.append(Row(SCEN, case, metric, "s", kvmkit=k if k.samples else None, kvmkit_missing=missing,
                             peer=results[tag][i], peer_name=peer_name, target=target if i == 0 else "",
-                            met=(lambda r, f=factor: r.p() >= f * r.k()) if factor and i == 0 else None))
+                            met=_faster_by(factor) if factor and i == 0 else None))
     if k_run.samples and results["floor"][0].samples:
         over = k_run.median - results["floor"][0].median
         ctx.notes.append(f"3: kvmkit's overhead over the libvirt floor (ten starts of the same domain shape from "
