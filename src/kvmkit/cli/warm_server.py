@@ -237,14 +237,15 @@ class Server:
             self._finish(child, msg[1])
 
     def _finish(self, child: Child, code: int) -> None:
-        """Tell the caller the command's exit code, and log it."""
+        """Log the command's exit code, then tell the caller (in this order: whoever reads the log once the
+        caller has returned finds the line)."""
+        print(f"kvmkit cli-server: pid {child.pid} exited {code}: {child.what}", file=sys.stderr, flush=True)
         if child.conn is not None:
             self.sel.unregister(child.conn)
             with contextlib.suppress(OSError):
                 send_message(child.conn, EXITED, code)
             child.conn.close()
             child.conn = None
-        print(f"kvmkit cli-server: pid {child.pid} exited {code}: {child.what}", file=sys.stderr, flush=True)
 
     def _exited(self, child: Child) -> None:
         self.sel.unregister(child.pidfd)
