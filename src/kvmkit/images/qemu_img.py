@@ -18,13 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from kvmkit.errors import HostError, InvalidInput, NotFound, OperationFailed
+from kvmkit.images.qcow2_header import MAGIC as QCOW2_MAGIC
 
 QEMU_IMG = "qemu-img"
 FORMATS = ("qcow2", "raw")  # formats kvmkit creates and converts to
 READ_FORMATS = ("qcow2", "raw", "vmdk", "vpc", "vhdx", "vdi")  # formats kvmkit can read (convert from)
 
 _MAGICS: list[tuple[int, bytes, str]] = [
-    (0, b"QFI\xfb", "qcow2"),
+    (0, QCOW2_MAGIC, "qcow2"),
     (0, b"KDMV", "vmdk"),
     (0, b"conectix", "vpc"),
     (0, b"vhdxfile", "vhdx"),
