@@ -37,7 +37,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
-    from kvmkit.hypervisor.virt_type import choose_virt_type
+    from kvmkit.host.virt_type import choose_virt_type
     from kvmkit.images import micro
 
     started = datetime.now(UTC)

@@ -102,7 +102,7 @@ def micro_image():
 
 @pytest.fixture(scope="session")
 def virt_type() -> str:
-    from kvmkit.hypervisor.virt_type import choose_virt_type
+    from kvmkit.host.virt_type import choose_virt_type
 
     return choose_virt_type()[0]
 

@@ -9,7 +9,7 @@ import pytest
 from lxml import etree
 
 from kvmkit.hypervisor.connection import connect
-from kvmkit.service.events import EventHub
+from kvmkit.service.tasks.events import EventHub
 
 pytestmark = pytest.mark.fast
 

@@ -13,7 +13,7 @@ import pytest
 
 from kvmkit.api.deps import _lookup
 from kvmkit.api.token_cache import DEFAULT_TTL_S, TokenCache
-from kvmkit.service.auth import Principal, Unauthorized, add_user, create_token
+from kvmkit.service.access.auth import Principal, Unauthorized, add_user, create_token
 from kvmkit.store.db import Store
 from kvmkit.store.models import Token
 from tests.api.server import Server

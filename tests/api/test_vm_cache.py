@@ -15,8 +15,8 @@ import pytest
 from lxml import etree
 
 from kvmkit.api.vm_cache import VMListCache, filtered, invalidating_runner
-from kvmkit.service.events import register_event_impl
-from kvmkit.service.vm_query import list_vms
+from kvmkit.service.tasks.events import register_event_impl
+from kvmkit.service.vms.query import list_vms
 
 pytestmark = pytest.mark.fast
 
@@ -205,7 +205,7 @@ def test_delegated_rows(evconn: Any, prefix: str) -> None:
 
 
 def test_a_task_body_invalidates_the_list_before_the_task_is_recorded(evconn: Any, tmp_path: Any) -> None:
-    from kvmkit.service.tasks import TaskRunner
+    from kvmkit.service.tasks.runner import TaskRunner
     from kvmkit.store.db import Store
 
     cache = new_cache(lambda: evconn, max_age=3600)

@@ -13,7 +13,7 @@ import libvirt
 import pytest
 from lxml import etree
 
-from kvmkit.service.vm_query import list_vms
+from kvmkit.service.vms.query import list_vms
 from tests.api.conftest import wait_task
 
 pytestmark = pytest.mark.guest

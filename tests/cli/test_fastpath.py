@@ -13,7 +13,7 @@ import pytest
 
 from kvmkit.cli import lean_libvirt
 from kvmkit.cli.fastpath import parse, try_run
-from kvmkit.service import vm_rows
+from kvmkit.service.vms import rows as vm_rows
 
 
 def _list(*flags: str, fast: bool) -> list[dict]:
@@ -81,7 +81,7 @@ def test_lean_numbers_are_libvirts():
 
 @pytest.mark.fast
 def test_lean_list_on_the_test_driver_matches_the_library(test_conn):
-    from kvmkit.service.vm_query import list_vms
+    from kvmkit.service.vms.query import list_vms
 
     out = subprocess.run([sys.executable, "-m", "kvmkit", "--json", "vm", "list", "--all",
                           "--connect", "test:///default"], capture_output=True, text=True, timeout=60, check=True)

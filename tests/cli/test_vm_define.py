@@ -90,7 +90,7 @@ def test_bad_input_one_line_error_and_nothing_left(conn, prefix, logs, args, mat
 
 @pytest.mark.fast
 def test_duplicate_name_and_mac_via_cli(conn, prefix, logs):
-    from kvmkit.service.macs import generate_mac
+    from kvmkit.service.vms.macs import generate_mac
 
     mac = generate_mac(conn)  # a free one: a fixed MAC would clash with a leftover of an interrupted run
     kvmkit("vm", "create", f"{prefix}one", "--micro", "--network", f"network=default,mac={mac}")

@@ -181,7 +181,7 @@ def test_preloaded_kvmkit_modules_read_no_environment_at_import():
             "print('\\n'.join(sorted(n for n in sys.modules if n.startswith('kvmkit'))))")
     names = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            timeout=120).stdout.split()
-    assert "kvmkit.service.vm_create" in names
+    assert "kvmkit.service.vms.create" in names
     offenders = []
     for name in names:
         module = sys.modules.get(name) or __import__(name, fromlist=["_"])

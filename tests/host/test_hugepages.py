@@ -90,7 +90,7 @@ def test_too_few_free_pages_refuse_to_start_with_counts(conn, micro_guest, hugep
     assert f"needs {PAGES} huge pages of 2M" in msg and "only 10 are free" in msg and dom.name() in msg
     assert "kvmkit host hugepages --count" in err.value.hint
     # the lifecycle start() and the CLI refuse the same way, before libvirt tries
-    from kvmkit.service.vm_lifecycle import start
+    from kvmkit.service.vms.lifecycle import start
 
     with pytest.raises(InvalidState, match="only 10 are free"):
         start(conn, dom.name())

@@ -171,7 +171,7 @@ def test_create_then_delete_storage_leaves_no_seed(conn, prefix, tmp_path, logs)
 @pytest.mark.guest
 def test_failed_create_removes_the_seed(conn, prefix, logs):
     from kvmkit.errors import KvmkitError
-    from kvmkit.service.vm_create import create_vm
+    from kvmkit.service.vms.create import create_vm
 
     spec = {"name": f"{prefix}vm", "micro": True, "memory_mib": 256, "cpu_model": "NoSuchCpuModel",
             "cloud_init": {"hostname": "x"}}
@@ -207,8 +207,8 @@ def _overlay_volume(conn, name: str, image: dict[str, str]) -> None:
 @pytest.mark.full
 @pytest.mark.timeout(900)
 def test_debian_guest_takes_the_hostname_from_the_seed(conn, prefix, debian_image, workdir):
-    from kvmkit.service.vm_create import create_vm
-    from kvmkit.service.vm_lifecycle import delete
+    from kvmkit.service.vms.create import create_vm
+    from kvmkit.service.vms.lifecycle import delete
     from tests.support.serial import SerialLog
 
     hostname = f"{prefix}ci"

@@ -22,8 +22,8 @@ import libvirt
 import pytest
 
 from kvmkit.host import bridges as host
-from kvmkit.service import networks
-from kvmkit.service.network_xml import NetworkSpec
+from kvmkit.service.net import networks
+from kvmkit.spec.network import NetworkSpec
 
 __all__ = ["NetLab", "guest_run", "netlab", "random_mac"]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from kvmkit.service import pools
+from kvmkit.service.storage import pools
 
 __all__ = ["dir_pool", "loop_device", "make_dir_pool", "template_registry"]
 

@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import inspect, select
 
 from kvmkit.errors import Conflict, InvalidInput
-from kvmkit.service import auth
-from kvmkit.service.tasks import RECOVERY, TaskRunner
+from kvmkit.service.access import auth
+from kvmkit.service.tasks.runner import RECOVERY, TaskRunner
 from kvmkit.store.db import Store
 from kvmkit.store.models import Task, Token, User
 

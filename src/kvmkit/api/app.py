@@ -50,6 +50,7 @@ def create_app(db_url: str | None = None, uri: str | None = None, *, tls: bool =
     app.add_middleware(AuditMiddleware)
     import kvmkit.api.routes_audit as routes_audit
     import kvmkit.api.routes_auth as routes_auth
+    import kvmkit.api.routes_console as routes_console
     import kvmkit.api.routes_events as routes_events
     import kvmkit.api.routes_health as routes_health
     import kvmkit.api.routes_networks as routes_networks
@@ -64,9 +65,7 @@ def create_app(db_url: str | None = None, uri: str | None = None, *, tls: bool =
     for mod in (routes_auth, routes_vms, routes_snapshots, routes_tasks, routes_events, routes_users, routes_tokens,
                 routes_audit, routes_pools, routes_networks):
         app.include_router(mod.router, prefix=API)
-    from kvmkit.web.routes import install as install_portal
-
-    install_portal(app)  # the web portal at / and its console WebSocket
+    app.include_router(routes_console.router)  # its path carries the /api/v1 prefix itself
     return app
 
 
@@ -74,8 +73,8 @@ def build_state(db_url: str | None, uri: str, *, tls: bool = False, workers: int
     from kvmkit.api import vm_jobs
     from kvmkit.api.state import Hypervisor, ServerState
     from kvmkit.api.vm_cache import VMListCache, invalidating_runner
-    from kvmkit.service.events import EventHub, register_event_impl
-    from kvmkit.service.tasks import TaskRunner
+    from kvmkit.service.tasks.events import EventHub, register_event_impl
+    from kvmkit.service.tasks.runner import TaskRunner
     from kvmkit.store.db import Store
 
     register_event_impl()  # before any connection is opened, so keepalive and events work

@@ -14,7 +14,7 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
-from kvmkit.service import audit
+from kvmkit.service.access import audit
 
 CHANGES = ("POST", "PUT", "PATCH", "DELETE")
 

@@ -12,7 +12,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from kvmkit.api.state import ServerState
 from kvmkit.errors import NotFound
-from kvmkit.service.auth import Forbidden, Principal, Unauthorized, authenticate, sha256
+from kvmkit.service.access.auth import Forbidden, Principal, Unauthorized, authenticate, sha256
 from kvmkit.store.models import Token
 
 SESSION_COOKIE = "kvmkit_session"

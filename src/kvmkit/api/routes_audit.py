@@ -7,8 +7,8 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request
 
 from kvmkit.api.deps import require, state
-from kvmkit.service import audit
-from kvmkit.service.auth import Principal
+from kvmkit.service.access import audit
+from kvmkit.service.access.auth import Principal
 
 router = APIRouter(tags=["audit"])
 

@@ -9,8 +9,8 @@ from pydantic import BaseModel, Field
 
 from kvmkit.api.deps import CSRF_COOKIE, SESSION_COOKIE, principal, state
 from kvmkit.errors import InvalidInput
-from kvmkit.service import auth
-from kvmkit.service.auth import Principal
+from kvmkit.service.access import auth
+from kvmkit.service.access.auth import Principal
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
 from kvmkit.api.deps import require, state
-from kvmkit.service.auth import Principal
+from kvmkit.service.access.auth import Principal
 
 router = APIRouter(tags=["events"])
 KEEPALIVE_S = 10.0

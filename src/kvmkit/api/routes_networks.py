@@ -7,23 +7,21 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Request
 
 from kvmkit.api.deps import require, require_unrestricted, state
-from kvmkit.service.auth import Principal
+from kvmkit.service.access.auth import Principal
 
 router = APIRouter(prefix="/networks", tags=["networks"])
 
 
 @router.get("")
 def list_networks(request: Request, p: Principal = Depends(require("viewer"))) -> list[dict[str, Any]]:
-    from kvmkit.service import networks
-
+    from kvmkit.service.net import networks
     require_unrestricted(p, "list networks")
     return networks.list_networks(state(request).hv.get())
 
 
 @router.get("/{name}", responses={404: {"description": "no such network"}})
 def show_network(name: str, request: Request, p: Principal = Depends(require("viewer"))) -> dict[str, Any]:
-    from kvmkit.service import networks
-
+    from kvmkit.service.net import networks
     require_unrestricted(p, "read networks")
     return networks.show_network(state(request).hv.get(), name)
 
@@ -32,7 +30,6 @@ def show_network(name: str, request: Request, p: Principal = Depends(require("vi
                                                     409: {"description": "wrong state or in use"}})
 def network_action(name: str, action: Literal["start", "stop"], request: Request,
                    _p: Principal = Depends(require("admin"))) -> dict[str, Any]:
-    from kvmkit.service import networks
-
+    from kvmkit.service.net import networks
     conn = state(request).hv.get()
     return networks.start(conn, name) if action == "start" else networks.stop(conn, name)

@@ -14,8 +14,8 @@ from pydantic import BaseModel, Field
 
 from kvmkit.api.deps import check_vm_visible, require, state
 from kvmkit.api.routes_vms import TASK_RESPONSES, _domain, _not_busy, _submit
-from kvmkit.service.auth import Principal
-from kvmkit.service.tasks import TaskContext
+from kvmkit.service.access.auth import Principal
+from kvmkit.service.tasks.runner import TaskContext
 
 router = APIRouter(prefix="/vms/{name}/snapshots", tags=["snapshots"])
 
@@ -28,8 +28,7 @@ class NewSnapshot(BaseModel):
 
 @router.get("", responses={404: {"description": "no such VM (or not delegated to you)"}})
 def list_snapshots(name: str, request: Request, p: Principal = Depends(require("viewer"))) -> list[dict[str, Any]]:
-    from kvmkit.service import snapshots
-
+    from kvmkit.service.copies import snapshots
     check_vm_visible(p, name)
     return snapshots.list_snapshots(state(request).hv.get(), name)
 
@@ -45,8 +44,7 @@ def _prepare(request: Request, p: Principal, name: str) -> Any:
 @router.post("", status_code=202, responses=TASK_RESPONSES)
 def create_snapshot(name: str, body: NewSnapshot, request: Request,
                     p: Principal = Depends(require("operator"))) -> JSONResponse:
-    from kvmkit.service import snapshots
-
+    from kvmkit.service.copies import snapshots
     st = _prepare(request, p, name)
 
     def run(ctx: TaskContext) -> dict[str, Any]:
@@ -60,8 +58,7 @@ def create_snapshot(name: str, body: NewSnapshot, request: Request,
 @router.post("/{snapshot}/revert", status_code=202, responses=TASK_RESPONSES)
 def revert_snapshot(name: str, snapshot: str, request: Request,
                     p: Principal = Depends(require("operator"))) -> JSONResponse:
-    from kvmkit.service import snapshots
-
+    from kvmkit.service.copies import snapshots
     st = _prepare(request, p, name)
 
     def run(ctx: TaskContext) -> dict[str, Any]:
@@ -74,8 +71,7 @@ def revert_snapshot(name: str, snapshot: str, request: Request,
 @router.delete("/{snapshot}", status_code=202, responses=TASK_RESPONSES)
 def delete_snapshot(name: str, snapshot: str, request: Request,
                     p: Principal = Depends(require("operator"))) -> JSONResponse:
-    from kvmkit.service import snapshots
-
+    from kvmkit.service.copies import snapshots
     st = _prepare(request, p, name)
 
     def run(ctx: TaskContext) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from kvmkit.api.deps import require, state
 from kvmkit.errors import NotFound
-from kvmkit.service.auth import Principal
+from kvmkit.service.access.auth import Principal
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 TaskState = Literal["queued", "running", "succeeded", "failed", "cancelled"]

@@ -9,8 +9,8 @@ from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic import BaseModel, Field
 
 from kvmkit.api.deps import require, state
-from kvmkit.service import auth
-from kvmkit.service.auth import Forbidden, Principal
+from kvmkit.service.access import auth
+from kvmkit.service.access.auth import Forbidden, Principal
 
 router = APIRouter(prefix="/tokens", tags=["tokens"])
 

@@ -13,8 +13,8 @@ from pydantic import BaseModel, Field
 
 from kvmkit.api.deps import require, state
 from kvmkit.errors import Conflict
-from kvmkit.service import auth
-from kvmkit.service.auth import Principal
+from kvmkit.service.access import auth
+from kvmkit.service.access.auth import Principal
 
 router = APIRouter(tags=["users"])
 Role = Literal["viewer", "operator", "admin"]

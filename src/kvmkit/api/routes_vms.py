@@ -19,7 +19,7 @@ from kvmkit.api.deps import check_vm_visible, require, require_unrestricted, sta
 from kvmkit.api.state import ServerState
 from kvmkit.api.vm_cache import filtered
 from kvmkit.errors import Conflict
-from kvmkit.service.auth import Forbidden, Principal
+from kvmkit.service.access.auth import Forbidden, Principal
 from kvmkit.spec.vm import VMSpec
 
 router = APIRouter(prefix="/vms", tags=["vms"])
@@ -33,14 +33,14 @@ Action = Literal["start", "shutdown", "reboot", "destroy", "suspend", "resume"]
 
 
 def _domain(conn: Any, name: str) -> Any:
-    from kvmkit.service.vm_lifecycle import domain
+    from kvmkit.service.vms.lifecycle import domain
 
     return domain(conn, name)
 
 
 def _not_busy(st: ServerState, name: str) -> None:
     """409 naming the running task when vm:NAME is held (checked before anything else)."""
-    from kvmkit.service.tasks import Busy
+    from kvmkit.service.tasks.runner import Busy
 
     running = st.runner.busy_with(f"vm:{name}")
     if running:
@@ -54,8 +54,7 @@ def _accepted(task: dict[str, Any]) -> JSONResponse:
 def _submit(request: Request, st: ServerState, p: Principal, kind: str, name: str, body: Any,
             intent: dict[str, Any], task_id: str | None = None) -> JSONResponse:
     """Run ``body`` as a task on vm:NAME and audit its outcome when it ends."""
-    from kvmkit.service import audit
-
+    from kvmkit.service.access import audit
     def audited(ctx: Any) -> Any:
         try:
             result = body(ctx)
@@ -94,7 +93,7 @@ async def list_vms(request: Request, p: Principal = Depends(require("viewer"))) 
 def show_vm(name: str, request: Request, p: Principal = Depends(require("viewer"))) -> dict[str, Any]:
     check_vm_visible(p, name)
     conn = state(request).hv.get()
-    from kvmkit.service.vm_query import show_vm as show
+    from kvmkit.service.vms.query import show_vm as show
 
     return dict(show(conn, name))
 
@@ -194,7 +193,7 @@ class Resources(BaseModel):
 def set_resources(name: str, body: Resources, request: Request,
                   p: Principal = Depends(require("operator"))) -> dict[str, Any]:
     """Change vCPUs, memory (live within the maximum and/or in the definition) and autostart."""
-    from kvmkit.service import vm_resources
+    from kvmkit.service.vms import resources as vm_resources
     from kvmkit.spec.common import parse_size_mib
 
     check_vm_visible(p, name)

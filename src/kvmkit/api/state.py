@@ -9,9 +9,9 @@ from typing import Any
 
 from kvmkit.api.token_cache import TokenCache
 from kvmkit.api.vm_cache import VMListCache
-from kvmkit.service.auth import RateLimiter
-from kvmkit.service.events import EventHub
-from kvmkit.service.tasks import TaskRunner
+from kvmkit.service.access.auth import RateLimiter
+from kvmkit.service.tasks.events import EventHub
+from kvmkit.service.tasks.runner import TaskRunner
 from kvmkit.store.db import Store
 
 

@@ -23,7 +23,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from kvmkit.service.auth import Principal, sha256
+from kvmkit.service.access.auth import Principal, sha256
 
 DEFAULT_TTL_S = 5.0
 MAX_ENTRIES = 10_000

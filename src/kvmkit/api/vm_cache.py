@@ -37,7 +37,7 @@ log = logging.getLogger("kvmkit.api")
 
 # domain events that change a row (besides lifecycle events): they invalidate the list
 _EVENT_IDS = ("VIR_DOMAIN_EVENT_ID_BALLOON_CHANGE", "VIR_DOMAIN_EVENT_ID_TUNABLE")
-# lifecycle events (kvmkit.service.events names) after which a listed VM's state is certain and nothing else
+# lifecycle events (kvmkit.service.tasks.events names) after which a listed VM's state is certain and nothing else
 # in its row changed: applied to the cached rows at once instead of invalidating them, so a busy libvirtd
 # (other VMs starting) does not hold up requests. Every other lifecycle event invalidates the list.
 PATCH_STATES = {"started": "running", "resumed": "running", "suspended": "paused", "pmsuspended": "pm-suspended"}
@@ -101,7 +101,7 @@ class VMListCache:
             self.invalidate()
 
     def _on_libvirt_lifecycle(self, _conn: Any, dom: Any, event: int, _detail: int, _opaque: Any) -> None:
-        from kvmkit.service.events import LIFECYCLE
+        from kvmkit.service.tasks.events import LIFECYCLE
 
         self.on_lifecycle(dom.name(), LIFECYCLE.get(event, str(event)))
 
@@ -248,7 +248,7 @@ def bulk_rows(conn: Any) -> list[dict[str, Any]]:
     VM starting, migrating ...). The row's fields (state, current/maximum vCPUs and memory) need no job,
     so they are the same; the call is just not held up by other VMs' long operations."""
     from kvmkit.hypervisor.errors import libvirt_errors
-    from kvmkit.service.vm_rows import LIST_STATS, row
+    from kvmkit.service.vms.rows import LIST_STATS, row
 
     with libvirt_errors("listing VMs"):
         records = conn.getAllDomainStats(LIST_STATS, libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT)

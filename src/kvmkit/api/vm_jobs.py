@@ -16,7 +16,7 @@ import libvirt
 from lxml import etree
 
 from kvmkit.hypervisor.errors import libvirt_errors
-from kvmkit.service.tasks import RECOVERY, TaskContext
+from kvmkit.service.tasks.runner import RECOVERY, TaskContext
 
 log = logging.getLogger("kvmkit.api")
 META_NS = "https://kvmkit.dev/xmlns/vm/1"
@@ -28,7 +28,7 @@ def create_body(conn_get: Any, spec: Any, start: bool) -> Any:
     uses its own libvirt connection so ten creates at once do not queue on one connection."""
     def body(ctx: TaskContext) -> dict[str, Any]:
         from kvmkit.hypervisor.connection import worker_connection
-        from kvmkit.service.vm_create import create_vm  # type: ignore[import-not-found,unused-ignore]
+        from kvmkit.service.vms.create import create_vm  # type: ignore[import-not-found,unused-ignore]
 
         conn = worker_connection(conn_get())
         ctx.step("create", 5, f"creating VM {spec.name}", vm=spec.name)
@@ -51,8 +51,7 @@ def create_body(conn_get: Any, spec: Any, start: bool) -> Any:
 
 def action_body(conn_get: Any, name: str, action: str, *, timeout: float = 60, force: bool = False) -> Any:
     def body(ctx: TaskContext) -> dict[str, Any]:
-        from kvmkit.service import vm_lifecycle
-
+        from kvmkit.service.vms import lifecycle as vm_lifecycle
         ctx.step(action, 10, f"{action} VM {name}", vm=name)
         fn = getattr(vm_lifecycle, action)
         if action == "shutdown":
@@ -64,8 +63,7 @@ def action_body(conn_get: Any, name: str, action: str, *, timeout: float = 60, f
 
 def delete_body(conn_get: Any, name: str, storage: bool, force: bool) -> Any:
     def body(ctx: TaskContext) -> dict[str, Any]:
-        from kvmkit.service import vm_lifecycle
-
+        from kvmkit.service.vms import lifecycle as vm_lifecycle
         ctx.step("delete", 10, f"deleting VM {name}", vm=name, storage=storage)
         return vm_lifecycle.delete(conn_get(), name, storage=storage, force=force)
 

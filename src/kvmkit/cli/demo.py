@@ -16,7 +16,7 @@ def demo(
     wait: float = typer.Option(60, "--wait", help="seconds to wait for the guest to be ready"),
 ) -> None:
     """Create (once) and boot the micro-guest on the default network; print its address and console."""
-    from kvmkit.service.demo import ensure_demo
+    from kvmkit.service.vms.demo import ensure_demo
 
     out = console(stderr=True)
     info = ensure_demo(connection(), name, wait=wait, progress=lambda m: out.print(f"[dim]{m}[/]"))

@@ -4,7 +4,7 @@
 what operators compare with ``virsh list --all``. It runs before anything else is imported: the
 arguments are parsed here (only that exact shape), libvirt is called through ``libvirtmod``
 (kvmkit.cli.lean_libvirt) and the rows are built by the same function the library uses
-(kvmkit.service.vm_rows.row). Anything else -- other flags, --help, the table view, any libvirt
+(kvmkit.service.vms.rows.row). Anything else -- other flags, --help, the table view, any libvirt
 error -- goes the normal way through Typer, which prints the same output or the proper error.
 ``KVMKIT_NO_FASTPATH=1`` turns it off.
 """
@@ -65,7 +65,7 @@ def try_run(argv: list[str]) -> bool:
 
 def _list(uri: str, *, include_inactive: bool, ips: bool) -> list[dict]:
     from kvmkit.cli import lean_libvirt as lv
-    from kvmkit.service.vm_rows import LIST_STATS, RUNNING, STATS_ACTIVE_ONLY, row
+    from kvmkit.service.vms.rows import LIST_STATS, RUNNING, STATS_ACTIVE_ONLY, row
 
     conn = lv.open_connection(uri)
     records = lv.all_domain_stats(conn, LIST_STATS, 0 if include_inactive else STATS_ACTIVE_ONLY)

@@ -30,7 +30,7 @@ def check(refresh: bool = typer.Option(False, "--refresh", help="probe KVM again
     """Readiness report: CPU flags, /dev/kvm usable, modules, libvirtd, QEMU, default network/pool, KSM,
     huge pages, IOMMU. Exit 1 when a check fails."""
     from kvmkit.host.check import report
-    from kvmkit.hypervisor.virt_type import probe_kvm
+    from kvmkit.host.virt_type import probe_kvm
 
     if refresh:
         probe_kvm(refresh=True)

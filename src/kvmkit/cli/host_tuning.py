@@ -96,7 +96,7 @@ def register(app: typer.Typer) -> None:
     def info() -> None:
         """CPUs, NUMA nodes (CPUs + memory), caches, memory, KSM, THP, huge pages, IO schedulers, VM placement."""
         from kvmkit.host.topology import host_info
-        from kvmkit.service.pinning import placements
+        from kvmkit.service.vms.pinning import placements
 
         conn = connection()
         data = host_info(conn)

@@ -100,7 +100,7 @@ def convert(
     with progress(f"convert to {format_}", 100, unit="percent") as advance:
         if vm:
             from kvmkit.cli.context import connection
-            from kvmkit.service.disk_convert import convert_vm_disk
+            from kvmkit.service.storage.disk_convert import convert_vm_disk
 
             result = convert_vm_disk(connection(), vm, src, dst, format_, progress=advance)
         else:

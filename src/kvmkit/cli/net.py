@@ -65,7 +65,7 @@ def _show_one(d: dict[str, Any]) -> None:
 @app.command("list")
 def list_() -> None:
     """All networks: state, autostart, mode, bridge, subnet, DHCP range."""
-    from kvmkit.service.networks import list_networks
+    from kvmkit.service.net.networks import list_networks
 
     emit(list_networks(connection()), _show_list)
 
@@ -73,7 +73,7 @@ def list_() -> None:
 @app.command()
 def show(name: str, xml: bool = typer.Option(False, "--xml", help="print the libvirt XML")) -> None:
     """One network with its reservations, VMs and leases."""
-    from kvmkit.service.networks import show_network
+    from kvmkit.service.net.networks import show_network
 
     data = show_network(connection(), name)
     if xml:
@@ -102,8 +102,8 @@ def create(
     no_start: bool = typer.Option(False, "--no-start", help="define only"),
 ) -> None:
     """Create a network. Refuses a subnet that overlaps a host route, address or another network."""
-    from kvmkit.service.network_xml import NetworkSpec
-    from kvmkit.service.networks import create_network
+    from kvmkit.service.net.networks import create_network
+    from kvmkit.spec.network import NetworkSpec
 
     start = end = None
     if dhcp_range:
@@ -129,24 +129,21 @@ def create(
 @app.command()
 def start(name: str) -> None:
     """Start a network."""
-    from kvmkit.service import networks
-
+    from kvmkit.service.net import networks
     emit(networks.start(connection(), name), lambda d: console().print(f"network {d['name']} started"))
 
 
 @app.command()
 def stop(name: str, force: bool = typer.Option(False, "--force", help="stop even while running VMs use it")) -> None:
     """Stop a network (refused while running VMs use it, unless --force)."""
-    from kvmkit.service import networks
-
+    from kvmkit.service.net import networks
     emit(networks.stop(connection(), name, force=force), lambda d: console().print(f"network {d['name']} stopped"))
 
 
 @app.command()
 def autostart(name: str, off: bool = typer.Option(False, "--off", help="turn autostart off")) -> None:
     """Start the network with the host (or not, with --off)."""
-    from kvmkit.service import networks
-
+    from kvmkit.service.net import networks
     emit(networks.set_autostart(connection(), name, not off),
          lambda d: console().print(f"network {d['name']} autostart {'on' if d['autostart'] else 'off'}"))
 
@@ -154,8 +151,7 @@ def autostart(name: str, off: bool = typer.Option(False, "--off", help="turn aut
 @app.command()
 def delete(name: str) -> None:
     """Stop and remove a network (refused while running VMs use it); removes a host bridge kvmkit created."""
-    from kvmkit.service import networks
-
+    from kvmkit.service.net import networks
     def human(d: dict[str, Any]) -> None:
         console().print(f"network {d['name']} deleted")
         if d.get("bridge_deleted"):
@@ -167,16 +163,15 @@ def delete(name: str) -> None:
 @app.command()
 def leases(name: str, mac: str = typer.Option(None, "--mac", help="only this MAC")) -> None:
     """DHCP leases handed out by a network."""
-    from kvmkit.service import networks
-
+    from kvmkit.service.net import networks
     emit(networks.leases(connection(), name, mac), lambda rows: table(rows, ["ip", "mac", "hostname", "expiry"]))
 
 
 @host_app.command("add")
 def host_add(network: str, host: str = typer.Argument(..., help="mac=..,ip=..[,name=..]")) -> None:
     """Reserve an address for a MAC (applies live and persistently)."""
-    from kvmkit.service.network_xml import DhcpHost
-    from kvmkit.service.networks import add_host
+    from kvmkit.service.net.networks import add_host
+    from kvmkit.spec.network import DhcpHost
 
     data = add_host(connection(), network, DhcpHost(**parse_host(host)))
     emit(data, lambda d: console().print(f"{network}: {len(d['hosts'])} reservation(s)"))
@@ -185,7 +180,7 @@ def host_add(network: str, host: str = typer.Argument(..., help="mac=..,ip=..[,n
 @host_app.command("remove")
 def host_remove(network: str, mac: str) -> None:
     """Drop the reservation of a MAC."""
-    from kvmkit.service.networks import remove_host
+    from kvmkit.service.net.networks import remove_host
 
     data = remove_host(connection(), network, mac)
     emit(data, lambda d: console().print(f"{network}: {len(d['hosts'])} reservation(s)"))

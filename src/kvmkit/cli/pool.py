@@ -34,7 +34,7 @@ def _show(d: dict[str, Any]) -> None:
 @app.command("list")
 def list_() -> None:
     """All pools with capacity, allocation and available space."""
-    from kvmkit.service.pools import list_pools
+    from kvmkit.service.storage.pools import list_pools
 
     rows = list_pools(connection())
 
@@ -61,8 +61,7 @@ def define(
     autostart: bool = typer.Option(False, "--autostart", help="also mark it autostart"),
 ) -> None:
     """Define a pool (then `pool build` and `pool start`, or pass --build --start)."""
-    from kvmkit.service import pools
-
+    from kvmkit.service.storage import pools
     conn = connection()
     d = pools.define_pool(conn, name, type_, target=target, source_dev=source_dev, source_host=source_host,
                           source_path=source_path, source_name=source_name, source_format=source_format)
@@ -81,8 +80,7 @@ def define(
 
 def _simple(verb: str, fn_name: str, help_: str) -> None:
     def command(name: str = typer.Argument(...)) -> None:
-        from kvmkit.service import pools
-
+        from kvmkit.service.storage import pools
         d = getattr(pools, fn_name)(connection(), name)
         emit(d, _show if "type" in d else lambda x: console().print(f"pool {x['name']}: done"))
 
@@ -94,7 +92,7 @@ def _simple(verb: str, fn_name: str, help_: str) -> None:
 def build_(name: str = typer.Argument(...),
            overwrite: bool = typer.Option(False, "--overwrite", help="format the device even if it has data")) -> None:
     """Make the pool's storage: mkdir (dir), mkfs (fs), vgcreate (logical)."""
-    from kvmkit.service.pools import build_pool
+    from kvmkit.service.storage.pools import build_pool
 
     emit(build_pool(connection(), name, overwrite=overwrite), _show)
 
@@ -102,7 +100,7 @@ def build_(name: str = typer.Argument(...),
 @app.command("autostart")
 def autostart_(name: str = typer.Argument(...), off: bool = typer.Option(False, "--off", help="turn it off")) -> None:
     """Start the pool with libvirtd (--off: not)."""
-    from kvmkit.service.pools import set_autostart
+    from kvmkit.service.storage.pools import set_autostart
 
     emit(set_autostart(connection(), name, not off), _show)
 

@@ -49,12 +49,12 @@ def serve(
 
     faulthandler.register(signal.SIGUSR1)  # `kill -USR1 PID` prints every thread's stack (debugging hangs)
 
-    from kvmkit.api.app import create_app
+    from kvmkit.server import create_server
     from kvmkit.store.db import Store
 
     Store(db).engine.dispose()  # migrate now: a bad --db fails here with one clear line, not a traceback
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    api = create_app(db, settings.connect, tls=bool(tls_cert), workers=workers)
+    api = create_server(db, settings.connect, tls=bool(tls_cert), workers=workers)
     uvicorn.run(api, host=host, port=port, ssl_certfile=tls_cert, ssl_keyfile=tls_key, log_level=log_level,
                 timeout_graceful_shutdown=3)

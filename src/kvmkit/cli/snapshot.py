@@ -29,7 +29,7 @@ def create(vm: str = typer.Argument(..., help="the VM"),
            disk_only: bool = typer.Option(False, "--disk-only", help="external overlay files, disks only"),
            description: str | None = typer.Option(None, "--description", help="free text kept with it")) -> None:
     """Snapshot a VM: internal with memory when running; --disk-only for external overlays."""
-    from kvmkit.service.snapshots import create_snapshot
+    from kvmkit.service.copies.snapshots import create_snapshot
 
     with console(stderr=True).status(f"snapshotting {vm}"):
         res = create_snapshot(connection(), vm, snap, disk_only=disk_only, description=description)
@@ -46,7 +46,7 @@ def create(vm: str = typer.Argument(..., help="the VM"),
 @app.command("list")
 def list_(vm: str = typer.Argument(..., help="the VM")) -> None:
     """Snapshots as a tree (children indented under their parent), the current one marked."""
-    from kvmkit.service.snapshots import list_snapshots
+    from kvmkit.service.copies.snapshots import list_snapshots
 
     items = list_snapshots(connection(), vm)
 
@@ -63,7 +63,7 @@ def list_(vm: str = typer.Argument(..., help="the VM")) -> None:
 @app.command()
 def revert(vm: str = typer.Argument(...), snap: str = typer.Argument(...)) -> None:
     """Return the VM to a snapshot; a snapshot of a running VM comes back running (no reboot)."""
-    from kvmkit.service.snapshots import revert_snapshot
+    from kvmkit.service.copies.snapshots import revert_snapshot
 
     with console(stderr=True).status(f"reverting {vm} to {snap}"):
         res = revert_snapshot(connection(), vm, snap)
@@ -73,7 +73,7 @@ def revert(vm: str = typer.Argument(...), snap: str = typer.Argument(...)) -> No
 @app.command()
 def delete(vm: str = typer.Argument(...), snap: str = typer.Argument(...)) -> None:
     """Delete a snapshot; children stay usable; external overlays are merged back while the VM runs."""
-    from kvmkit.service.snapshots import delete_snapshot
+    from kvmkit.service.copies.snapshots import delete_snapshot
 
     with console(stderr=True).status(f"deleting snapshot {snap} of {vm} (merging overlays back if external)"):
         res = delete_snapshot(connection(), vm, snap)
@@ -88,7 +88,7 @@ def delete(vm: str = typer.Argument(...), snap: str = typer.Argument(...)) -> No
 @app.command()
 def current(vm: str = typer.Argument(...)) -> None:
     """The current snapshot (the one the VM's state derives from), or none."""
-    from kvmkit.service.snapshots import current_snapshot
+    from kvmkit.service.copies.snapshots import current_snapshot
 
     res = current_snapshot(connection(), vm)
     emit(res, lambda r: console().print(_line(r) if r else f"{vm} has no current snapshot"))

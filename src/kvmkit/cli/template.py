@@ -23,7 +23,7 @@ def mark(pool: str = typer.Argument(...), volume: str = typer.Argument(...),
          name: str = typer.Option(None, "--name", help="template name (default: the volume's name)"),
          description: str = typer.Option("", "--description")) -> None:
     """Mark a qcow2 volume as a template."""
-    from kvmkit.service.templates import mark as do_mark
+    from kvmkit.service.storage.templates import mark as do_mark
 
     emit(do_mark(connection(), pool, volume, name=name, description=description),
          lambda d: console().print(f"template {d['name']}: {d['path']}"))
@@ -32,7 +32,7 @@ def mark(pool: str = typer.Argument(...), volume: str = typer.Argument(...),
 @app.command()
 def unmark(name: str = typer.Argument(...)) -> None:
     """Stop treating a volume as a template (the volume stays)."""
-    from kvmkit.service.templates import unmark as do_unmark
+    from kvmkit.service.storage.templates import unmark as do_unmark
 
     emit(do_unmark(name), lambda d: console().print(f"template {d['name']} unmarked"))
 
@@ -40,7 +40,7 @@ def unmark(name: str = typer.Argument(...)) -> None:
 @app.command("list")
 def list_() -> None:
     """All templates."""
-    from kvmkit.service.templates import list_templates
+    from kvmkit.service.storage.templates import list_templates
 
     def human(rows: list[dict[str, Any]]) -> None:
         table([{**r, "capacity": f"{r['capacity'] / 1024**3:.1f} GiB"} for r in rows],
@@ -54,7 +54,7 @@ def provision(template: str = typer.Argument(...), volume: str = typer.Argument(
               pool: str = typer.Option(None, "--pool", help="pool of the new volume (default: the template's)"),
               full_clone: bool = typer.Option(False, "--full-clone", help="copy instead of a linked clone")) -> None:
     """Make a new volume from a template (linked clone by default)."""
-    from kvmkit.service.templates import provision_from_template
+    from kvmkit.service.storage.templates import provision_from_template
 
     path = provision_from_template(connection(), template, volume, pool=pool, linked=not full_clone)
     emit({"template": template, "volume": volume, "path": path, "linked": not full_clone},

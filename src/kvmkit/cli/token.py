@@ -18,8 +18,7 @@ def _group() -> None:
 @app.command()
 def create(user: str, name: str = typer.Option("cli", "--name", help="a label for the token"), db: str = DB) -> None:
     """Create an API token for USER and print it (once)."""
-    from kvmkit.service import auth
-
+    from kvmkit.service.access import auth
     with open_store(db).session() as s:
         tok, secret, _ = auth.create_token(s, auth.get_user(s, user), name)
         data = auth.token_dict(tok) | {"token": secret}
@@ -31,7 +30,7 @@ def list_(user: str = typer.Argument(None), db: str = DB) -> None:
     """List API tokens (of USER, or all)."""
     from sqlalchemy import select
 
-    from kvmkit.service import auth
+    from kvmkit.service.access import auth
     from kvmkit.store.models import Token
 
     q = select(Token).where(Token.kind == "api").order_by(Token.id)

@@ -23,8 +23,7 @@ def add(name: str, role: str = typer.Option(..., "--role", help="admin, operator
         vm_scope: str = typer.Option("all", "--vm-scope", help="all, or granted (only VMs granted to the user)"),
         db: str = DB) -> None:
     """Add a user (the first admin is created this way). Without a password it can only use tokens."""
-    from kvmkit.service import auth
-
+    from kvmkit.service.access import auth
     password = sys.stdin.readline().rstrip("\n") if password_stdin else None
     with open_store(db).session() as s:
         data = auth.user_dict(auth.add_user(s, name, role, password, vm_scope))
@@ -36,7 +35,7 @@ def list_(db: str = DB) -> None:
     """List users."""
     from sqlalchemy import select
 
-    from kvmkit.service import auth
+    from kvmkit.service.access import auth
     from kvmkit.store.models import User
 
     with open_store(db).session() as s:
@@ -47,8 +46,7 @@ def list_(db: str = DB) -> None:
 @app.command()
 def delete(name: str, db: str = DB) -> None:
     """Delete a user and its tokens."""
-    from kvmkit.service import auth
-
+    from kvmkit.service.access import auth
     with open_store(db).session() as s:
         s.delete(auth.get_user(s, name))
     emit({"deleted": name}, lambda d: console().print(f"user {name} deleted"))
@@ -57,8 +55,7 @@ def delete(name: str, db: str = DB) -> None:
 @app.command()
 def grant(name: str, vm: str, db: str = DB) -> None:
     """Delegate VM to user NAME (who then sees only its granted VMs)."""
-    from kvmkit.service import auth
-
+    from kvmkit.service.access import auth
     with open_store(db).session() as s:
         u = auth.get_user(s, name)
         auth.grant(s, vm, user=u)

@@ -17,7 +17,7 @@ def register(app: typer.Typer) -> None:
               linked: bool = typer.Option(False, "--linked", help="qcow2 overlays on a shared base instead of "
                                           "full copies (the source gets a snapshot 'linked-NEW')")) -> None:
         """Clone a VM: new UUID, new MACs, disk files named after the new VM, its own serial log."""
-        from kvmkit.service.clone import clone_vm
+        from kvmkit.service.copies.clone import clone_vm
 
         with progress(f"cloning {src} -> {new}", total=100, unit="percent") as advance:
             res = clone_vm(connection(), src, new, linked=linked, progress=advance)
@@ -38,7 +38,7 @@ def register(app: typer.Typer) -> None:
     def backup(name: str = typer.Argument(..., help="the VM (running, paused or shut off)"),
                to: str = typer.Option(..., "--to", help="new or empty directory for the backup")) -> None:
         """Back up a VM: domain XML, every disk as compressed qcow2, manifest.json with sha256 sums."""
-        from kvmkit.service.backup import backup_vm
+        from kvmkit.service.copies.backup import backup_vm
 
         with progress(f"backing up {name}", total=100, unit="percent") as advance:
             res = backup_vm(connection(), name, to, progress=advance)
@@ -54,7 +54,7 @@ def register(app: typer.Typer) -> None:
                 pool: str | None = typer.Option(None, "--pool", help="storage pool for the disks (default: default)"),
                 ) -> None:
         """Restore a VM from a backup; every sha256 is checked before anything is created."""
-        from kvmkit.service.restore import restore_vm
+        from kvmkit.service.copies.restore import restore_vm
 
         with progress("restoring", total=100, unit="percent") as advance:
             res = restore_vm(connection(), backup_dir, name=name, pool=pool, progress=advance)

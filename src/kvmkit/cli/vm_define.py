@@ -272,7 +272,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Create a VM (define it; --start boots it). Checks everything first; on failure nothing is left."""
         from kvmkit.cli.output import progress
-        from kvmkit.service.vm_create import create_vm
+        from kvmkit.service.vms.create import create_vm
 
         if import_ and not any("path=" in d or "volume=" in d for d in disk):
             raise InvalidInput("--import needs an existing disk", hint="add --disk path=FILE (or volume=V,pool=P)")
@@ -305,7 +305,7 @@ def register(app: typer.Typer) -> None:
     def list_(all_: bool = typer.Option(False, "--all", help="include shut-off VMs"),
               ip: bool = typer.Option(True, "--ip/--no-ip", help="show running VMs' addresses (DHCP leases)")) -> None:
         """VMs on the host: name, state, vCPUs, memory, IP (one bulk libvirt call for the VMs)."""
-        from kvmkit.service.vm_query import list_vms
+        from kvmkit.service.vms.query import list_vms
 
         rows = list_vms(connection(), include_inactive=all_, ips=ip)
         cols = ["name", "state", "vcpus", "memory_mib", "ip", "host"] if ip else ["name", "state", "vcpus",
@@ -316,7 +316,7 @@ def register(app: typer.Typer) -> None:
     def show(name: str = typer.Argument(..., help="VM name"),
              xml: bool = typer.Option(False, "--xml", help="print the domain XML")) -> None:
         """Details of one VM: resources, disks, NICs and MACs, graphics, guest type and why, metadata."""
-        from kvmkit.service.vm_query import show_vm
+        from kvmkit.service.vms.query import show_vm
 
         data = show_vm(connection(), name, xml=xml)
         if xml:

@@ -51,8 +51,7 @@ def disk_attach(
     config: bool = typer.Option(False, "--config", help=CONFIG_HELP),
 ) -> None:
     """Attach a disk image, block device or pool volume to a VM."""
-    from kvmkit.service import vm_devices
-
+    from kvmkit.service.vms import devices as vm_devices
     lv, cf = _lc(live, config)
     result = vm_devices.attach_disk(connection(), name, fmt=fmt, path=path, pool=pool, volume=volume, target=target,
                                     bus=bus, cache=cache, readonly=readonly, live=lv, config=cf)
@@ -71,8 +70,7 @@ def disk_detach(
     timeout: float = typer.Option(30, "--timeout", help="seconds to wait for the guest to release it"),
 ) -> None:
     """Detach a disk (its image stays)."""
-    from kvmkit.service import vm_devices
-
+    from kvmkit.service.vms import devices as vm_devices
     lv, cf = _lc(live, config)
     result = vm_devices.detach_disk(connection(), name, target, live=lv, config=cf, timeout=timeout)
     emit(result, lambda d: console().print(f"detached {d['target']} from {d['name']} ({_where(d)})"))
@@ -89,8 +87,7 @@ def nic_attach(
     config: bool = typer.Option(False, "--config", help=CONFIG_HELP),
 ) -> None:
     """Attach a network interface; a MAC used by any other VM on the host is refused."""
-    from kvmkit.service import vm_devices
-
+    from kvmkit.service.vms import devices as vm_devices
     lv, cf = _lc(live, config)
     result = vm_devices.attach_nic(connection(), name, network=network, bridge=bridge, model=model, mac=mac,
                                    live=lv, config=cf)
@@ -106,8 +103,7 @@ def nic_detach(
     timeout: float = typer.Option(30, "--timeout", help="seconds to wait for the guest to release it"),
 ) -> None:
     """Detach a network interface by MAC address."""
-    from kvmkit.service import vm_devices
-
+    from kvmkit.service.vms import devices as vm_devices
     lv, cf = _lc(live, config)
     result = vm_devices.detach_nic(connection(), name, mac, live=lv, config=cf, timeout=timeout)
     emit(result, lambda d: console().print(f"detached NIC {d['mac']} from {d['name']} ({_where(d)})"))

@@ -18,8 +18,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def start(name: str = typer.Argument(..., help="VM name")) -> None:
         """Boot a shut-off VM (restores its managed-save image if it has one)."""
-        from kvmkit.service import vm_lifecycle
-
+        from kvmkit.service.vms import lifecycle as vm_lifecycle
         emit(vm_lifecycle.start(connection(), name), _said)
 
     @app.command()
@@ -29,8 +28,7 @@ def register(app: typer.Typer) -> None:
         force: bool = typer.Option(False, "--force", help="power it off (destroy) if it has not stopped in time"),
     ) -> None:
         """Press the ACPI power button and wait until the VM is shut off."""
-        from kvmkit.service import vm_lifecycle
-
+        from kvmkit.service.vms import lifecycle as vm_lifecycle
         def human(d: dict[str, Any]) -> None:
             how = "powered off after the timeout (--force)" if d["forced"] else "shut down by the guest"
             console().print(f"VM [bold]{d['name']}[/]: {how} in {d['seconds']} s")
@@ -42,29 +40,25 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def reboot(name: str = typer.Argument(..., help="VM name")) -> None:
         """Ask the guest to reboot (ACPI or guest agent)."""
-        from kvmkit.service import vm_lifecycle
-
+        from kvmkit.service.vms import lifecycle as vm_lifecycle
         emit(vm_lifecycle.reboot(connection(), name), _said)
 
     @app.command()
     def destroy(name: str = typer.Argument(..., help="VM name")) -> None:
         """Power the VM off at once (pull the plug); its definition and disks stay."""
-        from kvmkit.service import vm_lifecycle
-
+        from kvmkit.service.vms import lifecycle as vm_lifecycle
         emit(vm_lifecycle.destroy(connection(), name), _said)
 
     @app.command()
     def suspend(name: str = typer.Argument(..., help="VM name")) -> None:
         """Pause a running VM (it keeps its memory)."""
-        from kvmkit.service import vm_lifecycle
-
+        from kvmkit.service.vms import lifecycle as vm_lifecycle
         emit(vm_lifecycle.suspend(connection(), name), _said)
 
     @app.command()
     def resume(name: str = typer.Argument(..., help="VM name")) -> None:
         """Continue a paused VM."""
-        from kvmkit.service import vm_lifecycle
-
+        from kvmkit.service.vms import lifecycle as vm_lifecycle
         emit(vm_lifecycle.resume(connection(), name), _said)
 
     @app.command()
@@ -75,8 +69,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Undefine the VM (with NVRAM, managed-save and snapshot metadata); --storage deletes its disks but
         keeps any disk another VM uses."""
-        from kvmkit.service import vm_lifecycle
-
+        from kvmkit.service.vms import lifecycle as vm_lifecycle
         def human(d: dict[str, Any]) -> None:
             from rich.markup import escape
 
@@ -93,7 +86,6 @@ def register(app: typer.Typer) -> None:
     def rename(old: str = typer.Argument(..., help="current VM name"),
                new: str = typer.Argument(..., help="new VM name")) -> None:
         """Rename a shut-off VM; disks, UUID and configuration stay."""
-        from kvmkit.service import vm_lifecycle
-
+        from kvmkit.service.vms import lifecycle as vm_lifecycle
         emit(vm_lifecycle.rename(connection(), old, new),
              lambda d: console().print(f"VM [bold]{d['old_name']}[/] is now [bold]{d['name']}[/]"))

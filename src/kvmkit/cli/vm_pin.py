@@ -38,8 +38,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Pin vCPUs and emulator threads to host CPUs. Without --live/--config: the running VM and its
         definition (when it has one). Without options: show the current pinning."""
-        from kvmkit.service import pinning
-
+        from kvmkit.service.vms import pinning
         if len(vcpu) != len(cpus):
             raise InvalidInput(f"{len(vcpu)} --vcpu but {len(cpus)} --cpus", hint="give --vcpu V --cpus LIST pairs")
         lc = (None, None) if not (live or config) else (live, config)

@@ -51,8 +51,7 @@ def register(app: typer.Typer) -> None:
         autostart: str | None = typer.Option(None, "--autostart", help="on|off: start with the host"),
     ) -> None:
         """Change vCPUs, memory and autostart. Without --live/--config: both when running, else the definition."""
-        from kvmkit.service import vm_resources
-
+        from kvmkit.service.vms import resources as vm_resources
         if autostart is not None and autostart not in ("on", "off"):
             raise InvalidInput(f"invalid --autostart '{autostart}': use on or off")
         size = _parse_mib(memory) if memory is not None else None
@@ -65,8 +64,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def stats(name: str | None = typer.Argument(None, help="VM name (default: every VM)")) -> None:
         """CPU time, vCPUs, memory/balloon, block and network counters (one bulk libvirt call)."""
-        from kvmkit.service import vm_resources
-
+        from kvmkit.service.vms import resources as vm_resources
         def human(rows: list[dict[str, Any]]) -> None:
             flat = [{
                 "name": r["name"], "state": r["state"], "vcpus": r["vcpus"],
@@ -90,8 +88,7 @@ def register(app: typer.Typer) -> None:
         force: bool = typer.Option(False, "--force", help="take the console over from another client"),
     ) -> None:
         """Attach to the VM's serial console (leave with Ctrl-]), or print its serial log with --log."""
-        from kvmkit.service import vm_console
-
+        from kvmkit.service.vms import console as vm_console
         if log:
             emit(vm_console.read_log(connection(), name, tail=tail), lambda d: print(d["text"], end=""))
             return

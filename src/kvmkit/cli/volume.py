@@ -35,7 +35,7 @@ def _show(d: dict[str, Any]) -> None:
 @app.command("list")
 def list_(pool: str = typer.Argument(...)) -> None:
     """The volumes of a pool."""
-    from kvmkit.service.volumes import list_volumes
+    from kvmkit.service.storage.volumes import list_volumes
 
     rows = list_volumes(connection(), pool)
     emit(rows, lambda rs: table([{**r, "capacity": _size(r["capacity"]), "allocation": _size(r["allocation"])}
@@ -51,7 +51,7 @@ def create(
     backing: str = typer.Option(None, "--backing", help="a volume of the same pool to back this qcow2 volume"),
 ) -> None:
     """Create a volume (sparse by default)."""
-    from kvmkit.service.volumes import create_volume
+    from kvmkit.service.storage.volumes import create_volume
 
     emit(create_volume(connection(), pool, name, size, fmt=format_, preallocation=preallocation, backing=backing),
          _show)
@@ -60,7 +60,7 @@ def create(
 @app.command()
 def info(pool: str = typer.Argument(...), name: str = typer.Argument(...)) -> None:
     """Capacity, allocation, format and backing chain of a volume."""
-    from kvmkit.service.volumes import volume_info
+    from kvmkit.service.storage.volumes import volume_info
 
     emit(volume_info(connection(), pool, name), _show)
 
@@ -68,7 +68,7 @@ def info(pool: str = typer.Argument(...), name: str = typer.Argument(...)) -> No
 @app.command()
 def delete(pool: str = typer.Argument(...), name: str = typer.Argument(...)) -> None:
     """Delete a volume (refused while a VM uses it, naming the VM)."""
-    from kvmkit.service.volumes import delete_volume
+    from kvmkit.service.storage.volumes import delete_volume
 
     emit(delete_volume(connection(), pool, name), lambda d: console().print(f"deleted {d['path']}"))
 
@@ -77,7 +77,7 @@ def delete(pool: str = typer.Argument(...), name: str = typer.Argument(...)) -> 
 def clone(pool: str = typer.Argument(...), src: str = typer.Argument(...), new: str = typer.Argument(...),
           linked: bool = typer.Option(False, "--linked", help="qcow2 overlay backed by SRC instead of a copy")) -> None:
     """Copy a volume, or make a linked clone (qcow2 with SRC as its backing file)."""
-    from kvmkit.service.volumes import clone_volume
+    from kvmkit.service.storage.volumes import clone_volume
 
     emit(clone_volume(connection(), pool, src, new, linked=linked), _show)
 
@@ -87,7 +87,7 @@ def resize(pool: str = typer.Argument(...), name: str = typer.Argument(...), siz
            allow_shrink: bool = typer.Option(False, "--allow-shrink", help="allow a smaller size (loses data)"),
            ) -> None:
     """Grow a volume to SIZE (shrinking needs --allow-shrink)."""
-    from kvmkit.service.volumes import resize_volume
+    from kvmkit.service.storage.volumes import resize_volume
 
     d = resize_volume(connection(), pool, name, size, allow_shrink=allow_shrink)
     if d.get("warning"):
@@ -98,7 +98,7 @@ def resize(pool: str = typer.Argument(...), name: str = typer.Argument(...), siz
 @app.command()
 def wipe(pool: str = typer.Argument(...), name: str = typer.Argument(...)) -> None:
     """Erase a volume's data (refused while a VM uses it)."""
-    from kvmkit.service.volumes import wipe_volume
+    from kvmkit.service.storage.volumes import wipe_volume
 
     emit(wipe_volume(connection(), pool, name), lambda d: console().print(f"wiped {d['name']}"))
 
@@ -110,7 +110,7 @@ def upload(pool: str = typer.Argument(...), name: str = typer.Argument(...), fil
     """Upload FILE into volume NAME through libvirt (creates the volume when it does not exist)."""
     import os
 
-    from kvmkit.service.volume_streams import upload as do_upload
+    from kvmkit.service.storage.streams import upload as do_upload
 
     total = os.path.getsize(file) if os.path.isfile(file) else None
     with progress(f"upload {name}", total) as advance:
@@ -122,7 +122,7 @@ def upload(pool: str = typer.Argument(...), name: str = typer.Argument(...), fil
 def download(pool: str = typer.Argument(...), name: str = typer.Argument(...), file: str = typer.Argument(...),
              overwrite: bool = typer.Option(False, "--overwrite", help="replace FILE if it exists")) -> None:
     """Download volume NAME into FILE through libvirt."""
-    from kvmkit.service.volume_streams import download as do_download
+    from kvmkit.service.storage.streams import download as do_download
 
     with progress(f"download {name}") as advance:
         d = do_download(connection(), pool, name, file, overwrite=overwrite, progress=lambda done, _t: advance(done))

@@ -51,10 +51,10 @@ PRELOAD = (
     "lxml.etree", "xml.etree.ElementTree",
     "kvmkit.cli.main", "kvmkit.cli.output", "kvmkit.cli.vm", "kvmkit.cli.snapshot", "kvmkit.cli.pool",
     "kvmkit.cli.volume", "kvmkit.cli.net", "kvmkit.cli.template", "kvmkit.cli.image",
-    "kvmkit.cli.fastpath", "kvmkit.cli.lean_libvirt", "kvmkit.service.vm_rows", "kvmkit.service.guest_ip",
-    "kvmkit.hypervisor.connection", "kvmkit.hypervisor.virt_type", "kvmkit.spec.vm", "kvmkit.xml.domain",
-    "kvmkit.service.vm_query", "kvmkit.service.vm_create", "kvmkit.service.macs", "kvmkit.images.micro",
-    "kvmkit.service.vm_lifecycle", "kvmkit.service.snapshots",
+    "kvmkit.cli.fastpath", "kvmkit.cli.lean_libvirt", "kvmkit.service.vms.rows", "kvmkit.service.vms.guest_ip",
+    "kvmkit.hypervisor.connection", "kvmkit.host.virt_type", "kvmkit.spec.vm", "kvmkit.xml.domain",
+    "kvmkit.service.vms.query", "kvmkit.service.vms.create", "kvmkit.service.vms.macs", "kvmkit.images.micro",
+    "kvmkit.service.vms.lifecycle", "kvmkit.service.copies.snapshots",
 )
 _CRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 _FDS = struct.Struct("3i")  # the caller's stdin, stdout, stderr

@@ -72,7 +72,7 @@ def check_kvm_device() -> Check:
 
 
 def check_kvm_usable() -> Check:
-    from kvmkit.hypervisor.virt_type import probe_kvm
+    from kvmkit.host.virt_type import probe_kvm
 
     verdict = probe_kvm()
     if verdict.usable:
@@ -189,7 +189,7 @@ def run_checks(uri: str) -> list[Check]:
 
 
 def report(uri: str) -> dict[str, object]:
-    from kvmkit.hypervisor.virt_type import choose_virt_type
+    from kvmkit.host.virt_type import choose_virt_type
 
     checks = run_checks(uri)
     virt_type, why = choose_virt_type()

@@ -4,7 +4,8 @@
 gracefully (ACPI power button). q35 with SeaBIOS (no UEFI), no USB controller, no memory balloon, no RNG,
 no guest-agent channel, no graphics; the serial console, ACPI and the APIC stay. When the VM boots a
 kernel directly, a few kernel arguments without security cost are appended (``FAST_BOOT_ARGS``), and
-kvmkit's micro-guest boots its decompressed PVH ``vmlinux`` instead of the bzImage.
+kvmkit's micro-guest boots its decompressed PVH ``vmlinux`` instead of the bzImage (chosen when the VM
+is created: service/vms/create.py ``resolve``, which knows the host's files).
 
 Rules (docs/vm-profiles.md): values the caller gave explicitly win over the profile (``--machine pc``,
 ``balloon: true`` in an API body, ``--graphics vnc``), except ``firmware uefi``, which is refused. The
@@ -55,12 +56,6 @@ def apply(spec: VMSpec) -> None:
         if field not in explicit or getattr(spec, field) is None:
             setattr(spec, field, value)
     if spec.kernel:
-        from kvmkit.images.micro import fast_boot_kernel
-
-        kernel, note = fast_boot_kernel(spec.kernel)
-        if note:
-            spec.kernel = kernel
-            spec.metadata[KERNEL_NOTE_KEY] = note
         args = FAST_BOOT_ARGS if spec.graphics is None else tuple(
             a for a in FAST_BOOT_ARGS if a not in I8042_ARGS)
         spec.cmdline = with_args(spec.cmdline, args)

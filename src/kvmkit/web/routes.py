@@ -13,10 +13,7 @@ STATIC = Path(str(resources.files("kvmkit.web").joinpath("static")))
 
 
 def install(app: FastAPI) -> None:
-    from kvmkit.web import console_ws
-
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    app.include_router(console_ws.router)
 
     @app.get("/", include_in_schema=False)
     def portal() -> FileResponse:

@@ -1,0 +1,1 @@
+"""Access: users, tokens, groups, grants, login, audit."""

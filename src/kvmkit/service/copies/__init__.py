@@ -1,0 +1,1 @@
+"""Copies of VMs: snapshots, clones, backups and restores."""

@@ -1,0 +1,1 @@
+"""Virtual networks: create, start/stop, leases, reservations."""

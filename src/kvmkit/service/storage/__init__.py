@@ -1,0 +1,1 @@
+"""Storage: pools, volumes, volume streams, templates, disk conversion."""

@@ -1,0 +1,1 @@
+"""Long work: the task runner (progress, cancel, recovery) and the event hub."""

@@ -1,0 +1,1 @@
+"""VMs: create, lifecycle, queries, resources, devices, consoles, pinning, guest addresses, MACs."""

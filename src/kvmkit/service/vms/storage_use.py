@@ -1,0 +1,152 @@
+"""What storage a VM uses, and which of it only that VM uses (for ``vm delete --storage``)."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import libvirt
+from lxml import etree
+
+from kvmkit.hypervisor.errors import libvirt_errors
+
+
+def domain_xmls(dom: libvirt.virDomain, flags: int) -> list[etree._Element]:
+    """The live and/or persistent domain XML trees that ``flags`` touch."""
+    out = []
+    if flags & libvirt.VIR_DOMAIN_AFFECT_LIVE:
+        out.append(etree.fromstring(dom.XMLDesc(0).encode()))
+    if flags & libvirt.VIR_DOMAIN_AFFECT_CONFIG:
+        out.append(etree.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE).encode()))
+    return out
+
+
+def _all_xmls(dom: libvirt.virDomain) -> list[etree._Element]:
+    flags = (libvirt.VIR_DOMAIN_AFFECT_LIVE if dom.isActive() else 0) | \
+        (libvirt.VIR_DOMAIN_AFFECT_CONFIG if dom.isPersistent() else 0)
+    return domain_xmls(dom, flags)
+
+
+def disk_source(conn: libvirt.virConnect, disk: etree._Element) -> str | None:
+    """The host path behind a <disk> element (file, block device or pool volume), if it has one."""
+    src = disk.find("source")
+    if src is None:
+        return None
+    kind = disk.get("type", "file")
+    if kind == "file":
+        return src.get("file")
+    if kind == "block":
+        return src.get("dev")
+    if kind == "volume" and src.get("pool") and src.get("volume"):
+        try:
+            return conn.storagePoolLookupByName(src.get("pool")).storageVolLookupByName(src.get("volume")).path()
+        except libvirt.libvirtError:
+            return None
+    return None
+
+
+def real_path(path: str) -> str:
+    return os.path.realpath(path)
+
+
+# ---- what storage a VM alone uses (for delete --storage) ---------------------------------------------
+
+def storage_plan(conn: libvirt.virConnect, dom: libvirt.virDomain) -> tuple[list[str], list[dict[str, str]]]:
+    """(paths that only ``dom`` uses, [{"path", "reason"}] kept because something else needs them).
+
+    CD-ROM media are never listed. A disk is kept when another domain (running or defined) has it as a
+    disk or in its backing chain, when another pool volume uses it as backing file, or when it is a host
+    block device outside any storage pool. On a remote host only pool volumes are deleted.
+    """
+    mine: list[str] = []
+    for root in _all_xmls(dom):
+        for disk in root.iterfind("./devices/disk"):
+            if disk.get("device", "disk") not in ("disk", "lun"):
+                continue
+            path = disk_source(conn, disk)
+            if path and real_path(path) not in mine:
+                mine.append(real_path(path))
+    users = _other_users(conn, dom.UUIDString())
+    backs = _backing_users(conn, set(mine))
+    delete, kept = [], []
+    for path in mine:
+        if path in users:
+            kept.append({"path": path, "reason": f"used by VM {users[path]}"})
+        elif path in backs:
+            kept.append({"path": path, "reason": f"backing file of volume {backs[path]}"})
+        elif _is_volume(conn, path):
+            delete.append(path)
+        elif not _is_local(conn):
+            kept.append({"path": path, "reason": "not a storage pool volume on a remote host (kvmkit deletes only "
+                                                 "volumes there)"})
+        elif not os.path.lexists(path):
+            kept.append({"path": path, "reason": "does not exist (nothing to delete)"})
+        elif is_block_device(path):
+            kept.append({"path": path, "reason": "host block device (not a pool volume)"})
+        else:
+            delete.append(path)
+    return delete, kept
+
+
+def _is_local(conn: libvirt.virConnect) -> bool:
+    from urllib.parse import urlparse
+
+    host = urlparse(conn.getURI()).hostname
+    return not host or host in ("localhost", "127.0.0.1", "::1")
+
+
+def _other_users(conn: libvirt.virConnect, uuid: str) -> dict[str, str]:
+    """Map every disk path (and backing path) of other domains to one domain name using it."""
+    users: dict[str, str] = {}
+    with libvirt_errors("listing VMs"):
+        doms = conn.listAllDomains()
+    for other in doms:
+        try:
+            if other.UUIDString() == uuid:
+                continue
+            for root in _all_xmls(other):
+                for disk in root.iterfind("./devices/disk"):
+                    path = disk_source(conn, disk)
+                    if path:
+                        users.setdefault(real_path(path), other.name())
+                    for back in disk.iterfind(".//backingStore/source"):
+                        bpath = back.get("file") or back.get("dev")
+                        if bpath:
+                            users.setdefault(real_path(bpath), other.name())
+        except libvirt.libvirtError:  # the domain went away while we looked
+            continue
+    return users
+
+
+def _backing_users(conn: libvirt.virConnect, paths: set[str]) -> dict[str, str]:
+    """Map each of ``paths`` that backs another pool volume (not in ``paths``) to that volume's path."""
+    found: dict[str, str] = {}
+    for pool in conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE):
+        try:
+            vols = pool.listAllVolumes()
+        except libvirt.libvirtError:
+            continue
+        for vol in vols:
+            try:
+                root = etree.fromstring(vol.XMLDesc(0).encode())
+            except libvirt.libvirtError:
+                continue
+            back = root.findtext("./backingStore/path")
+            if back and real_path(back) in paths and real_path(vol.path()) not in paths:
+                found.setdefault(real_path(back), vol.path())
+    return found
+
+
+def is_block_device(path: str) -> bool:
+    try:
+        return stat.S_ISBLK(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _is_volume(conn: libvirt.virConnect, path: str) -> bool:
+    try:
+        conn.storageVolLookupByPath(path)
+        return True
+    except libvirt.libvirtError:
+        return False

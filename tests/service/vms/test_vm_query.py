@@ -1,0 +1,106 @@
+"""list_vms (one bulk libvirt call) and show_vm shapes, on test:///default and qemu:///system."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from lxml import etree
+
+from kvmkit.errors import NotFound
+from kvmkit.service.vms.query import list_vms, lookup, show_vm
+
+ROW_KEYS = {"name", "uuid", "state", "vcpus", "max_vcpus", "memory_mib", "max_memory_mib", "host"}
+
+
+@pytest.mark.fast
+def test_list_on_test_driver_is_one_call_and_fast(test_conn):
+    base = etree.fromstring(test_conn.lookupByName("test").XMLDesc(0).encode())
+    base.remove(base.find("uuid"))
+    for i in range(200):
+        base.find("name").text = f"many-{i:03d}"
+        test_conn.defineXML(etree.tostring(base, encoding="unicode"))
+    start = time.monotonic()
+    rows = list_vms(test_conn)
+    took = time.monotonic() - start
+    assert len(rows) == 201 and took < 2.0
+    assert all(set(r) == ROW_KEYS for r in rows)
+    assert {r["state"] for r in rows} == {"running", "shut-off"}
+    assert [r["name"] for r in list_vms(test_conn, include_inactive=False)] == ["test"]
+
+
+@pytest.mark.fast
+def test_show_on_test_driver(test_conn):
+    info = show_vm(test_conn, "test", xml=True)
+    assert info["state"] == "running" and info["persistent"] is True
+    assert info["xml"].startswith("<domain")
+    with pytest.raises(NotFound, match="VM 'nope' not found"):
+        lookup(test_conn, "nope")
+
+
+@pytest.mark.guest
+def test_list_and_show_real_guest(conn, micro_guest):
+    guest = micro_guest("q", start=True, vcpus=1, max_vcpus=2, memory_mib=256, max_memory_mib=512,
+                        networks=[{"network": "default", "mac": "52:54:00:11:22:33"}])
+    off = micro_guest("off", start=False)
+    guest.log.wait_for("KVMKIT-GUEST-READY", timeout=60)
+    deadline = time.monotonic() + 60
+    while True:  # the balloon reaches its target once the guest's balloon driver runs
+        rows = {r["name"]: r for r in list_vms(conn)}
+        row = rows[guest.name]
+        if row["memory_mib"] == 256 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert row["state"] == "running" and row["vcpus"] == 1 and row["max_vcpus"] == 2
+    assert row["memory_mib"] == 256 and row["max_memory_mib"] == 512 and row["host"] == "qemu:///system"
+    assert rows[off.name]["state"] == "shut-off" and rows[off.name]["vcpus"] == 1
+    assert off.name not in {r["name"] for r in list_vms(conn, include_inactive=False)}
+    info = show_vm(conn, guest.name)
+    assert info["macs"] == ["52:54:00:11:22:33"] and info["nics"][0]["source"] == "default"
+    assert info["virt_type"] in ("kvm", "qemu") and info["virt_type_reason"]
+    assert info["kernel"] and info["serial_log"].endswith(".serial.log")
+    assert info["autostart"] is False and info["persistent"] is True and "xml" not in info
+    assert show_vm(conn, off.name, xml=True)["xml"].startswith("<domain")
+
+
+class CountingConn:
+    """Passes every call to the real connection and counts them (evidence of ONE bulk call)."""
+
+    def __init__(self, conn) -> None:
+        self._conn = conn
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._conn, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args, **kwargs):
+            self.calls.append(name)
+            return attr(*args, **kwargs)
+
+        return call
+
+
+@pytest.mark.fast
+def test_list_makes_one_bulk_libvirt_call(conn, micro_guest):
+    micro_guest("a", start=False)
+    micro_guest("b", start=False)
+    counting = CountingConn(conn)
+    rows = list_vms(counting)
+    assert len(rows) >= 2
+    assert counting.calls == ["getAllDomainStats", "getURI"]  # getURI is answered locally, no per-domain calls
+
+
+@pytest.mark.guest
+def test_show_and_list_report_the_guest_ip_from_dhcp(conn, micro_guest):
+    guest = micro_guest("ip", networks=[{"network": "default"}])
+    ip = guest.log.wait_for(r"KVMKIT-IP (\S+)", timeout=60).group(1)
+    deadline = time.monotonic() + 20
+    while show_vm(conn, guest.name)["ip"] != ip and time.monotonic() < deadline:
+        time.sleep(0.5)  # libvirt records the lease a moment after the guest prints it
+    shown = show_vm(conn, guest.name)
+    assert shown["ip"] == ip
+    assert shown["addresses"][0]["source"] == "lease"
+    row = next(r for r in list_vms(conn, ips=True) if r["name"] == guest.name)
+    assert row["ip"] == ip
