@@ -13,9 +13,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from kvmkit.api.deps import check_vm_visible, require, state
-from kvmkit.api.routes_vms import TASK_RESPONSES, _domain, _not_busy, _submit
+from kvmkit.api.submit import TASK_RESPONSES, not_busy, submit
 from kvmkit.service.access.auth import Principal
 from kvmkit.service.tasks.runner import TaskContext
+from kvmkit.service.vms.domains import domain
 
 router = APIRouter(prefix="/vms/{name}/snapshots", tags=["snapshots"])
 
@@ -36,8 +37,8 @@ def list_snapshots(name: str, request: Request, p: Principal = Depends(require("
 def _prepare(request: Request, p: Principal, name: str) -> Any:
     check_vm_visible(p, name)
     st = state(request)
-    _not_busy(st, name)
-    _domain(st.hv.get(), name)
+    not_busy(st, f"vm:{name}")
+    domain(st.hv.get(), name)
     return st
 
 
@@ -52,7 +53,7 @@ def create_snapshot(name: str, body: NewSnapshot, request: Request,
         return snapshots.create_snapshot(st.hv.get(), name, body.name, disk_only=body.disk_only,
                                          description=body.description)
 
-    return _submit(request, st, p, "vm.snapshot.create", name, run, {"vm": name, "snapshot": body.name})
+    return submit(request, st, p, "vm.snapshot.create", f"vm:{name}", run, {"vm": name, "snapshot": body.name})
 
 
 @router.post("/{snapshot}/revert", status_code=202, responses=TASK_RESPONSES)
@@ -65,7 +66,7 @@ def revert_snapshot(name: str, snapshot: str, request: Request,
         ctx.step("revert", 10, f"reverting VM {name} to {snapshot}", vm=name, snapshot=snapshot)
         return snapshots.revert_snapshot(st.hv.get(), name, snapshot)
 
-    return _submit(request, st, p, "vm.snapshot.revert", name, run, {"vm": name, "snapshot": snapshot})
+    return submit(request, st, p, "vm.snapshot.revert", f"vm:{name}", run, {"vm": name, "snapshot": snapshot})
 
 
 @router.delete("/{snapshot}", status_code=202, responses=TASK_RESPONSES)
@@ -78,4 +79,4 @@ def delete_snapshot(name: str, snapshot: str, request: Request,
         ctx.step("delete-snapshot", 10, f"deleting snapshot {snapshot} of VM {name}", vm=name, snapshot=snapshot)
         return snapshots.delete_snapshot(st.hv.get(), name, snapshot)
 
-    return _submit(request, st, p, "vm.snapshot.delete", name, run, {"vm": name, "snapshot": snapshot})
+    return submit(request, st, p, "vm.snapshot.delete", f"vm:{name}", run, {"vm": name, "snapshot": snapshot})

@@ -16,58 +16,15 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from kvmkit.api.deps import check_vm_visible, require, require_unrestricted, state
-from kvmkit.api.state import ServerState
+from kvmkit.api.submit import TASK_RESPONSES, not_busy, submit
 from kvmkit.api.vm_cache import filtered
 from kvmkit.errors import Conflict
 from kvmkit.service.access.auth import Forbidden, Principal
+from kvmkit.service.vms.domains import domain
 from kvmkit.spec.vm import VMSpec
 
 router = APIRouter(prefix="/vms", tags=["vms"])
-
-TASK_RESPONSES: dict[int | str, dict[str, Any]] = {
-    202: {"description": "accepted: a task runs the operation; poll GET /api/v1/tasks/{id}"},
-    404: {"description": "no such VM (or not delegated to you)"},
-    409: {"description": "the VM is busy with another task (task_id names it) or in the wrong state"},
-}
 Action = Literal["start", "shutdown", "reboot", "destroy", "suspend", "resume"]
-
-
-def _domain(conn: Any, name: str) -> Any:
-    from kvmkit.service.vms.lifecycle import domain
-
-    return domain(conn, name)
-
-
-def _not_busy(st: ServerState, name: str) -> None:
-    """409 naming the running task when vm:NAME is held (checked before anything else)."""
-    from kvmkit.service.tasks.runner import Busy
-
-    running = st.runner.busy_with(f"vm:{name}")
-    if running:
-        raise Busy(f"vm:{name}", running, "another operation")
-
-
-def _accepted(task: dict[str, Any]) -> JSONResponse:
-    return JSONResponse(task, status_code=202, headers={"Location": f"/api/v1/tasks/{task['id']}"})
-
-
-def _submit(request: Request, st: ServerState, p: Principal, kind: str, name: str, body: Any,
-            intent: dict[str, Any], task_id: str | None = None) -> JSONResponse:
-    """Run ``body`` as a task on vm:NAME and audit its outcome when it ends."""
-    from kvmkit.service.access import audit
-    def audited(ctx: Any) -> Any:
-        try:
-            result = body(ctx)
-        except Exception as err:
-            audit.record(st.store, p.name, kind, f"vm:{name}", "failed", f"task {ctx.id}: {err}")
-            raise
-        audit.record(st.store, p.name, kind, f"vm:{name}", "ok", f"task {ctx.id}")
-        return result
-
-    task = st.runner.submit(kind, f"vm:{name}", audited, intent=intent, user=p.name, task_id=task_id)
-    request.state.audit_detail = f"task {task['id']}"
-    return _accepted(task)
-
 
 @router.get("", response_model=list[dict[str, Any]])
 async def list_vms(request: Request, p: Principal = Depends(require("viewer"))) -> Response:
@@ -130,7 +87,7 @@ def create_vm(body: CreateVM, request: Request, p: Principal = Depends(require("
     require_unrestricted(p, "create VMs")
     _refuse_host_paths(p, body)
     st = state(request)
-    _not_busy(st, body.name)
+    not_busy(st, f"vm:{body.name}")
     conn = st.hv.get()
     try:
         conn.lookupByName(body.name)
@@ -146,7 +103,7 @@ def create_vm(body: CreateVM, request: Request, p: Principal = Depends(require("
               "template": spec.template}
     from kvmkit.api.vm_jobs import create_body
 
-    return _submit(request, st, p, "vm.create", spec.name, create_body(st.hv.get, spec, body.start), intent,
+    return submit(request, st, p, "vm.create", f"vm:{spec.name}", create_body(st.hv.get, spec, body.start), intent,
                    task_id=task_id)
 
 
@@ -160,9 +117,9 @@ def vm_action(name: str, action: Action, request: Request,
 
     check_vm_visible(p, name)
     st = state(request)
-    _not_busy(st, name)
-    _domain(st.hv.get(), name)
-    return _submit(request, st, p, f"vm.{action}", name,
+    not_busy(st, f"vm:{name}")
+    domain(st.hv.get(), name)
+    return submit(request, st, p, f"vm.{action}", f"vm:{name}",
                    action_body(st.hv.get, name, action, timeout=timeout, force=force), {"vm": name})
 
 
@@ -175,9 +132,9 @@ def delete_vm(name: str, request: Request,
 
     check_vm_visible(p, name)
     st = state(request)
-    _not_busy(st, name)
-    _domain(st.hv.get(), name)
-    return _submit(request, st, p, "vm.delete", name, delete_body(st.hv.get, name, storage, force),
+    not_busy(st, f"vm:{name}")
+    domain(st.hv.get(), name)
+    return submit(request, st, p, "vm.delete", f"vm:{name}", delete_body(st.hv.get, name, storage, force),
                    {"vm": name, "storage": storage})
 
 
@@ -199,7 +156,7 @@ def set_resources(name: str, body: Resources, request: Request,
     check_vm_visible(p, name)
     st = state(request)
     conn = st.hv.get()
-    _domain(conn, name)
+    domain(conn, name)
     out: dict[str, Any] = {"name": name}
     with st.runner.hold(f"vm:{name}", "vm.set"):
         if body.vcpus is not None:

@@ -1,0 +1,54 @@
+"""Running an API operation as a task: 202 with the task, 409 while its target is busy, audited outcome.
+
+Every long or state-changing operation goes through ``submit``: ``target`` names what the task holds
+("vm:NAME", "pool:NAME", "volume:POOL/NAME", "net:NAME", "host"), so a second operation on the same
+object answers 409 naming the running task. The outcome is written to the audit log when the task ends.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+
+from kvmkit.api.state import ServerState
+from kvmkit.service.access.auth import Principal
+
+TASK_RESPONSES: dict[int | str, dict[str, Any]] = {
+    202: {"description": "accepted: a task runs the operation; poll GET /api/v1/tasks/{id}"},
+    404: {"description": "no such object (or not delegated to you)"},
+    409: {"description": "the object is busy with another task (task_id names it) or in the wrong state"},
+}
+
+
+def not_busy(st: ServerState, target: str) -> None:
+    """409 naming the running task when ``target`` (e.g. vm:NAME) is held (checked before anything else)."""
+    from kvmkit.service.tasks.runner import Busy
+
+    running = st.runner.busy_with(target)
+    if running:
+        raise Busy(target, running, "another operation")
+
+
+def accepted(task: dict[str, Any]) -> JSONResponse:
+    return JSONResponse(task, status_code=202, headers={"Location": f"/api/v1/tasks/{task['id']}"})
+
+
+def submit(request: Request, st: ServerState, p: Principal, kind: str, target: str, body: Any,
+           intent: dict[str, Any], task_id: str | None = None) -> JSONResponse:
+    """Run ``body`` as a task holding ``target`` and audit its outcome when it ends."""
+    from kvmkit.service.access import audit
+
+    def audited(ctx: Any) -> Any:
+        try:
+            result = body(ctx)
+        except Exception as err:
+            audit.record(st.store, p.name, kind, target, "failed", f"task {ctx.id}: {err}")
+            raise
+        audit.record(st.store, p.name, kind, target, "ok", f"task {ctx.id}")
+        return result
+
+    task = st.runner.submit(kind, target, audited, intent=intent, user=p.name, task_id=task_id)
+    request.state.audit_detail = f"task {task['id']}"
+    return accepted(task)
