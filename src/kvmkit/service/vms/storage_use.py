@@ -213,3 +213,26 @@ def files_of_defined_vms(conn: libvirt.virConnect) -> set[str]:
         for root in roots:
             paths |= domain_files(conn, root)
     return paths
+
+
+def keep_owner_of_shared_media(conn: libvirt.virConnect, root: etree._Element) -> list[str]:
+    """Mark the read-only media (CD-ROMs, read-only file disks) in ``root`` (a domain or a lone <disk>) that
+    the QEMU user can read as they are with ``<seclabel model='dac' relabel='no'/>``, so libvirt does not
+    give them to the QEMU user (for good: read-only media are never given back) each time a VM using them
+    starts. Media it cannot read are left to libvirt's relabelling. Local hosts only (the files are
+    stat'ed here). Returns the files marked."""
+    from kvmkit.host.check import dac_base_owner
+    from kvmkit.host.seclabels import readable_as
+    from kvmkit.xml.disks import read_only_file_media, set_dac_relabel
+
+    media = read_only_file_media(root)
+    if not media or not _is_local(conn):
+        return []
+    with libvirt_errors("reading the host capabilities"):
+        owner = dac_base_owner(conn.getCapabilities())
+    marked = []
+    for disk, path in media:
+        if readable_as(path, owner):
+            set_dac_relabel(disk, False)
+            marked.append(path)
+    return marked
