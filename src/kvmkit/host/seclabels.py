@@ -34,8 +34,12 @@ LOCK_WAIT_S = 5.0
 LOCK_OFFSET, LOCK_LEN = 1, 1  # the byte libvirt write-locks (POSIX lock) around a relabel
 
 
+BOOT_TIME_SLACK_S = 2  # libvirtd computes the boot time as now - /proc/uptime when it starts: +-1 s
+
+
 def boot_time() -> int | None:
-    """The host's boot time as libvirt writes it into timestamp_* (``btime`` of /proc/stat)."""
+    """The host's boot time (``btime`` of /proc/stat), what libvirt writes into timestamp_* give or take
+    BOOT_TIME_SLACK_S."""
     try:
         for line in Path("/proc/stat").read_text().splitlines():
             if line.startswith("btime "):
@@ -109,8 +113,11 @@ class LabelRecord:
 
     def this_boot(self, model: str = "dac") -> bool:
         """Recorded since the host last booted (older records libvirt discards itself on next use)."""
-        stamp = self.attrs.get(f"{ATTR_PREFIX}timestamp_{model}")
-        return stamp is not None and stamp == str(boot_time())
+        stamp, booted = self.attrs.get(f"{ATTR_PREFIX}timestamp_{model}"), boot_time()
+        try:
+            return stamp is not None and booted is not None and abs(int(stamp) - booted) <= BOOT_TIME_SLACK_S
+        except ValueError:
+            return False
 
     def summary(self) -> str:
         parts = [f"ref_{m}={self.refs(m)}" for m in self.models() if self.refs(m) is not None]
