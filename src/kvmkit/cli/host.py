@@ -60,7 +60,10 @@ def _show_repair(res: dict[str, Any]) -> None:
         owner = f"; owner {c['owner_before']} -> {c['owner_after']}" if c["owner_after"] else ""
         out.print(f"{verb} {c['path']}: {attrs}{owner}")
     for k in res["kept"]:
-        out.print(f"[dim]kept {k['path']}: in use by running VM(s) {', '.join(k['vms'])} (ref_dac={k['refs']})[/]")
+        extra = k["refs"] - len(k["vms"]) if k["refs"] else 0
+        leaked = f"; {extra} more than its running VMs (leaked earlier: repair once they stop)" if extra > 0 else ""
+        out.print(f"[dim]kept {k['path']}: in use by running VM(s) {', '.join(k['vms'])} "
+                  f"(ref_dac={k['refs']}{leaked})[/]")
     for s in res["skipped"]:
         out.print(f"[yellow]skipped {s['path']}: {s['skipped']}[/]")
     if not res["cleared"]:
