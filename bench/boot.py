@@ -8,7 +8,6 @@ until ``KVMKIT-GUEST-READY`` appears in the serial log. The fastest variant is w
 from __future__ import annotations
 
 import contextlib
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,11 +66,12 @@ def _pvh_kernel(ctx: Ctx) -> str:
     own = Path(ctx.kernel).with_name("vmlinux")
     if not own.exists():
         from kvmkit.images import micro
+        from kvmkit.images.plain_copy import copy_file
 
         image = micro.build()
         if not image.pvh_kernel:
             raise Unavailable(f"no PVH vmlinux: {image.pvh_note}")
-        shutil.copyfile(image.pvh_kernel, own)
+        copy_file(image.pvh_kernel, own, metadata=False)
     return str(own)
 
 

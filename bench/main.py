@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
     from kvmkit.host.virt_type import choose_virt_type
     from kvmkit.images import micro
+    from kvmkit.images.plain_copy import copy_file
 
     started = datetime.now(UTC)
     load_start = loadavg()
@@ -50,13 +51,13 @@ def main(argv: list[str] | None = None) -> int:
     WORK.mkdir(parents=True, exist_ok=True)
     log("building (or reusing) the micro-guest")
     image = micro.build()
-    # Private copies without extended attributes: shutil.copy2 would carry libvirt's DAC remember-owner
-    # xattrs from the shared cache (guests of other users), and libvirt would then refuse to relabel them.
+    # Private copies without extended attributes (copy_file): a copy carrying libvirt's DAC records of the
+    # shared cache's users would make libvirt refuse to relabel it ("... which is already in use").
     own = WORK / "micro"
     own.mkdir(parents=True, exist_ok=True)
     kernel, initrd = own / "vmlinuz", own / "initrd.img"
-    shutil.copyfile(image.kernel, kernel)
-    shutil.copyfile(image.initrd, initrd)
+    copy_file(image.kernel, kernel, metadata=False)
+    copy_file(image.initrd, initrd, metadata=False)
     virt_type, why = choose_virt_type()
     repeats = args.repeats or (2 if args.quick else 3)
     ctx = Ctx(conn, virt_type, str(kernel), str(initrd), image.cmdline, args.quick, repeats)

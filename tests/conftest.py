@@ -18,7 +18,7 @@ import libvirt
 import pytest
 
 from kvmkit.hypervisor.connection import connect, wait_for
-from tests.support.cleanup import sweep
+from tests.support.cleanup import stop_domains, sweep
 from tests.support.micro_domain import MicroDomain
 from tests.support.serial import SerialLog
 
@@ -85,11 +85,13 @@ def prefix(conn: libvirt.virConnect) -> Iterator[str]:
 
 @pytest.fixture()
 def workdir(prefix: str) -> Iterator[Path]:
-    """A directory for this test's files (serial logs, disks outside pools), removed afterwards."""
+    """A directory for this test's files (serial logs, disks outside pools), removed afterwards: after the
+    test's VMs are stopped (see tests.support.cleanup.stop_domains)."""
     path = TEST_ROOT / prefix.rstrip("-")
     path.mkdir(parents=True, exist_ok=True)
     path.chmod(0o755)
     yield path
+    stop_domains(live_conn(), prefix)
     shutil.rmtree(path, ignore_errors=True)
 
 

@@ -8,17 +8,17 @@ import sys
 
 import pytest
 
-from kvmkit.host import check
-
 KVMKIT = [sys.executable, "-m", "kvmkit"]
 
 
 @pytest.mark.fast
 def test_report_lists_every_check_with_status_and_hint():
-    rep = check.report("qemu:///system")
+    from kvmkit.service.host.repair import readiness
+
+    rep = readiness("qemu:///system")
     names = {c["name"] for c in rep["checks"]}
     assert {"cpu_virtualization", "kvm_usable", "libvirtd", "qemu", "default_network", "default_pool",
-            "ksm", "hugepages", "iommu", "virtlogd"} <= names
+            "ksm", "hugepages", "iommu", "virtlogd", "confinement", "security_records"} <= names
     for c in rep["checks"]:
         assert c["status"] in ("pass", "warn", "fail")
         if c["status"] != "pass":
@@ -37,8 +37,11 @@ def test_cli_json_and_exit_code():
 
 @pytest.mark.fast
 def test_unreachable_libvirt_fails_with_hint():
-    rep = check.report("qemu+unix:///system?socket=/nonexistent/kvmkit-test.sock")
-    libvirtd = next(c for c in rep["checks"] if c["name"] == "libvirtd")
-    assert libvirtd["status"] == "fail"
-    assert "libvirtd" in libvirtd["hint"]
+    from kvmkit.service.host.repair import readiness
+
+    rep = readiness("qemu+unix:///system?socket=/nonexistent/kvmkit-test.sock")
+    by_name = {c["name"]: c for c in rep["checks"]}
+    assert by_name["libvirtd"]["status"] == "fail"
+    assert "libvirtd" in by_name["libvirtd"]["hint"]
+    assert by_name["confinement"]["status"] == "fail" and by_name["security_records"]["status"] == "warn"
     assert rep["ready"] is False

@@ -16,6 +16,7 @@ import libvirt
 import pytest
 
 from kvmkit.service.storage import pools
+from tests.support.cleanup import stop_domains
 
 __all__ = ["dir_pool", "loop_device", "make_dir_pool", "template_registry"]
 
@@ -52,6 +53,8 @@ def make_dir_pool(conn, prefix, workdir) -> Iterator[Callable[[str], str]]:
         return name
 
     yield make
+    if made:
+        stop_domains(conn, prefix)  # before their volumes go (see tests.support.cleanup.stop_domains)
     for name in made:
         remove_pool(conn, name)
 
@@ -62,7 +65,7 @@ def dir_pool(make_dir_pool) -> str:
 
 
 @pytest.fixture()
-def loop_device(workdir) -> Iterator[Callable[[int], str]]:
+def loop_device(conn, prefix, workdir) -> Iterator[Callable[[int], str]]:
     """Factory: ``loop_device(64)`` -> /dev/loopN backed by a 64 MiB file; detached (and unmounted) after."""
     devices: list[str] = []
 
@@ -76,6 +79,8 @@ def loop_device(workdir) -> Iterator[Callable[[int], str]]:
         return dev
 
     yield make
+    if devices:
+        stop_domains(conn, prefix)  # before the storage under their disks goes
     for dev in devices:
         with open("/proc/self/mounts") as fh:
             for line in fh:

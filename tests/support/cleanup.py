@@ -12,7 +12,13 @@ def _quiet(fn, *args) -> None:
         fn(*args)
 
 
-def sweep(conn: libvirt.virConnect, prefix: str) -> None:
+def stop_domains(conn: libvirt.virConnect, prefix: str) -> None:
+    """Destroy and undefine the domains named ``prefix``*.
+
+    Call it before deleting any file such a domain may use: libvirt's stop gives the domain's files back
+    (restores their owners and counts down its trusted.libvirt.security.* records) in one pass that ends
+    at the first file it cannot find, so a disk deleted while its VM runs leaves the records of the
+    kernel and initrd behind for good (a stale ref_dac on the shared micro-guest cache)."""
     for dom in conn.listAllDomains():
         if not dom.name().startswith(prefix):
             continue
@@ -22,6 +28,10 @@ def sweep(conn: libvirt.virConnect, prefix: str) -> None:
             flags = (libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
                      | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA)
             _quiet(dom.undefineFlags, flags)
+
+
+def sweep(conn: libvirt.virConnect, prefix: str) -> None:
+    stop_domains(conn, prefix)
     for pool in conn.listAllStoragePools():
         if pool.isActive():
             _quiet(pool.refresh, 0)

@@ -5,13 +5,18 @@ Each check returns pass / warn / fail with a one-line fix hint; a host is ready 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kvmkit.host.seclabels import Held, LabelRecord
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
 
@@ -172,12 +177,148 @@ def check_iommu() -> Check:
                  "add intel_iommu=on (or amd_iommu=on) iommu=pt to the kernel command line if you need passthrough")
 
 
-def run_checks(uri: str) -> list[Check]:
+# -- confinement: which user QEMU runs as, and which security drivers label its files ----------------------
+
+def host_lsms() -> set[str]:
+    """The Linux security modules the host kernel runs that libvirt can confine guests with."""
+    lsm = Path("/sys/kernel/security/lsm")
+    with contextlib.suppress(OSError):
+        return {m for m in lsm.read_text().strip().split(",") if m in ("apparmor", "selinux")}
+    found = set()
+    with contextlib.suppress(OSError):
+        if Path("/sys/module/apparmor/parameters/enabled").read_text().strip() == "Y":
+            found.add("apparmor")
+    if Path("/sys/fs/selinux/enforce").exists():
+        found.add("selinux")
+    return found
+
+
+def _who(owner: tuple[int, int]) -> str:
+    import grp
+    import pwd
+
+    try:
+        user = pwd.getpwuid(owner[0]).pw_name
+    except KeyError:
+        user = str(owner[0])
+    try:
+        group = grp.getgrgid(owner[1]).gr_name
+    except KeyError:
+        group = str(owner[1])
+    return f"{user}:{group} (uid {owner[0]}, gid {owner[1]})"
+
+
+def _secmodels(caps_xml: str) -> dict[str, dict[str, str]]:
+    """libvirt's security drivers from its capabilities: model -> {virt type: base label}."""
+    from lxml import etree
+
+    host = etree.fromstring(caps_xml.encode()).find("host")
+    models: dict[str, dict[str, str]] = {}
+    for sec in host.iterfind("secmodel") if host is not None else []:
+        model = sec.findtext("model") or ""
+        models[model] = {b.get("type", ""): (b.text or "") for b in sec.iterfind("baselabel")}
+    return models
+
+
+def dac_base_owner(caps_xml: str) -> tuple[int, int] | None:
+    """The uid, gid libvirt's DAC driver runs QEMU as and gives its files to (qemu.conf's user/group)."""
+    from kvmkit.host.seclabels import parse_owner
+
+    labels = _secmodels(caps_xml).get("dac", {})
+    return parse_owner(labels.get("kvm") or labels.get("qemu"))
+
+
+def confinement(caps_xml: str, lsms: set[str], running: list[tuple[str, str, str | None]]) -> Check:
+    """The confinement verdict from libvirt's capabilities (its <secmodel>s: the security drivers it stacks,
+    and the DAC driver's base label = qemu.conf's user:group), the host's LSMs, and the running VMs' live
+    DAC labels ``(vm, seclabel type, label)``."""
+    from kvmkit.host.seclabels import parse_owner
+
+    models = _secmodels(caps_xml)
+    mac = sorted(m for m in models if m in ("apparmor", "selinux"))
+    if "dac" not in models:
+        return Check("confinement", WARN, "libvirt reports no DAC security driver: guests may run as root "
+                     f"with files unlabelled (security models: {', '.join(models) or 'none'})",
+                     "set security_driver and user/group in /etc/libvirt/qemu.conf and restart libvirtd")
+    labels = models["dac"]
+    base = dac_base_owner(caps_xml)
+    root_vms = [vm for vm, typ, label in running if typ == "none" or (parse_owner(label) or (1, 1))[0] == 0]
+    if base is None:
+        return Check("confinement", WARN, f"libvirt's DAC driver has no numeric base label ({labels})",
+                     "check user/group in /etc/libvirt/qemu.conf")
+    if base[0] == 0:
+        return Check("confinement", WARN, "guests run as root: libvirt's DAC base label is "
+                     f"{labels.get('kvm') or labels.get('qemu')} (qemu.conf user/group)",
+                     'set user = "libvirt-qemu" and group = "libvirt-qemu" (your distribution\'s QEMU user) in '
+                     "/etc/libvirt/qemu.conf and restart libvirtd")
+    if root_vms:
+        return Check("confinement", WARN, f"running VMs with a root DAC label (guests as root): "
+                     f"{', '.join(sorted(root_vms))}",
+                     "remove their <seclabel model='dac'> label (kvmkit vm xml NAME --replace) and restart them")
+    detail = f"guests run as {_who(base)} under libvirt's DAC driver"
+    if mac:
+        detail += f", confined by {' and '.join(mac)}"
+    missing = sorted(lsms - set(mac))
+    if missing:
+        return Check("confinement", WARN, f"{detail}; the host runs {', '.join(missing)} but libvirt does not use "
+                     "it for guests", f"set security_driver = \"{missing[0]}\" in /etc/libvirt/qemu.conf and "
+                     "restart libvirtd")
+    if not mac:
+        detail += "; no AppArmor or SELinux on this host (DAC only)"
+    if running:
+        detail += f"; {len(running)} running VM(s) checked"
+    return Check("confinement", PASS, detail)
+
+
+def check_confinement(uri: str) -> Check:
+    from lxml import etree
+
+    from kvmkit.errors import HostError
+    from kvmkit.hypervisor.connection import connect
+
+    try:
+        conn = connect(uri)
+    except HostError:
+        return Check("confinement", FAIL, "libvirtd unreachable", "see the libvirtd check")
+    try:
+        import libvirt
+
+        caps = conn.getCapabilities()
+        running: list[tuple[str, str, str | None]] = []
+        for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
+            try:
+                root = etree.fromstring(dom.XMLDesc(0).encode())
+                name = dom.name()
+            except libvirt.libvirtError:
+                continue  # stopped meanwhile
+            for sec in root.iterfind("seclabel"):
+                if sec.get("model") == "dac":
+                    running.append((name, sec.get("type", "dynamic"), sec.findtext("label")))
+    finally:
+        conn.close()
+    return confinement(caps, host_lsms(), running)
+
+
+def check_security_records(stale: Sequence[LabelRecord], held: Sequence[Held], scanned: int) -> Check:
+    """The verdict on libvirt's security records (see kvmkit.host.seclabels); the caller found them."""
+    if not stale:
+        extra = f"; {len(held)} file(s) with records are in use by running VMs" if held else ""
+        return Check("security_records", PASS, f"no stale libvirt security records ({scanned} files looked at{extra})")
+    shown = "; ".join(f"{r.path} ({r.summary()})" for r in stale[:3])
+    more = f"; and {len(stale) - 3} more" if len(stale) > 3 else ""
+    return Check("security_records", WARN,
+                 f"{len(stale)} file(s) carry libvirt security records that no running VM holds: {shown}{more}. "
+                 "libvirt never gives such a file back, and VMs started from it or a copy of it can fail with "
+                 "'Setting different DAC user or group ... already in use'",
+                 "run: kvmkit host repair (kvmkit host repair --dry-run shows what it would change)")
+
+
+def run_checks(uri: str, extra: Sequence[Callable[[], Check]] = ()) -> list[Check]:
     checks: list[Callable[[], Check]] = [
         check_cpu_flags, check_kvm_modules, check_kvm_device, check_kvm_usable,
         check_qemu, check_qemu_img, check_virtlogd,
         lambda: check_libvirtd(uri), lambda: _check_default(uri, "network"), lambda: _check_default(uri, "pool"),
-        check_ksm, check_hugepages, check_iommu,
+        lambda: check_confinement(uri), check_ksm, check_hugepages, check_iommu, *extra,
     ]
     results = []
     for fn in checks:
@@ -188,10 +329,12 @@ def run_checks(uri: str) -> list[Check]:
     return results
 
 
-def report(uri: str) -> dict[str, object]:
+def report(uri: str, extra: Sequence[Callable[[], Check]] = ()) -> dict[str, object]:
+    """The readiness report; ``extra``: more checks from callers that know more (the service layer adds
+    the one that needs libvirt's view of running VMs: stale security records)."""
     from kvmkit.host.virt_type import choose_virt_type
 
-    checks = run_checks(uri)
+    checks = run_checks(uri, extra)
     virt_type, why = choose_virt_type()
     return {
         "uri": uri,

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from kvmkit.config import cache_dir
 from kvmkit.errors import HostError, InvalidInput
+from kvmkit.images.plain_copy import copy_file
 
 SUITE = "bookworm"
 MIRROR = os.environ.get("KVMKIT_DEBIAN_MIRROR", "http://deb.debian.org/debian")
@@ -190,8 +191,8 @@ def build(out: str | None, *, force: bool = False, progress: Callable[[str], Non
             say = progress or (lambda _stage: None)
             _bootstrap(root, say)
             vmlinuz, initrd_src = _kernel_files(root)
-            shutil.copyfile(vmlinuz, kernel)
-            shutil.copyfile(initrd_src, initrd)
+            copy_file(vmlinuz, kernel, metadata=False)
+            copy_file(initrd_src, initrd, metadata=False)
             say("sealing: machine-id, SSH host keys, net rules, cloud-init NoCloud")
             seal(root)
             image.unlink(missing_ok=True)
@@ -210,9 +211,7 @@ def build(out: str | None, *, force: bool = False, progress: Callable[[str], Non
         dest = Path(out).resolve()
         dest.parent.mkdir(parents=True, exist_ok=True)
         for src, name in ((image, dest.name), (kernel, dest.stem + ".vmlinuz"), (initrd, dest.stem + ".initrd")):
-            part = dest.with_name(name + ".part")
-            shutil.copyfile(src, part)
-            part.rename(dest.with_name(name))
+            copy_file(src, dest.with_name(name), metadata=False)
         result.update(path=str(dest), kernel=str(dest.with_name(dest.stem + ".vmlinuz")),
                       initrd=str(dest.with_name(dest.stem + ".initrd")))
     return result

@@ -18,7 +18,6 @@ import io
 import json
 import os
 import re
-import shutil
 import stat
 import struct
 import subprocess
@@ -30,6 +29,7 @@ from pathlib import Path
 from kvmkit.config import cache_dir
 from kvmkit.errors import HostError
 from kvmkit.images.debian_kernel import KernelTree, fetch_kernel
+from kvmkit.images.plain_copy import copy_file
 from kvmkit.images.publish import publish
 
 BUSYBOX = Path("/bin/busybox")
@@ -185,7 +185,7 @@ def build(out_dir: str | os.PathLike[str] | None = None, *, force: bool = False,
         with tempfile.TemporaryDirectory(dir=cache_dir("micro")) as tmp:
             work = Path(tmp) / key
             work.mkdir()
-            shutil.copy2(kernel.vmlinuz, work / "vmlinuz")
+            copy_file(kernel.vmlinuz, work / "vmlinuz")
             _write_cpio(_initramfs_files(kernel), work / "initrd.img")
             image = MicroImage(str(cached / "vmlinuz"), str(cached / "initrd.img"), DEFAULT_CMDLINE,
                                kernel.version, key)
@@ -199,7 +199,7 @@ def build(out_dir: str | os.PathLike[str] | None = None, *, force: bool = False,
     out.mkdir(parents=True, exist_ok=True)
     for name in ("vmlinuz", "vmlinux", "initrd.img", "manifest.json"):
         if (cached / name).exists():
-            shutil.copy2(cached / name, out / name)
+            copy_file(cached / name, out / name)  # never libvirt's records of the cache's users
     pvh = str(out / "vmlinux") if image.pvh_kernel else None
     return MicroImage(str(out / "vmlinuz"), str(out / "initrd.img"), image.cmdline, image.kernel_version, key,
                       pvh, image.pvh_note)

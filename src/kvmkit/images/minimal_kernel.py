@@ -29,6 +29,7 @@ from pathlib import Path
 from kvmkit.config import cache_dir
 from kvmkit.errors import HostError, OperationFailed
 from kvmkit.images.debian_kernel import KernelTree
+from kvmkit.images.plain_copy import copy_file
 from kvmkit.images.publish import publish
 
 SOURCE_PACKAGE = "linux-source-6.1"
@@ -300,13 +301,13 @@ def build(*, force: bool = False, refresh: bool = False,
                            hint=f"the build tree is broken: remove {objdir} and build again").strip()
             out = Path(tmp) / key
             out.mkdir()
-            shutil.copy2(objdir / "vmlinux", out / "vmlinux")
-            shutil.copy2(objdir / "arch" / "x86" / "boot" / "bzImage", out / "bzImage")
-            shutil.copy2(objdir / ".config", out / "config")
+            copy_file(objdir / "vmlinux", out / "vmlinux")
+            copy_file(objdir / "arch" / "x86" / "boot" / "bzImage", out / "bzImage")
+            copy_file(objdir / ".config", out / "config")
             if not (objdir / "modules.builtin").exists():
                 raise OperationFailed("the kernel build wrote no modules.builtin",
                                       hint=f"the build tree may be incomplete: remove {objdir} and build again")
-            shutil.copy2(objdir / "modules.builtin", out / "modules.builtin")
+            copy_file(objdir / "modules.builtin", out / "modules.builtin")
             kernel = MinimalKernel(str(dest / "vmlinux"), str(dest / "bzImage"), str(dest / "config"),
                                    version, release, key)
             publish(out, dest, kernel.to_dict())
@@ -349,9 +350,6 @@ def kernel_tree(kernel: MinimalKernel, *, boot: str = "bzImage") -> KernelTree:
     if not (tree.vmlinuz.exists() and (tree.modules / "modules.builtin").exists()):
         tree.vmlinuz.parent.mkdir(parents=True, exist_ok=True)
         tree.modules.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(Path(kernel.vmlinux).parent / "modules.builtin", tree.modules / "modules.builtin")
-        tmp = tree.vmlinuz.with_suffix(".tmp")
-        shutil.copy2(kernel.vmlinux if boot == "vmlinux" else kernel.bzimage, tmp)
-        tmp.chmod(0o644)
-        tmp.rename(tree.vmlinuz)
+        copy_file(Path(kernel.vmlinux).parent / "modules.builtin", tree.modules / "modules.builtin")
+        copy_file(kernel.vmlinux if boot == "vmlinux" else kernel.bzimage, tree.vmlinuz).chmod(0o644)
     return tree

@@ -152,3 +152,36 @@ def _fill(el: etree._Element, disk: DiskSpec, old: DiskSpec | None) -> None:
             target.addnext(etree.Element(tag))
         elif not getattr(disk, tag) and have is not None:
             remove(have)
+
+
+# ---- libvirt's DAC relabelling per disk source --------------------------------------------------------
+
+def read_only_file_media(root: etree._Element) -> list[tuple[etree._Element, str]]:
+    """(<disk>, file) for every CD-ROM and read-only disk backed by a file: media that many VMs can share."""
+    out = []
+    for el in root.iter("disk"):
+        source = el.find("source")
+        readonly = el.get("device") == "cdrom" or el.find("readonly") is not None
+        if readonly and el.get("type", "file") == "file" and source is not None and source.get("file"):
+            out.append((el, source.get("file") or ""))
+    return out
+
+
+def set_dac_relabel(disk: etree._Element, relabel: bool) -> None:
+    """``relabel=False``: a per-source ``<seclabel model='dac' relabel='no'/>`` makes libvirt leave the
+    file's owner alone (it would otherwise give a read-only medium to the QEMU user for good); True:
+    libvirt's default again. Other models' labels are left as they are."""
+    source = disk.find("source")
+    if source is None:
+        return
+    dac = [s for s in source.findall("seclabel") if s.get("model") == "dac"]
+    if relabel:
+        for s in dac:
+            remove(s)
+    elif not dac:
+        etree.SubElement(source, "seclabel", model="dac", relabel="no")
+    else:
+        for s in dac:
+            s.set("relabel", "no")
+            for child in list(s):
+                remove(child)  # a <label> goes with relabel='yes' only

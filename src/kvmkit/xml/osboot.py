@@ -1,4 +1,9 @@
-"""<os>: machine type, firmware (BIOS or UEFI via firmware='efi'), boot order, direct kernel boot."""
+"""<os>: machine type, firmware (BIOS or UEFI via firmware='efi'), boot order, direct kernel boot.
+
+<kernel> and <initrd> take no per-file <seclabel> (libvirt 9.0): libvirt's DAC driver always gives them
+to the QEMU user and counts them in its remember-owner records, like a read-write disk. Only a
+domain-wide static label with relabel='no' would stop that, and it stops the relabelling of every disk
+too, so kvmkit leaves it on (see kvmkit.host.seclabels for what a stale record does and `host repair`)."""
 
 from __future__ import annotations
 

@@ -26,6 +26,7 @@ from lxml import etree
 from kvmkit.config import data_dir
 from kvmkit.errors import Conflict, OperationFailed
 from kvmkit.hypervisor.errors import libvirt_errors
+from kvmkit.images.plain_copy import copy_file
 from kvmkit.service.copies import snapshots
 from kvmkit.service.copies.clone import Progress, convert, scaled, virtual_size
 
@@ -80,7 +81,7 @@ def _backup(conn: libvirt.virConnect, dom: libvirt.virDomain, out: Path, scratch
     nvram_src = etree.fromstring(inactive.encode()).findtext("os/nvram")
     nvram = None
     if nvram_src and os.path.isfile(nvram_src):  # UEFI variables (boot entries, secure-boot keys)
-        shutil.copyfile(nvram_src, out / NVRAM)
+        copy_file(nvram_src, out / NVRAM, metadata=False)
         nvram = NVRAM
     active = dom.isActive() == 1
     disk_list = snapshots.disks(dom.XMLDesc(0), conn)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +22,7 @@ from lxml import etree
 
 from kvmkit.errors import Conflict, InvalidState, OperationFailed
 from kvmkit.hypervisor.errors import libvirt_errors
+from kvmkit.images.plain_copy import copy_file
 from kvmkit.service.copies import snapshots
 
 Progress = Callable[[float], None]  # receives the overall percentage, 0..100
@@ -142,7 +142,7 @@ def clone_vm(conn: libvirt.virConnect, src: str, new: str, *, linked: bool = Fal
         if ident["nvram"] and os.path.exists(ident["nvram"][0]):
             if os.path.exists(ident["nvram"][1]):
                 raise Conflict(f"NVRAM file {ident['nvram'][1]} exists already", hint="remove it or pick another name")
-            shutil.copy2(*ident["nvram"])
+            copy_file(*ident["nvram"])
             made_files.append(ident["nvram"][1])
         with libvirt_errors(f"define clone {new}"):
             defined = conn.defineXML(etree.tostring(root, encoding="unicode"))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from lxml import etree
 
 from kvmkit.errors import Conflict, InvalidInput, InvalidState, NotFound
 from kvmkit.hypervisor.errors import libvirt_errors
+from kvmkit.images.plain_copy import copy_file
 from kvmkit.service.copies import snapshots
 from kvmkit.service.copies.backup import read_manifest, sha256
 from kvmkit.service.copies.clone import Progress, convert, new_macs, rename_identity, scaled
@@ -110,7 +110,7 @@ def restore_vm(conn: libvirt.virConnect, backup_dir: str | Path, *, name: str | 
     try:
         if nvram_dst:
             made.append(Path(nvram_dst))
-            shutil.copyfile(base / manifest["nvram"], nvram_dst)
+            copy_file(base / manifest["nvram"], nvram_dst, metadata=False)
         count = max(len(plan), 1)
         for i, (entry, disk, fmt, dst) in enumerate(plan):
             made.append(dst)

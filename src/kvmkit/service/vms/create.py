@@ -197,15 +197,13 @@ def create_vm(conn: libvirt.virConnect, spec: VMSpec | dict[str, Any], *, start:
     """Create (define) a VM, its new disks, and optionally start it. Rolls everything back on failure.
 
     With ``print_xml`` nothing is created: the result holds the XML that would be defined."""
-    from kvmkit.xml.domain import spec_to_xml
-
     say = progress or (lambda _msg: None)
     if not isinstance(spec, VMSpec):
         spec = parse_spec(spec)
     final, plan = resolve(conn, spec, say)
     try:
         if print_xml:
-            return {"name": final.name, "defined": False, "xml": spec_to_xml(_preview(final, plan))}
+            return {"name": final.name, "defined": False, "xml": domain_xml(conn, _preview(final, plan))}
         return _make(conn, spec, final, plan, start, say)
     finally:
         from kvmkit.service.vms.macs import release
@@ -213,11 +211,27 @@ def create_vm(conn: libvirt.virConnect, spec: VMSpec | dict[str, Any], *, start:
         release(conn, [n.mac for n in final.nics if n.mac])  # defined (a new pass sees them) or undone
 
 
+def domain_xml(conn: libvirt.virConnect, spec: VMSpec) -> str:
+    """The domain XML for ``spec``; read-only media the QEMU user can read as they are (ISOs shared by many
+    VMs) carry ``<seclabel model='dac' relabel='no'/>`` so that libvirt leaves their owner alone.
+
+    Kernels and initrds cannot be marked so: libvirt (9.0) has no per-file label for <kernel>/<initrd>; it
+    counts them in its remember-owner records like every read-write disk and gives them back when the
+    last VM using them stops."""
+    from kvmkit.service.vms.storage_use import keep_owner_of_shared_media
+    from kvmkit.xml.domain import spec_to_xml
+    from kvmkit.xml.util import parse
+
+    xml = spec_to_xml(spec)
+    root = parse(xml)
+    if keep_owner_of_shared_media(conn, root):
+        xml = etree.tostring(root, encoding="unicode")
+    return xml
+
+
 def _make(conn: libvirt.virConnect, spec: VMSpec, final: VMSpec, plan: list[dict[str, Any]], start: bool,
           say: Progress) -> dict[str, Any]:
     """Take the planned steps, define, optionally start; undo every step taken when one fails."""
-    from kvmkit.xml.domain import spec_to_xml
-
     undo: list[Callable[[], None]] = []
     try:
         if spec.serial and _is_local(conn):
@@ -242,7 +256,7 @@ def _make(conn: libvirt.virConnect, spec: VMSpec, final: VMSpec, plan: list[dict
                 path = _create_volume(conn, step)
                 undo.append(functools.partial(_delete_volume, conn, path))
         final = final.updated(disks=[d.model_dump() for d in disks])
-        xml = spec_to_xml(final)
+        xml = domain_xml(conn, final)
         say(f"defining VM {final.name}")
         with libvirt_errors(f"defining VM {final.name}"):
             dom = conn.defineXMLFlags(xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)  # libvirt's schema check too

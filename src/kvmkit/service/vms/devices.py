@@ -17,7 +17,13 @@ from lxml import etree
 from kvmkit.errors import Conflict, InvalidInput, InvalidState, NotFound, OperationFailed
 from kvmkit.hypervisor.errors import libvirt_errors
 from kvmkit.service.vms.domains import domain, state_of
-from kvmkit.service.vms.storage_use import disk_source, domain_xmls, is_block_device, real_path
+from kvmkit.service.vms.storage_use import (
+    disk_source,
+    domain_xmls,
+    is_block_device,
+    keep_owner_of_shared_media,
+    real_path,
+)
 
 DISK_FORMATS = ("raw", "qcow2")
 BUSES = {"virtio": "vd", "sata": "sd", "scsi": "sd", "ide": "hd", "usb": "sd"}
@@ -90,6 +96,7 @@ def attach_disk(conn: libvirt.virConnect, name: str, *, fmt: str, path: str | No
     etree.SubElement(disk, "target", dev=target, bus=bus)
     if readonly:
         etree.SubElement(disk, "readonly")
+        keep_owner_of_shared_media(conn, disk)  # a medium the QEMU user can read is not given to it
     with libvirt_errors(f"attaching {path} to VM {name}"):
         dom.attachDeviceFlags(etree.tostring(disk, encoding="unicode"), flags)
     return {"name": name, "action": "disk attach", "target": target, "path": path, "format": fmt,

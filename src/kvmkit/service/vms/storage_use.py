@@ -1,4 +1,5 @@
-"""What storage a VM uses, and which of it only that VM uses (for ``vm delete --storage``)."""
+"""What storage a VM uses, which of it only that VM uses (for ``vm delete --storage``), and every host file
+VMs name (for libvirt's security records: ``host check``, ``host repair``)."""
 
 from __future__ import annotations
 
@@ -150,3 +151,88 @@ def _is_volume(conn: libvirt.virConnect, path: str) -> bool:
         return True
     except libvirt.libvirtError:
         return False
+
+
+# ---- every host file a domain names (for libvirt's security records: host check, host repair) --------
+
+_OS_FILES = ("./os/kernel", "./os/initrd", "./os/dtb", "./os/loader", "./os/nvram", "./os/acpi/table")
+_CHARDEVS = ("serial", "parallel", "console", "channel")
+
+
+def domain_files(conn: libvirt.virConnect, root: etree._Element) -> set[str]:
+    """The host files one domain XML names that libvirt's security drivers label when it starts: disk
+    sources (CD-ROMs too) and their backing chains, kernel, initrd, DTB, firmware loader, NVRAM, ACPI
+    tables, and file-backed character devices with their logs. Resolved paths."""
+    paths: set[str] = set()
+    for disk in root.iterfind("./devices/disk"):
+        path = disk_source(conn, disk)
+        if path:
+            paths.add(path)
+        for back in disk.iterfind(".//backingStore/source"):
+            if back.get("file") or back.get("dev"):
+                paths.add(back.get("file") or back.get("dev") or "")
+    for xpath in _OS_FILES:
+        for el in root.iterfind(xpath):
+            path = el.text.strip() if el.text and el.text.strip() else None
+            source = el.find("source")  # <nvram type='file'><source file=.../></nvram>
+            paths.update(p for p in (path, source.get("file") if source is not None else None) if p)
+    for kind in _CHARDEVS:
+        for dev in root.iterfind(f"./devices/{kind}"):
+            if dev.get("type") == "file":
+                paths.update(s.get("path") for s in dev.iterfind("source") if s.get("path"))
+            paths.update(log.get("file") for log in dev.iterfind("log") if log.get("file"))
+    return {real_path(p) for p in paths if p.startswith("/")}
+
+
+def files_of_running_vms(conn: libvirt.virConnect) -> dict[str, list[str]]:
+    """Resolved path -> names of the running (or paused) VMs whose live XML names the file."""
+    users: dict[str, list[str]] = {}
+    with libvirt_errors("listing VMs"):
+        doms = conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+    for dom in doms:
+        try:
+            root = etree.fromstring(dom.XMLDesc(0).encode())
+            name = dom.name()
+        except libvirt.libvirtError:  # stopped or went away meanwhile
+            continue
+        for path in domain_files(conn, root):
+            users.setdefault(path, []).append(name)
+    return users
+
+
+def files_of_defined_vms(conn: libvirt.virConnect) -> set[str]:
+    """Every file any VM (running or defined) names, live and persistent definitions alike."""
+    paths: set[str] = set()
+    with libvirt_errors("listing VMs"):
+        doms = conn.listAllDomains()
+    for dom in doms:
+        try:
+            roots = _all_xmls(dom)
+        except libvirt.libvirtError:
+            continue
+        for root in roots:
+            paths |= domain_files(conn, root)
+    return paths
+
+
+def keep_owner_of_shared_media(conn: libvirt.virConnect, root: etree._Element) -> list[str]:
+    """Mark the read-only media (CD-ROMs, read-only file disks) in ``root`` (a domain or a lone <disk>) that
+    the QEMU user can read as they are with ``<seclabel model='dac' relabel='no'/>``, so libvirt does not
+    give them to the QEMU user (for good: read-only media are never given back) each time a VM using them
+    starts. Media it cannot read are left to libvirt's relabelling. Local hosts only (the files are
+    stat'ed here). Returns the files marked."""
+    from kvmkit.host.check import dac_base_owner
+    from kvmkit.host.seclabels import readable_as
+    from kvmkit.xml.disks import read_only_file_media, set_dac_relabel
+
+    media = read_only_file_media(root)
+    if not media or not _is_local(conn):
+        return []
+    with libvirt_errors("reading the host capabilities"):
+        owner = dac_base_owner(conn.getCapabilities())
+    marked = []
+    for disk, path in media:
+        if readable_as(path, owner):
+            set_dac_relabel(disk, False)
+            marked.append(path)
+    return marked

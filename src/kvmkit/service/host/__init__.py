@@ -1,0 +1,1 @@
+"""This host as a whole: readiness (``host check``) and repairs of leftovers (``host repair``)."""
