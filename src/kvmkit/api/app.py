@@ -53,6 +53,7 @@ def create_app(db_url: str | None = None, uri: str | None = None, *, tls: bool =
     import kvmkit.api.routes_console as routes_console
     import kvmkit.api.routes_events as routes_events
     import kvmkit.api.routes_health as routes_health
+    import kvmkit.api.routes_host as routes_host
     import kvmkit.api.routes_networks as routes_networks
     import kvmkit.api.routes_pools as routes_pools
     import kvmkit.api.routes_snapshots as routes_snapshots
@@ -68,7 +69,7 @@ def create_app(db_url: str | None = None, uri: str | None = None, *, tls: bool =
     app.include_router(routes_health.router)
     for mod in (routes_auth, routes_vms, routes_snapshots, routes_tasks, routes_events, routes_users, routes_tokens,
                 routes_audit, routes_pools, routes_networks,
-                routes_vm_copies, routes_vm_devices, routes_vm_runtime, routes_vm_xml):
+                routes_vm_copies, routes_vm_devices, routes_vm_runtime, routes_vm_xml, routes_host):
         app.include_router(mod.router, prefix=API)
     app.include_router(routes_console.router)  # its path carries the /api/v1 prefix itself
     return app
