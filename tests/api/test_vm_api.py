@@ -8,6 +8,7 @@ and host paths are enforced. A server killed during a clone leaves a failed task
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from lxml import etree
 
 from tests.api.conftest import wait_task
 from tests.api.guest_http import console_run, create_micro, deleting, ok_task, wait_console
-from tests.api.server import Server
+from tests.api.server import EventReader, Server
 
 pytestmark = pytest.mark.guest
 READY = "KVMKIT-GUEST-READY"
@@ -56,7 +57,8 @@ def _user(srv: Server, api: httpx.Client, name: str, role: str, **extra) -> http
 def test_clone_linked_backup_and_restore_boot(srv: Server, api: httpx.Client, prefix: str, conn,
                                               micro_image) -> None:
     src, clone, restored = f"{prefix}src", f"{prefix}lc", f"{prefix}rs"
-    with deleting(api, src, clone, restored):
+    events = EventReader(srv, srv.token("admin"))
+    with contextlib.closing(events), deleting(api, src, clone, restored):
         create_micro(api, src, start=False, disks=[{"size": "64M", "pool": "default"}],
                      nics=[{"source": "default"}])
         # linked clone: a task whose journal and percent show the copy; the clone has its own identity
@@ -76,6 +78,12 @@ def test_clone_linked_backup_and_restore_boot(srv: Server, api: httpx.Client, pr
         # backup of the (shut-off) source into the server's data directory, then restore as a new VM
         task = ok_task(api, api.post(f"/api/v1/vms/{src}/backups", json={}))
         path = task["result"]["path"]
+        # the tasks' progress is on the event stream: the clone's step, the backup's copy percent, the ends
+        assert "cloning" in _seen(events, "vm.clone", 5)["message"]
+        assert any(ev["task"]["kind"] == "vm.backup" and 5 < ev["task"]["percent"] < 100
+                   and "backing up" in ev["task"]["message"] for ev in _task_events(events)), _task_events(events)
+        assert {"vm.clone", "vm.backup"} <= {ev["task"]["kind"] for ev in _task_events(events)
+                                             if ev["task"]["state"] == "succeeded"}
         assert Path(path).is_relative_to(srv.data_dir / "backups" / src), path
         assert task["result"]["sha256"] and (Path(path) / "manifest.json").is_file()
         task = ok_task(api, api.post("/api/v1/backups/restore", json={"path": path, "name": restored}))
@@ -88,6 +96,21 @@ def test_clone_linked_backup_and_restore_boot(srv: Server, api: httpx.Client, pr
         assert r.status_code == 409 and "exists already" in r.json()["error"]
         r = api.post("/api/v1/backups/restore", json={"path": str(srv.data_dir)})
         assert r.status_code == 404 and "not a kvmkit backup" in r.json()["error"]
+
+
+def _task_events(events: EventReader) -> list[dict]:
+    return [ev for ev in list(events.events) if ev["kind"] == "task" and ev.get("task")]
+
+
+def _seen(events: EventReader, kind: str, percent: int) -> dict:
+    """The task part of the first event of a ``kind`` task at ``percent`` (waiting for it)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        for ev in _task_events(events):
+            if ev["task"]["kind"] == kind and ev["task"]["percent"] == percent:
+                return dict(ev["task"])
+        time.sleep(0.2)
+    raise AssertionError(f"no {kind} event at {percent}%: {_task_events(events)[-5:]}")
 
 
 def test_backup_paths_and_copy_roles(srv: Server, api: httpx.Client, prefix: str, workdir, micro_image) -> None:
@@ -229,6 +252,28 @@ def slow_server() -> Iterator[Server]:
     server.start()
     yield server
     server.cleanup()
+
+
+def test_a_clone_cancelled_between_steps_makes_nothing(slow_server: Server, prefix: str, conn,
+                                                      micro_image) -> None:
+    src, new = f"{prefix}cs", f"{prefix}cc"
+    with slow_server.client(slow_server.token("admin")) as c:
+        create_micro(c, src, start=False, disks=[{"size": "32M", "pool": "default"}], timeout=600)
+        before = c.get(f"/api/v1/vms/{src}/xml", params={"inactive": True}).json()["xml"]
+        task_id = c.post(f"/api/v1/vms/{src}/clone", json={"name": new, "linked": True}).json()["id"]
+        deadline = time.monotonic() + 60
+        while not any(s["name"] == "clone" for s in c.get(f"/api/v1/tasks/{task_id}").json()["steps"]):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert c.post(f"/api/v1/tasks/{task_id}/cancel").status_code == 200  # during the step's 3 s pause
+        task = wait_task(c, task_id)
+        assert task["state"] == "cancelled", task
+        assert c.get(f"/api/v1/vms/{new}").status_code == 404
+        assert c.get(f"/api/v1/vms/{src}/snapshots").json() == []  # no linked-clone snapshot either
+        assert c.get(f"/api/v1/vms/{src}/xml", params={"inactive": True}).json()["xml"] == before
+        pool = conn.storagePoolLookupByName("default")
+        pool.refresh(0)
+        assert not [v for v in pool.listAllVolumes() if v.name().startswith(new)]
 
 
 def test_server_killed_during_a_clone_fails_the_task_and_leaves_no_clone(slow_server: Server, prefix: str,

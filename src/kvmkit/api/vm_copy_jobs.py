@@ -65,6 +65,7 @@ def clone_body(conn_get: Any, hold: Any, src: str, new: str, linked: bool) -> An
         conn = worker_connection(conn_get())
         ctx.step("clone", 5, f"cloning VM {src} as {new} ({'linked' if linked else 'full'})", vm=new, source=src,
                  linked=linked, dirs=_file_dirs(conn, src))
+        ctx.check_cancel()  # a cancel asked while the step was journalled: nothing is made yet
         with hold(f"vm:{new}", "vm.clone"):
             return clone_vm(conn, src, new, linked=linked, progress=progress_to(ctx, 5, 99, f"cloning {src}"))
 
@@ -79,6 +80,7 @@ def backup_body(conn_get: Any, name: str, dest: str) -> Any:
         conn = worker_connection(conn_get())
         ctx.step("backup", 5, f"backing up VM {name} to {dest}", vm=name, dest=dest,
                  created=not os.path.exists(dest))
+        ctx.check_cancel()
         manifest = backup_vm(conn, name, dest, progress=progress_to(ctx, 5, 99, f"backing up {name}"))
         return {**manifest, "path": dest}
 
@@ -102,6 +104,7 @@ def restore_body(conn_get: Any, path: str, new: str, name: str | None, pool: str
         dirs = [d for d in (_pool_dir(conn, pool or "default"), nvram and str(Path(nvram).parent)) if d]
         ctx.step("restore", 5, f"restoring {path} as VM {new}", vm=new, path=path, pool=pool or "default",
                  dirs=dirs)
+        ctx.check_cancel()
         return restore_vm(conn, path, name=name, pool=pool, progress=progress_to(ctx, 5, 99, f"restoring {new}"))
 
     return body

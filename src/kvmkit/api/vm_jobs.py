@@ -182,6 +182,7 @@ def detach_body(conn_get: Any, name: str, kind: str, key: str, live: bool | None
 
         conn = worker_connection(conn_get())
         ctx.step(f"detach-{kind}", 10, f"detaching {kind} {key} from VM {name}", vm=name, device=key)
+        ctx.check_cancel()
         fn = devices.detach_disk if kind == "disk" else devices.detach_nic
         return fn(conn, name, key, live=live, config=config, timeout=timeout)
 
