@@ -73,6 +73,7 @@ def test_info_check_and_plan(srv: Server, api: httpx.Client, prefix: str) -> Non
         assert c.put("/api/v1/host/hugepages", json={"count": 0}).status_code == 403
         assert c.put("/api/v1/host/iosched/vda", json={"scheduler": "none"}).status_code == 403
         assert c.post("/api/v1/host/prepare").status_code == 403
+        assert c.get("/api/v1/host/check", params={"refresh": True}).status_code == 403
         c.close()
 
 

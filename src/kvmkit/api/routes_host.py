@@ -41,12 +41,16 @@ def _local(request: Request, what: str) -> Any:
 
 @router.get("/check")
 def check(request: Request, refresh: bool = Query(False, description="probe KVM again instead of the cached answer"),
-          _p: Principal = Depends(require("viewer"))) -> m.HostCheck:
+          p: Principal = Depends(require("viewer"))) -> m.HostCheck:
     """Readiness: CPU flags, /dev/kvm usable, modules, libvirtd, QEMU, default network and pool, KSM, huge
-    pages, IOMMU (``ready`` is false when a check fails)."""
+    pages, IOMMU (``ready`` is false when a check fails). ``refresh`` (admins) boots the KVM probe again."""
     from kvmkit.host.check import report
     from kvmkit.host.virt_type import probe_kvm
+    from kvmkit.service.access.auth import Forbidden
 
+    if refresh and not p.at_least("admin"):
+        raise Forbidden(f"user '{p.name}' (role {p.role}) may not re-run the KVM probe (it boots a VM)",
+                        hint="leave refresh out to get the cached answer, or ask an admin")
     if refresh:
         probe_kvm(refresh=True)
     return m.HostCheck.model_validate(report(state(request).hv.uri))
