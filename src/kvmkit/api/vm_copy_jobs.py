@@ -21,6 +21,7 @@ import contextlib
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,19 @@ def progress_to(ctx: TaskContext, start: float, end: float, message: str) -> Any
             ctx.progress(value, f"{message} ({int(pct)}%)")
 
     return report
+
+
+@contextlib.contextmanager
+def _os_errors(what: str) -> Iterator[None]:
+    """A file the copy could not write or read fails the task saying which, not as an internal error."""
+    from kvmkit.errors import OperationFailed
+
+    try:
+        yield
+    except OSError as err:
+        where = f" ({err.filename})" if err.filename else ""
+        raise OperationFailed(f"{what}: {err.strerror or err}{where}",
+                              hint="check the path, its permissions and the free space") from err
 
 
 def _file_dirs(conn: libvirt.virConnect, name: str) -> list[str]:
@@ -66,7 +80,7 @@ def clone_body(conn_get: Any, hold: Any, src: str, new: str, linked: bool) -> An
         ctx.step("clone", 5, f"cloning VM {src} as {new} ({'linked' if linked else 'full'})", vm=new, source=src,
                  linked=linked, dirs=_file_dirs(conn, src))
         ctx.check_cancel()  # a cancel asked while the step was journalled: nothing is made yet
-        with hold(f"vm:{new}", "vm.clone"):
+        with hold(f"vm:{new}", "vm.clone"), _os_errors(f"cloning VM {src}"):
             return clone_vm(conn, src, new, linked=linked, progress=progress_to(ctx, 5, 99, f"cloning {src}"))
 
     return body
@@ -81,7 +95,8 @@ def backup_body(conn_get: Any, name: str, dest: str) -> Any:
         ctx.step("backup", 5, f"backing up VM {name} to {dest}", vm=name, dest=dest,
                  created=not os.path.exists(dest))
         ctx.check_cancel()
-        manifest = backup_vm(conn, name, dest, progress=progress_to(ctx, 5, 99, f"backing up {name}"))
+        with _os_errors(f"backing up VM {name} to {dest}"):
+            manifest = backup_vm(conn, name, dest, progress=progress_to(ctx, 5, 99, f"backing up {name}"))
         return {**manifest, "path": dest}
 
     return body
@@ -105,7 +120,9 @@ def restore_body(conn_get: Any, path: str, new: str, name: str | None, pool: str
         ctx.step("restore", 5, f"restoring {path} as VM {new}", vm=new, path=path, pool=pool or "default",
                  dirs=dirs)
         ctx.check_cancel()
-        return restore_vm(conn, path, name=name, pool=pool, progress=progress_to(ctx, 5, 99, f"restoring {new}"))
+        with _os_errors(f"restoring {path} as VM {new}"):
+            return restore_vm(conn, path, name=name, pool=pool,
+                              progress=progress_to(ctx, 5, 99, f"restoring {new}"))
 
     return body
 
