@@ -114,9 +114,10 @@ def _seen(events: EventReader, kind: str, percent: int) -> dict:
 
 
 def test_backup_paths_and_copy_roles(srv: Server, api: httpx.Client, prefix: str, workdir, micro_image) -> None:
-    vm = f"{prefix}r"
-    with deleting(api, vm):
+    vm, hidden = f"{prefix}r", f"{prefix}hidden"
+    with deleting(api, vm, hidden):
         create_micro(api, vm, start=False)
+        create_micro(api, hidden, start=False)
         operator = _user(srv, api, f"{prefix}op", "operator")
         viewer = _user(srv, api, f"{prefix}view", "viewer")
         delegated = _user(srv, api, f"{prefix}dg", "operator", vm_scope="granted")
@@ -132,6 +133,17 @@ def test_backup_paths_and_copy_roles(srv: Server, api: httpx.Client, prefix: str
         r = delegated.post(f"/api/v1/vms/{vm}/clone", json={"name": f"{prefix}x"})
         assert r.status_code == 403 and "delegated" in r.json()["error"]
         assert delegated.post(f"/api/v1/vms/{vm}/rename", json={"name": f"{prefix}y"}).status_code == 403
+        # a delegated user reads and acts on its granted VM only; every other VM is 404, as if absent
+        for url in ("pin", "stats", "xml"):
+            assert delegated.get(f"/api/v1/vms/{vm}/{url}").status_code == 200, url
+            assert delegated.get(f"/api/v1/vms/{hidden}/{url}").status_code == 404, url
+        assert [row["name"] for row in delegated.get("/api/v1/vm-stats").json()] == [vm]
+        assert delegated.post(f"/api/v1/vms/{hidden}/backups", json={}).status_code == 404
+        assert delegated.post(f"/api/v1/vms/{hidden}/nics", json={"network": "default"}).status_code == 404
+        assert delegated.post(f"/api/v1/vms/{vm}/disks", json={"format": "raw", "pool": "default",
+                                                               "volume": "x"}).status_code == 403
+        r = delegated.post(f"/api/v1/vms/{vm}/nics", json={"network": "default", "config": True})
+        assert r.status_code == 200 and not r.json()["live"], r.text
         # an operator's own backup lands under the data directory; an admin may write elsewhere
         task = ok_task(operator, operator.post(f"/api/v1/vms/{vm}/backups", json={}))
         assert task["result"]["path"].startswith(str(srv.data_dir / "backups"))

@@ -70,10 +70,11 @@ def get_xml(name: str, request: Request,
                            409: {"description": "busy, or the new definition drops a device the running VM uses"},
                            422: {"description": "not well-formed, another VM's name or UUID, or rejected by "
                                                 "libvirt's schema or libvirt itself"}})
-def replace_xml(name: str, body: NewXml, request: Request, _p: Principal = Depends(require("admin"))) -> XmlReplaced:
+def replace_xml(name: str, body: NewXml, request: Request, p: Principal = Depends(require("admin"))) -> XmlReplaced:
     """Replace the VM's definition (the running VM keeps running; it applies from the next start)."""
     from kvmkit.service.vms import xml_edit
 
+    check_vm_visible(p, name)
     st = state(request)
     conn = st.hv.get()
     with st.runner.hold(f"vm:{name}", "vm.xml.replace"):
