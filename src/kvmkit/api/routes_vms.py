@@ -167,3 +167,33 @@ def set_resources(name: str, body: Resources, request: Request,
         if body.autostart is not None:
             out["autostart"] = vm_resources.set_autostart(conn, name, body.autostart)
     return out
+
+
+class Rename(BaseModel):
+    name: str = Field(description="the new name")
+
+
+class Renamed(BaseModel):
+    name: str
+    old_name: str
+    action: str
+    state: str
+    uuid: str
+
+
+@router.post("/{name}/rename", responses={404: {"description": "no such VM"},
+                                           409: {"description": "busy, running, or the new name is taken"}})
+def rename_vm(name: str, body: Rename, request: Request, p: Principal = Depends(require("operator"))) -> Renamed:
+    """Rename a shut-off VM; its disks, UUID and configuration stay (``kvmkit vm rename OLD NEW``). Delegated
+    users may not: their grants name the VM."""
+    import contextlib
+
+    from kvmkit.service.vms import lifecycle as vm_lifecycle
+
+    require_unrestricted(p, "rename VMs")
+    st = state(request)
+    conn = st.hv.get()
+    with contextlib.ExitStack() as held:
+        for target in dict.fromkeys((name, body.name)):
+            held.enter_context(st.runner.hold(f"vm:{target}", "vm.rename"))
+        return Renamed.model_validate(vm_lifecycle.rename(conn, name, body.name))

@@ -171,3 +171,19 @@ def recover_create(conn: Any, task: dict[str, Any], steps: list[dict[str, Any]])
 
 def register_recovery() -> None:
     RECOVERY["vm.create"] = recover_create
+
+
+def detach_body(conn_get: Any, name: str, kind: str, key: str, live: bool | None, config: bool | None,
+                timeout: float) -> Any:
+    """Detach a disk (``key`` = target) or NIC (``key`` = MAC); a live detach waits for the guest."""
+    def body(ctx: TaskContext) -> dict[str, Any]:
+        from kvmkit.hypervisor.connection import worker_connection
+        from kvmkit.service.vms import devices
+
+        conn = worker_connection(conn_get())
+        ctx.step(f"detach-{kind}", 10, f"detaching {kind} {key} from VM {name}", vm=name, device=key)
+        ctx.check_cancel()
+        fn = devices.detach_disk if kind == "disk" else devices.detach_nic
+        return fn(conn, name, key, live=live, config=config, timeout=timeout)
+
+    return body

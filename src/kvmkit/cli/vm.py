@@ -22,5 +22,6 @@ register_all(app, [
     "vm_devices",    # disk attach/detach, nic attach/detach
     "vm_pin",        # pin (vcpupin, emulatorpin, --auto)
     "vm_copy",       # clone, backup, restore
+    "vm_xml",        # xml (read, --replace)
     "vm_migrate",    # migrate
 ])
