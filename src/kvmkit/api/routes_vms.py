@@ -13,7 +13,7 @@ from typing import Any, Literal
 import libvirt
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from kvmkit.api.deps import check_vm_visible, require, require_unrestricted, state
 from kvmkit.api.state import ServerState
@@ -182,11 +182,23 @@ def delete_vm(name: str, request: Request,
 
 
 class Resources(BaseModel):
+    model_config = ConfigDict(allow_inf_nan=False)
+
     vcpus: int | None = Field(None, ge=1, le=4096)
-    memory: str | int | None = Field(None, description="e.g. 512M, 1G, 2048 (MiB)")
+    memory: str | int | None = Field(None, description="e.g. 512M, 1G, 2048 (MiB); at most 16T")
     autostart: bool | None = None
     live: bool | None = None
     config: bool | None = None
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, v: str | int | None) -> str | int | None:
+        from kvmkit.spec.common import MAX_MEMORY_MIB, as_value_error, check_max, parse_size_mib
+
+        if v is not None:
+            mib = as_value_error(parse_size_mib, v, "memory")
+            as_value_error(check_max, mib, MAX_MEMORY_MIB, "memory", "MiB", "use at most 16T (16 TiB)")
+        return v
 
 
 @router.patch("/{name}", responses={404: {"description": "no such VM"}, 409: {"description": "busy or wrong state"}})

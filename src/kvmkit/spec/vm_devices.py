@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from kvmkit.spec.common import (
+    MAX_DISK_BYTES,
     as_value_error,
     parse_size_bytes,
     validate_cpuset,
@@ -23,7 +24,7 @@ NicModel = Literal["virtio", "e1000e", "rtl8139"]
 
 
 class _Part(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=False)
+    model_config = ConfigDict(extra="forbid", validate_assignment=False, allow_inf_nan=False)
 
 
 class DiskSpec(_Part):
@@ -51,8 +52,13 @@ class DiskSpec(_Part):
         if isinstance(v, int) and not isinstance(v, bool):
             if v <= 0:
                 raise ValueError(f"disk size {v} must be greater than zero; e.g. size=10G")
-            return v  # an int is already bytes (API bodies); strings are parsed ('10G', '2048' = MiB)
-        return as_value_error(parse_size_bytes, v, "disk size")  # type: ignore[arg-type]
+            size = v  # an int is already bytes (API bodies); strings are parsed ('10G', '2048' = MiB)
+        else:
+            size = as_value_error(parse_size_bytes, v, "disk size")  # type: ignore[arg-type]
+        if size > MAX_DISK_BYTES:
+            raise ValueError(f"disk size {size} bytes is above the limit of {MAX_DISK_BYTES // 1024**4} TiB; "
+                             "use at most 64T per disk")
+        return size
 
     @field_validator("pool", "volume")
     @classmethod
@@ -128,7 +134,8 @@ class NicSpec(_Part):
     @field_validator("source")
     @classmethod
     def _source(cls, v: str) -> str:
-        if not v or len(v) > 64 or any(c in v for c in "/<>&'\" \t"):
+        if not v or len(v) > 64 or any(c in v for c in "/<>&'\" \t") or any(c < " " or c == "\x7f" or
+                                                                         "\ud800" <= c <= "\udfff" for c in v):
             raise ValueError(f"network source {v!r} is not a network, bridge or device name")
         return v
 
@@ -159,7 +166,8 @@ class GraphicsSpec(_Part):
     @field_validator("password")
     @classmethod
     def _password(cls, v: str | None) -> str | None:
-        if v is not None and (not v or len(v) > 64 or any(ord(c) < 32 for c in v)):
+        if v is not None and (not v or len(v) > 64 or any(ord(c) < 32 or ord(c) == 127 or 0xD800 <= ord(c) <= 0xDFFF
+                                                           for c in v)):
             raise ValueError("graphics password must be 1-64 printable characters")
         return v
 

@@ -55,15 +55,36 @@ def _hasher():  # -> argon2.PasswordHasher
 def hash_password(password: str) -> str:
     if len(password) < 8:
         raise InvalidInput("password is shorter than 8 characters", hint="choose a password of 8 or more characters")
+    if any(c < " " or "\ud800" <= c <= "\udfff" for c in password):
+        raise InvalidInput("password holds control characters or is not valid Unicode",
+                           hint="choose a password of printable characters")
     return _hasher().hash(password)
 
 
+_dummy_hash: str | None = None
+_dummy_lock = threading.Lock()
+
+
+def dummy_hash() -> str:
+    """An argon2id hash of a random secret nobody knows, made once per process: verified in place of a
+    user's hash when the user does not exist, is disabled or has no password, so that a login costs the
+    same argon2 verification whether the name is known or not (no user enumeration by timing)."""
+    global _dummy_hash
+    with _dummy_lock:
+        if _dummy_hash is None:
+            _dummy_hash = _hasher().hash(secrets.token_urlsafe(24))
+        return _dummy_hash
+
+
 def verify_password(stored: str | None, password: str) -> bool:
-    if not stored:
-        return False
+    """Whether ``password`` matches ``stored``. Without a stored hash it still runs one argon2 verification
+    (against :func:`dummy_hash`) and answers False: both paths cost the same."""
     from argon2.exceptions import InvalidHashError, VerificationError
 
     try:
+        if not stored:
+            _hasher().verify(dummy_hash(), password)
+            return False
         return _hasher().verify(stored, password)
     except (VerificationError, InvalidHashError):
         return False
@@ -190,31 +211,44 @@ def revoke_token(s: Session, token_id: int, by: Principal) -> Token:
 
 
 class RateLimiter:
-    """At most ``limit`` failures per ``window`` seconds for one key (user + client address)."""
+    """At most ``limit`` failures per ``window`` seconds for one key. :func:`login` keeps three keys per
+    attempt: the user name from that address (``limit``), the address whatever the name
+    (``address_limit``: many names tried from one place), and the name whatever the address
+    (``name_limit``: one account tried from many places)."""
 
-    def __init__(self, limit: int = 5, window: float = 60.0) -> None:
+    def __init__(self, limit: int = 5, window: float = 60.0, *, address_limit: int = 20,
+                 name_limit: int = 30) -> None:
         self.limit, self.window = limit, window
+        self.address_limit, self.name_limit = address_limit, name_limit
         self._fails: dict[str, deque[float]] = defaultdict(deque)
         self._lock = threading.Lock()
 
+    MAX_KEYS = 100_000
+
     def _prune(self, key: str, now: float) -> deque[float]:
-        q = self._fails[key]
+        q = self._fails.get(key) or deque()
         while q and q[0] <= now - self.window:
             q.popleft()
+        if not q:
+            self._fails.pop(key, None)
         return q
 
-    def check(self, key: str) -> None:
+    def check(self, key: str, limit: int | None = None) -> None:
         now = time.monotonic()
         with self._lock:
             q = self._prune(key, now)
-            if len(q) >= self.limit:
+            if len(q) >= (self.limit if limit is None else limit):
                 wait = int(q[0] + self.window - now) + 1
                 raise TooManyAttempts(f"too many failed logins; try again in {wait} s",
                                       hint="check the user name and password", retry_after=wait)
 
     def fail(self, key: str) -> None:
+        now = time.monotonic()
         with self._lock:
-            self._fails[key].append(time.monotonic())
+            if len(self._fails) >= self.MAX_KEYS:  # many names or addresses: forget the ones past the window
+                for old in [k for k, q in self._fails.items() if not q or q[-1] <= now - self.window]:
+                    del self._fails[old]
+            self._fails[key].append(now)
 
     def reset(self, key: str) -> None:
         with self._lock:
@@ -224,13 +258,18 @@ class RateLimiter:
 def login(s: Session, limiter: RateLimiter, name: str, password: str, client: str,
           *, session: bool = True) -> tuple[User, str, str | None]:
     """Check the password; return (user, secret, csrf). Failures count toward the rate limit."""
-    key = f"{name}|{client}"
-    limiter.check(key)
+    keys = {f"name|{name}|{client}": limiter.limit, f"addr|{client}": limiter.address_limit,
+            f"user|{name}": limiter.name_limit}
+    for key, limit in keys.items():
+        limiter.check(key, limit)
     user = s.scalar(select(User).where(User.name == name))
-    if user is None or user.disabled or not verify_password(user.password_hash, password):
-        limiter.fail(key)
+    # verify_password runs argon2 also without a hash; a missing or disabled user costs the same
+    ok = verify_password(user.password_hash if user is not None else None, password)
+    if user is None or user.disabled or not ok:
+        for key in keys:
+            limiter.fail(key)
         raise Unauthorized("wrong user name or password", hint="check both; after 5 failures in a minute, wait")
-    limiter.reset(key)
+    limiter.reset(f"name|{name}|{client}")  # the address's and the name's counts stay: they count guessing
     _tok, secret, csrf = create_token(s, user, "session" if session else "login",
                                       kind="session" if session else "api", hours=SESSION_HOURS)
     return user, secret, csrf
