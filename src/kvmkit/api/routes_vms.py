@@ -17,9 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from kvmkit.api.deps import check_vm_visible, require, require_unrestricted, state
 from kvmkit.api.state import ServerState
-from kvmkit.api.vm_cache import filtered
+from kvmkit.api.vm_cache import encode
 from kvmkit.errors import Conflict
-from kvmkit.service.access.auth import Forbidden, Principal
+from kvmkit.service.access.auth import Principal
 from kvmkit.spec.vm import VMSpec
 
 router = APIRouter(prefix="/vms", tags=["vms"])
@@ -84,8 +84,8 @@ async def list_vms(request: Request, p: Principal = Depends(require("viewer"))) 
         from starlette.concurrency import run_in_threadpool
 
         rows, body = await run_in_threadpool(cache.current)
-    if p.granted is not None:
-        body = filtered(rows, p.granted)
+    if p.granted is not None:  # grants are bound to the VM's UUID: a new VM of a granted name is not shown
+        body = encode([r for r in rows if p.may_see_vm(r["name"], r.get("uuid"))])
     return Response(body, media_type="application/json")
 
 
@@ -98,26 +98,6 @@ def show_vm(name: str, request: Request, p: Principal = Depends(require("viewer"
     return dict(show(conn, name))
 
 
-def host_paths(spec: VMSpec) -> list[str]:
-    """The spec fields that name files or devices on the host (read, attached or written by libvirt as root)."""
-    fields = [f"disks[{i}].path" for i, d in enumerate(spec.disks) if d.path]
-    fields += [f for f in ("kernel", "initrd", "serial_log") if getattr(spec, f)]
-    ci = spec.cloud_init
-    if ci is not None:
-        fields += [f"cloud_init.{f}" for f in ("user_data", "meta_data", "ssh_key") if getattr(ci, f, None)]
-    return fields
-
-
-def _refuse_host_paths(p: Principal, spec: VMSpec) -> None:
-    """Only admins may point a VM at host paths: an operator could otherwise attach a host disk, read any host
-    file into a guest (kernel, cloud-init) or have libvirt overwrite one (serial log). Operators use pool
-    volumes, templates and the micro-guest."""
-    fields = host_paths(spec)
-    if fields and not p.at_least("admin"):
-        raise Forbidden(f"user '{p.name}' (role {p.role}) may not use host paths ({', '.join(fields)})",
-                        hint="use pool volumes (disks: volume/pool or size), a template or micro; or ask an admin")
-
-
 class CreateVM(VMSpec):
     """A VM spec (see kvmkit.spec.vm.VMSpec) plus whether to start it once defined."""
 
@@ -127,11 +107,15 @@ class CreateVM(VMSpec):
 @router.post("", status_code=202, responses=TASK_RESPONSES)
 def create_vm(body: CreateVM, request: Request, p: Principal = Depends(require("operator"))) -> JSONResponse:
     """Create (define, make new disks, optionally start) a VM. The task id is stored in the VM's metadata."""
+    from kvmkit.service.access import policy
+
     require_unrestricted(p, "create VMs")
-    _refuse_host_paths(p, body)
     st = state(request)
-    _not_busy(st, body.name)
     conn = st.hv.get()
+    policy.check_vm_spec(p, body, conn)  # host paths, host NICs, open VNC, other VMs' volumes: admins only
+    if body.cloud_init is not None:
+        body.cloud_init.check_files()  # only now, for a caller allowed to name host files: 422 up front
+    _not_busy(st, body.name)
     try:
         conn.lookupByName(body.name)
         raise Conflict(f"a VM named '{body.name}' exists already", hint="pick another name or delete that VM")
@@ -176,9 +160,18 @@ def delete_vm(name: str, request: Request,
     check_vm_visible(p, name)
     st = state(request)
     _not_busy(st, name)
-    _domain(st.hv.get(), name)
-    return _submit(request, st, p, "vm.delete", name, delete_body(st.hv.get, name, storage, force),
-                   {"vm": name, "storage": storage})
+    uuid = str(_domain(st.hv.get(), name).UUIDString())
+    body = delete_body(st.hv.get, name, storage, force)
+
+    def delete_and_ungrant(ctx: Any) -> Any:
+        result = body(ctx)
+        from kvmkit.service.access import auth
+
+        with st.store.session() as s:  # the grants of this VM go with it: none passes to a later VM of the name
+            auth.drop_vm_grants(s, name, uuid)
+        return result
+
+    return _submit(request, st, p, "vm.delete", name, delete_and_ungrant, {"vm": name, "storage": storage})
 
 
 class Resources(BaseModel):

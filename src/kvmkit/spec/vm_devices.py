@@ -141,9 +141,14 @@ class NicSpec(_Part):
 
 
 class GraphicsSpec(_Part):
+    """A VNC or SPICE display: on loopback, with a password, unless told otherwise. Without ``password``
+    a VM create gives it a random one (the console proxy reads it from libvirt) unless ``auto_password``
+    is false."""
+
     type: Literal["vnc", "spice"] = "vnc"
     listen: str = "127.0.0.1"
     password: str | None = None
+    auto_password: bool = True       # create: no password given -> a random one; false: no password at all
     port: int | None = None          # None: autoport
 
     @field_validator("port")

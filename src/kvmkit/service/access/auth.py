@@ -11,6 +11,7 @@ import secrets
 import threading
 import time
 from collections import defaultdict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -102,7 +103,11 @@ def validate_name(name: str, what: str = "name") -> str:
 
 @dataclass
 class Principal:
-    """Who is making a request: the user, its role, and (for vm_scope 'granted') the VMs it may see."""
+    """Who is making a request: the user, its role, and (for vm_scope 'granted') the VMs it may see.
+
+    Grants are bound to the VM's UUID: ``bound`` maps each granted name to the UUIDs its grants were made
+    for (None in the set: an old grant bound by name alone). ``uuid_of`` (set by the API, which has the
+    libvirt connection) tells the current UUID of a VM name, or None when no such VM exists."""
 
     name: str
     role: str
@@ -111,12 +116,25 @@ class Principal:
     token_id: int | None = None
     via_session: bool = False
     csrf_hash: str | None = field(default=None, repr=False)
+    bound: dict[str, frozenset[str | None]] = field(default_factory=dict, repr=False)
+    uuid_of: Callable[[str], str | None] | None = field(default=None, repr=False, compare=False)
 
     def at_least(self, role: str) -> bool:
         return ROLES.index(self.role) >= ROLES.index(role)
 
-    def may_see_vm(self, name: str) -> bool:
-        return self.granted is None or name in self.granted
+    def may_see_vm(self, name: str, uuid: str | None = None) -> bool:
+        """Whether the VM ``name`` (with ``uuid`` when the caller knows it) is within this caller's grants: a
+        grant made for another VM of the same name (deleted and made again) does not count."""
+        if self.granted is None:
+            return True
+        if name not in self.granted:
+            return False
+        uuids = self.bound.get(name, frozenset({None}))
+        if None in uuids:
+            return True
+        if uuid is None and self.uuid_of is not None:
+            uuid = self.uuid_of(name)
+        return uuid is not None and uuid.lower() in uuids
 
 
 def user_dict(u: User) -> dict[str, Any]:
@@ -146,16 +164,28 @@ def add_user(s: Session, name: str, role: str, password: str | None = None, vm_s
     return u
 
 
-def granted_vms(s: Session, user: User) -> frozenset[str] | None:
+def grant_bindings(s: Session, user: User) -> dict[str, frozenset[str | None]] | None:
+    """VM name -> the UUIDs it is granted for (None: bound by name only), or None for every VM."""
     if user.vm_scope == "all" or user.role == "admin":
         return None
     group_ids = select(GroupMember.group_id).where(GroupMember.user_id == user.id)
-    rows = s.scalars(select(VMGrant.vm_name).where(or_(VMGrant.user_id == user.id, VMGrant.group_id.in_(group_ids))))
-    return frozenset(rows)
+    rows = s.execute(select(VMGrant.vm_name, VMGrant.vm_uuid)
+                     .where(or_(VMGrant.user_id == user.id, VMGrant.group_id.in_(group_ids))))
+    out: dict[str, set[str | None]] = {}
+    for name, uuid in rows:
+        out.setdefault(name, set()).add(uuid.lower() if uuid else None)
+    return {k: frozenset(v) for k, v in out.items()}
+
+
+def granted_vms(s: Session, user: User) -> frozenset[str] | None:
+    bindings = grant_bindings(s, user)
+    return None if bindings is None else frozenset(bindings)
 
 
 def principal_for(s: Session, user: User, token: Token | None = None) -> Principal:
-    return Principal(name=user.name, role=user.role, user_id=user.id, granted=granted_vms(s, user),
+    bindings = grant_bindings(s, user)
+    return Principal(name=user.name, role=user.role, user_id=user.id,
+                     granted=None if bindings is None else frozenset(bindings), bound=bindings or {},
                      token_id=token.id if token else None, via_session=bool(token and token.kind == "session"),
                      csrf_hash=token.csrf_hash if token else None)
 
@@ -298,12 +328,19 @@ def add_member(s: Session, group: Group, user: User) -> None:
         s.add(GroupMember(group_id=group.id, user_id=user.id))
 
 
-def grant(s: Session, vm: str, *, user: User | None = None, group: Group | None = None) -> None:
-    """Delegate VM ``vm`` to a user (switching it to vm_scope 'granted') or to a group."""
+def grant(s: Session, vm: str, *, user: User | None = None, group: Group | None = None,
+          vm_uuid: str | None = None) -> None:
+    """Delegate VM ``vm`` to a user (switching it to vm_scope 'granted') or to a group, bound to the VM's
+    UUID ``vm_uuid`` (give it whenever the VM exists: a grant by name alone would pass to the next VM of
+    that name). Granting again rebinds the grant to ``vm_uuid``."""
     validate_name(vm, "VM name")
     cond = VMGrant.user_id == user.id if user else VMGrant.group_id == (group.id if group else None)
-    if s.scalar(select(VMGrant).where(cond, VMGrant.vm_name == vm)) is None:
-        s.add(VMGrant(user_id=user.id if user else None, group_id=group.id if group else None, vm_name=vm))
+    row = s.scalar(select(VMGrant).where(cond, VMGrant.vm_name == vm))
+    if row is None:
+        s.add(VMGrant(user_id=user.id if user else None, group_id=group.id if group else None, vm_name=vm,
+                      vm_uuid=vm_uuid.lower() if vm_uuid else None))
+    elif vm_uuid:
+        row.vm_uuid = vm_uuid.lower()
     if user is not None and user.role != "admin":
         user.vm_scope = "granted"
 
@@ -314,6 +351,17 @@ def revoke_grant(s: Session, vm: str, *, user: User | None = None, group: Group 
     if row is None:
         raise NotFound(f"VM '{vm}' is not granted there", hint="list grants with GET /api/v1/users/NAME/grants")
     s.delete(row)
+
+
+def drop_vm_grants(s: Session, vm: str, vm_uuid: str | None) -> int:
+    """Remove every grant of the VM ``vm`` (those bound to ``vm_uuid`` and those bound by name alone):
+    called when kvmkit deletes the VM, so no grant passes to a later VM of that name. Returns how many."""
+    from sqlalchemy import delete
+
+    cond = VMGrant.vm_name == vm
+    if vm_uuid:
+        cond = cond & or_(VMGrant.vm_uuid.is_(None), VMGrant.vm_uuid == vm_uuid.lower())
+    return int(s.execute(delete(VMGrant).where(cond)).rowcount or 0)  # type: ignore[attr-defined]
 
 
 def grants_of(s: Session, *, user: User | None = None, group: Group | None = None) -> list[str]:
