@@ -33,7 +33,7 @@ def _open(server: Server, vm: str, ticket: dict[str, Any] | None = None, *, path
     path = path or (ticket["ws_path"] if ticket else f"/api/v1/vms/{vm}/console/ws")
     q = query if query is not None else (f"ticket={ticket['ticket']}" if ticket else "")
     headers = {"Origin": origin} if origin else None
-    return connect(_ws_url(server, path, q), additional_headers=headers, open_timeout=30)
+    return connect(_ws_url(server, path, q), additional_headers=headers, open_timeout=30, legacy=True)
 
 
 def _closed_with(ws: ClientConnection, timeout: float = 60) -> tuple[int, str]:
@@ -119,11 +119,11 @@ def test_console_with_the_session_cookie_needs_the_own_origin(server: Server, vm
         r = c.post("/api/v1/auth/login", json={"name": name, "password": "pass-" + name})
         cookie = f"kvmkit_session={r.json()['token']}"
     headers = {"Cookie": cookie, "Origin": f"http://127.0.0.1:{server.port}"}
-    ws = connect(_ws_url(server, f"/api/v1/vms/{vm}/console/ws"), additional_headers=headers, open_timeout=30)
+    ws = connect(_ws_url(server, f"/api/v1/vms/{vm}/console/ws"), additional_headers=headers, open_timeout=30, legacy=True)
     assert _is_open(ws)
     ws.close()
     with pytest.raises(InvalidStatus):
-        connect(_ws_url(server, f"/api/v1/vms/{vm}/console/ws"), open_timeout=30,
+        connect(_ws_url(server, f"/api/v1/vms/{vm}/console/ws"), open_timeout=30, legacy=True,
                 additional_headers={"Cookie": cookie, "Origin": "http://localhost:9"})
 
 
