@@ -119,7 +119,8 @@ def test_console_with_the_session_cookie_needs_the_own_origin(server: Server, vm
         r = c.post("/api/v1/auth/login", json={"name": name, "password": "pass-" + name})
         cookie = f"kvmkit_session={r.json()['token']}"
     headers = {"Cookie": cookie, "Origin": f"http://127.0.0.1:{server.port}"}
-    ws = connect(_ws_url(server, f"/api/v1/vms/{vm}/console/ws"), additional_headers=headers, open_timeout=30, legacy=True)
+    ws = connect(_ws_url(server, f"/api/v1/vms/{vm}/console/ws"), additional_headers=headers, open_timeout=30,
+                 legacy=True)
     assert _is_open(ws)
     ws.close()
     with pytest.raises(InvalidStatus):
