@@ -207,3 +207,29 @@ def test_database_files_are_private(fresh: Server) -> None:
     assert path in found
     for p in found:
         assert os.stat(p).st_mode & 0o777 == 0o600, (p, oct(os.stat(p).st_mode))
+
+
+def test_serve_options_for_the_body_cap_and_console_origins() -> None:
+    """--max-body sets the cap (streamed volume uploads are exempt); --allowed-origin lets a page of another
+    origin open consoles; every other origin is refused at the handshake."""
+    from websockets.exceptions import ConnectionClosed, InvalidStatus
+    from websockets.sync.client import connect
+
+    srv = _server("--max-body", "2K", "--allowed-origin", "https://portal.example:8443")
+    try:
+        with srv.client(srv.token("admin")) as c:
+            body = {"name": "x" * 3000}
+            assert c.post("/api/v1/tokens", json=body).status_code == 413
+            assert c.post("/api/v1/tokens", json={"name": "small"}).status_code == 201
+            r = c.put("/api/v1/pools/default/volumes/v1/content", content=b"\0" * 4096)
+            assert r.status_code != 413  # exempt (no such route yet here: 404/405)
+        url = f"ws://127.0.0.1:{srv.port}/api/v1/vms/test/console/ws"
+        with pytest.raises(InvalidStatus):
+            connect(url, additional_headers={"Origin": "https://evil.example:8443"}, open_timeout=30, legacy=True)
+        ws = connect(url, additional_headers={"Origin": "https://portal.example:8443"}, open_timeout=30, legacy=True)
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=30)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401  # past the Origin check
+        ws.close()
+    finally:
+        srv.cleanup()
