@@ -146,6 +146,15 @@ BAD_BODIES = [
     ("PATCH", "/api/v1/vms/test", '{"memory": NaN}'),
     ("PATCH", "/api/v1/vms/test", '{"memory": "1e400"}'),
     ("POST", "/api/v1/users/admin/grants", '{"vm": "\\ud800"}'),
+    ("POST", "/api/v1/vms/test/snapshots", '{"name": "\\ud800"}'),
+    ("POST", "/api/v1/vms/test/snapshots", '{"name": "s1", "description": "a\\u0001b"}'),
+    ("POST", "/api/v1/vms/test/snapshots", '{"name": "s1", "description": "\\udc80"}'),
+    ("POST", "/api/v1/vms/test/console", '{"kind": "\\ud800"}'),
+    ("POST", "/api/v1/vms", '{"name": "a", "micro": true, "disks": [{"size": "1G", "target": "vd\\u00e9"}]}'),
+    ("POST", "/api/v1/vms", '{"name": "a", "micro": true, "nics": [{"source": "def\\u0000ault"}]}'),
+    ("POST", "/api/v1/vms", '{"name": "a", "micro": true, "graphics": {"password": "\\ud800"}}'),
+    ("POST", "/api/v1/vms", '{"name": "a", "micro": true, "metadata": {"k": "\\ud800"}}'),
+    ("POST", "/api/v1/vms", '{"name": "a", "micro": true, "cloud_init": {"hostname": "\\ud800"}}'),
 ]
 BAD_PATHS = ["/api/v1/vms/a%00b", "/api/v1/vms/a%0Ab", "/api/v1/users/%00", "/api/v1/vms/%ED%A0%80",
              "/api/v1/audit?user=%00", "/api/v1/vms/test/snapshots/%00x"]

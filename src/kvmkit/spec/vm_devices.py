@@ -75,7 +75,8 @@ class DiskSpec(_Part):
     @field_validator("target")
     @classmethod
     def _target(cls, v: str | None) -> str | None:
-        if v is not None and not (v[:2] in ("vd", "sd", "hd") and v[2:].isalpha() and 3 <= len(v) <= 4):
+        if v is not None and not (v[:2] in ("vd", "sd", "hd") and v[2:].isascii() and v[2:].isalpha()
+                                  and 3 <= len(v) <= 4):
             raise ValueError(f"disk target {v!r} is not a device name; use vda, sdb, hdc ...")
         return v
 
