@@ -17,3 +17,19 @@ def create_server(db_url: str | None = None, uri: str | None = None, *, tls: boo
     app = create_app(db_url, uri, tls=tls, workers=workers)
     install_portal(app)
     return app
+
+
+def configure_security(app: FastAPI, *, allowed_origins: list[str], max_body_bytes: int) -> None:
+    """What ``kvmkit serve`` was told: other origins allowed to open consoles, the request body cap."""
+    from kvmkit.api.security import settings_of
+
+    sec = settings_of(app)
+    sec.allowed_origins = frozenset(allowed_origins)
+    sec.max_body_bytes = max_body_bytes
+
+
+def redact_logs() -> None:
+    """No token, ticket or password in any log line (call after uvicorn configured its loggers)."""
+    from kvmkit.api.log_redact import install
+
+    install()

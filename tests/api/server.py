@@ -30,8 +30,10 @@ class Server:
     """``kvmkit serve`` on a free loopback port with its own data directory and database."""
 
     def __init__(self, db: str, *, uri: str = "qemu:///system", env: dict[str, str] | None = None,
-                 data_dir: Path | None = None, tls: tuple[str, str] | None = None) -> None:
+                 data_dir: Path | None = None, tls: tuple[str, str] | None = None,
+                 args: list[str] | None = None) -> None:
         self.uri = uri
+        self.args = list(args or [])
         self.tls = tls
         self.data_dir = data_dir or self._new_data_dir()
         self.db = f"sqlite:///{self.data_dir}/kvmkit.db" if db == "sqlite" else db
@@ -39,6 +41,7 @@ class Server:
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.log_path = self.data_dir / "server.log"
+        self.log_level = "warning"
 
     @staticmethod
     def _new_data_dir() -> Path:
@@ -65,7 +68,7 @@ class Server:
         log = open(self.log_path, "ab")  # noqa: SIM115 - the process keeps it
         tls = ["--tls-cert", self.tls[0], "--tls-key", self.tls[1]] if self.tls else []
         self.proc = subprocess.Popen([KVMKIT, "--connect", self.uri, "serve", "--listen", f"127.0.0.1:{self.port}",
-                                      "--db", self.db, "--log-level", "warning", *tls],
+                                      "--db", self.db, "--log-level", self.log_level, *tls, *self.args],
                                      env=self.env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -95,10 +95,11 @@ def test_bad_hostname(hostname):
 
 @pytest.mark.fast
 def test_bad_files(tmp_path):
-    with pytest.raises(ValueError, match="does not exist"):
-        CloudInitSpec(user_data=str(tmp_path / "missing"))
-    with pytest.raises(ValueError, match="not a regular file"):
-        CloudInitSpec(meta_data=str(tmp_path))
+    CloudInitSpec(user_data=str(tmp_path / "missing"))  # parsing never looks at the filesystem
+    with pytest.raises(InvalidInput, match="does not exist"):
+        CloudInitSpec(user_data=str(tmp_path / "missing")).check_files()
+    with pytest.raises(InvalidInput, match="not a regular file"):
+        CloudInitSpec(meta_data=str(tmp_path)).check_files()
     private = _write(tmp_path / "id", "-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n")
     with pytest.raises(InvalidInput, match="PRIVATE key"):
         cloud_init.render(CloudInitSpec(ssh_key=private), "v")

@@ -86,3 +86,33 @@ def test_console_needs_an_operator_session(portal, micro_guest, user, code):
             ws_connect(_ws_url(portal, guest.name), additional_headers=headers, open_timeout=20) as ws:
         ws.recv(timeout=10)
     assert info.value.rcvd is not None and info.value.rcvd.code == code
+
+
+@pytest.mark.guest
+def test_portal_console_flow_with_a_ticket(portal, micro_guest):
+    """What portal.js does: with the session cookie and the CSRF token, ask for a ticket, then open the
+    WebSocket from the page's own origin with ?ticket=; the same ticket does not work twice."""
+    guest = micro_guest("ticket")
+    guest.log.wait_for("KVMKIT-GUEST-READY", timeout=60)
+    c = login(portal, "padmin")
+    csrf = c.cookies["kvmkit_csrf"]
+    assert c.post(f"/api/v1/vms/{guest.name}/console", json={"kind": "serial"}).status_code == 403  # no CSRF
+    t = c.post(f"/api/v1/vms/{guest.name}/console", json={"kind": "serial"}, headers={"X-CSRF-Token": csrf}).json()
+    url = f"ws://127.0.0.1:{portal.port}{t['ws_path']}?ticket={t['ticket']}"
+    origin = {"Origin": f"http://127.0.0.1:{portal.port}"}
+    with ws_connect(url, additional_headers=origin, open_timeout=20) as ws:
+        ws.send("echo ticket-$((6*7))\r")
+        seen = b""
+        deadline = time.monotonic() + 30
+        while b"ticket-42" not in seen and time.monotonic() < deadline:
+            try:
+                msg = ws.recv(timeout=2)
+            except TimeoutError:
+                ws.send("\r")
+                continue
+            seen += msg if isinstance(msg, bytes) else msg.encode()
+        assert b"ticket-42" in seen, seen[-500:]
+    with pytest.raises(ConnectionClosed) as info, ws_connect(url, additional_headers=origin, open_timeout=20) as ws:
+        ws.recv(timeout=10)
+    assert info.value.rcvd is not None and info.value.rcvd.code == 4401
+    c.close()

@@ -48,6 +48,7 @@ def create_app(db_url: str | None = None, uri: str | None = None, *, tls: bool =
                               "`Authorization: Bearer TOKEN`. Long operations answer 202 with a task.")
     errors.install(app)
     app.add_middleware(AuditMiddleware)
+    install_security(app)
     import kvmkit.api.routes_audit as routes_audit
     import kvmkit.api.routes_auth as routes_auth
     import kvmkit.api.routes_console as routes_console
@@ -73,6 +74,19 @@ def create_app(db_url: str | None = None, uri: str | None = None, *, tls: bool =
         app.include_router(mod.router, prefix=API)
     app.include_router(routes_console.router)  # its path carries the /api/v1 prefix itself
     return app
+
+
+def install_security(app: FastAPI) -> None:
+    """The request pipeline around the routes, outermost first: security headers on every answer, the
+    request guard (control characters in paths; anonymous change requests refused before their body is
+    read), the body cap (413; streamed uploads exempt, see api/body_limit.py), then audit and the routes."""
+    from kvmkit.api.body_limit import BodyLimitMiddleware
+    from kvmkit.api.security import RequestGuardMiddleware, SecurityHeadersMiddleware, settings_of
+
+    settings_of(app)
+    app.add_middleware(BodyLimitMiddleware)
+    app.add_middleware(RequestGuardMiddleware)
+    app.add_middleware(SecurityHeadersMiddleware)
 
 
 def build_state(db_url: str | None, uri: str, *, tls: bool = False, workers: int = 4) -> Any:

@@ -1,4 +1,9 @@
-"""Request dependencies: who is calling (bearer token or session cookie + CSRF), role checks, VM scope."""
+"""Request dependencies: who is calling (bearer token or session cookie + CSRF), role checks, VM scope.
+
+For routers: ``Depends(require("operator"))`` gives the caller (401/403 otherwise), then
+``check_vm_visible(p, name)`` answers 404 for a VM outside a delegated caller's grants -- call both before
+any libvirt or filesystem lookup that depends on the request (see also kvmkit.service.access.policy for
+what a non-admin may put into a VM)."""
 
 from __future__ import annotations
 
@@ -60,7 +65,26 @@ async def principal(request: Request, creds: HTTPAuthorizationCredentials | None
         raise Forbidden("missing or wrong CSRF token",
                         hint=f"send the {CSRF_HEADER} header (or csrf_token form field) given at login")
     request.state.principal = p.name
+    if p.granted is not None and p.uuid_of is None:
+        p.uuid_of = lambda name: vm_uuid(st, name)  # grants are bound to UUIDs: tell the current one
     return p
+
+
+def vm_uuid(st: ServerState, name: str) -> str | None:
+    """The UUID of the VM called ``name`` now (None when there is none): from the server's VM list when it
+    is fresh, else from libvirt."""
+    conn = st.hv.peek()
+    snap = st.vm_list.lookup(conn) if conn is not None else None
+    if snap is not None:
+        found = next((str(r.get("uuid")).lower() for r in snap[0] if r.get("name") == name and r.get("uuid")), None)
+        if found is not None:
+            return found
+    import libvirt
+
+    try:
+        return str(st.hv.get().lookupByName(name).UUIDString()).lower()
+    except libvirt.libvirtError:
+        return None
 
 
 def _lookup(st: ServerState, key: str, secret: str) -> asyncio.Task[Principal]:
@@ -116,7 +140,8 @@ def require_unrestricted(p: Principal, what: str) -> None:
 
 
 def check_vm_visible(p: Principal, name: str) -> None:
-    """404 (as if it did not exist) for a VM outside a delegated user's grants."""
+    """404 (as if it did not exist) for a VM outside a delegated user's grants (a grant counts only for the
+    VM whose UUID it was made for)."""
     if not p.may_see_vm(name):
         raise NotFound(f"VM '{name}' not found", hint="list the VMs you may use with GET /api/v1/vms")
 

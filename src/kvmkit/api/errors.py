@@ -1,15 +1,55 @@
-"""Map kvmkit errors to HTTP responses: ``{"error", "hint", "code"}`` with the error's http_status."""
+"""Map errors to HTTP responses: ``{"error", "hint", "code"}`` with the error's http_status.
+
+Validation failures (FastAPI's RequestValidationError, a pydantic ValidationError raised in a route)
+answer 422 ``{"error", "hint", "code": "invalid", "fields": [{"loc": [...], "msg": "..."}]}``: each
+field's location and what is wrong with it, never the input itself (a 422 must not echo a 200 MB body,
+a password, or text the JSON encoder cannot even write).
+"""
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 
 from kvmkit.errors import KvmkitError
 
 log = logging.getLogger("kvmkit.api")
+MAX_FIELDS = 20
+MAX_MSG = 300
+
+
+def _clean(value: Any) -> Any:
+    """Text safe to encode as JSON: lone surrogates and control characters escaped, bounded length."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return value if value == value and abs(value) != float("inf") else str(value)
+    text = str(value).encode("utf-8", "backslashreplace").decode("utf-8")
+    text = "".join(c if c >= " " else f"\\x{ord(c):02x}" for c in text)
+    return text if len(text) <= MAX_MSG else text[:MAX_MSG] + "..."
+
+
+def invalid_fields(errors: list[Any]) -> list[dict[str, Any]]:
+    out = []
+    for err in errors[:MAX_FIELDS]:
+        loc = [_clean(p) for p in err.get("loc", ())]
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        out.append({"loc": loc, "msg": _clean(msg)})
+    return out
+
+
+def invalid_response(errors: list[Any]) -> JSONResponse:
+    fields = invalid_fields(errors)
+    first = fields[0] if fields else {"loc": [], "msg": "invalid"}
+    where = ".".join(str(p) for p in first["loc"] if p != "body") or "request"
+    more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+    body = {"error": f"invalid {where}: {first['msg']}{more}",
+            "hint": "fix the named field(s); the shapes are in /api/v1/openapi.json", "code": "invalid",
+            "fields": fields}
+    return JSONResponse(body, status_code=422)
 
 
 def install(app: FastAPI) -> None:
@@ -21,7 +61,22 @@ def install(app: FastAPI) -> None:
             headers["Retry-After"] = str(retry)
         if err.http_status == 401:
             headers["WWW-Authenticate"] = "Bearer"
-        return JSONResponse(err.to_dict(), status_code=err.http_status, headers=headers)
+        body = {k: _clean(v) if isinstance(v, str) else v for k, v in err.to_dict().items()}
+        return JSONResponse(body, status_code=err.http_status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def request_invalid(_request: Request, err: RequestValidationError) -> JSONResponse:
+        return invalid_response(list(err.errors()))
+
+    @app.exception_handler(ValidationError)
+    async def model_invalid(_request: Request, err: ValidationError) -> JSONResponse:
+        return invalid_response(list(err.errors()))
+
+    @app.exception_handler(UnicodeError)
+    async def bad_text(_request: Request, _err: UnicodeError) -> JSONResponse:
+        # text that cannot be encoded (a lone surrogate) reached the database or libvirt: it came from input
+        return JSONResponse({"error": "the request holds text that is not valid Unicode (a lone surrogate?)",
+                             "hint": "send valid UTF-8 text", "code": "invalid"}, status_code=422)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, err: Exception) -> JSONResponse:

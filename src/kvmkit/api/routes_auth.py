@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from kvmkit.api.deps import CSRF_COOKIE, SESSION_COOKIE, principal, state
 from kvmkit.errors import InvalidInput
@@ -18,6 +18,13 @@ router = APIRouter(prefix="/auth", tags=["auth"])
 class LoginBody(BaseModel):
     name: str = Field(min_length=1, max_length=64)
     password: str = Field(min_length=1, max_length=1024)
+
+    @field_validator("name", "password")
+    @classmethod
+    def _text(cls, v: str, info: Any) -> str:
+        if any(c < " " or "\ud800" <= c <= "\udfff" for c in v):
+            raise ValueError(f"{info.field_name} holds control characters or is not valid Unicode")
+        return v
 
 
 class LoginResult(BaseModel):

@@ -23,7 +23,7 @@ def _allowed(p: Principal, ev: dict[str, Any]) -> bool:
     if p.granted is None:
         return True
     if ev.get("type") == "vm":
-        return ev.get("vm") in p.granted
+        return bool(ev.get("vm")) and p.may_see_vm(str(ev.get("vm")), ev.get("uuid"))
     if ev.get("type") == "task":
         task = ev.get("task") or {}
         return task.get("user") == p.name or str(task.get("target", "")).removeprefix("vm:") in p.granted

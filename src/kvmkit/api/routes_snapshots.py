@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from kvmkit.api.deps import check_vm_visible, require, state
 from kvmkit.api.submit import TASK_RESPONSES, not_busy, submit
@@ -25,6 +25,20 @@ class NewSnapshot(BaseModel):
     name: str | None = Field(None, min_length=1, max_length=64, description="default: snap-<UTC time>")
     disk_only: bool = False
     description: str | None = Field(None, max_length=1000)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str | None) -> str | None:
+        from kvmkit.spec.common import as_value_error, validate_name
+
+        return None if v is None else as_value_error(validate_name, v, "snapshot name")
+
+    @field_validator("description")
+    @classmethod
+    def _description(cls, v: str | None) -> str | None:
+        from kvmkit.spec.common import as_value_error, validate_text
+
+        return None if v is None else as_value_error(validate_text, v, "snapshot description", max_len=1000)
 
 
 @router.get("", responses={404: {"description": "no such VM (or not delegated to you)"}})

@@ -48,6 +48,21 @@ class Member(BaseModel):
     user: str = Field(min_length=1, max_length=64)
 
 
+def _vm_uuid(request: Request, vm: str) -> str:
+    """The UUID a grant of ``vm`` is bound to: the VM must exist (a grant by name alone would pass to
+    whatever VM is given that name later)."""
+    from kvmkit.errors import NotFound
+    from kvmkit.spec.common import validate_name
+
+    validate_name(vm, "VM name")
+    from kvmkit.api.deps import vm_uuid
+
+    uuid = vm_uuid(state(request), vm)
+    if uuid is None:
+        raise NotFound(f"VM '{vm}' not found", hint="grant a VM that exists (GET /api/v1/vms lists them)")
+    return uuid
+
+
 @router.get("/users")
 def list_users(request: Request, _p: Principal = ADMIN) -> list[dict[str, Any]]:
     from sqlalchemy import select
@@ -106,12 +121,13 @@ def user_grants(name: str, request: Request, _p: Principal = ADMIN) -> list[str]
         return auth.grants_of(s, user=auth.get_user(s, name))
 
 
-@router.post("/users/{name}/grants", status_code=201, responses={404: {"description": "no such user"}})
+@router.post("/users/{name}/grants", status_code=201, responses={404: {"description": "no such user or VM"}})
 def grant_user(name: str, body: Grant, request: Request, _p: Principal = ADMIN) -> dict[str, Any]:
     """Delegate a VM to the user (who from now on sees only its granted VMs)."""
+    uuid = _vm_uuid(request, body.vm)
     with state(request).store.session() as s:
         u = auth.get_user(s, name)
-        auth.grant(s, body.vm, user=u)
+        auth.grant(s, body.vm, user=u, vm_uuid=uuid)
         return {"user": u.name, "vm_scope": u.vm_scope, "grants": auth.grants_of(s, user=u)}
 
 
@@ -157,12 +173,13 @@ def add_member(name: str, body: Member, request: Request, _p: Principal = ADMIN)
     return {"group": name, "user": body.user}
 
 
-@router.post("/groups/{name}/grants", status_code=201, responses={404: {"description": "no such group"}})
+@router.post("/groups/{name}/grants", status_code=201, responses={404: {"description": "no such group or VM"}})
 def grant_group(name: str, body: Grant, request: Request, _p: Principal = ADMIN) -> dict[str, Any]:
     """Delegate a VM to every member of the group whose vm_scope is 'granted'."""
+    uuid = _vm_uuid(request, body.vm)
     with state(request).store.session() as s:
         g = auth.get_group(s, name)
-        auth.grant(s, body.vm, group=g)
+        auth.grant(s, body.vm, group=g, vm_uuid=uuid)
         return {"group": g.name, "grants": auth.grants_of(s, group=g)}
 
 

@@ -13,13 +13,13 @@ from typing import Any, Literal
 import libvirt
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from kvmkit.api.deps import check_vm_visible, require, require_unrestricted, state
 from kvmkit.api.submit import TASK_RESPONSES, not_busy, submit
-from kvmkit.api.vm_cache import filtered
+from kvmkit.api.vm_cache import encode
 from kvmkit.errors import Conflict
-from kvmkit.service.access.auth import Forbidden, Principal
+from kvmkit.service.access.auth import Principal
 from kvmkit.service.vms.domains import domain
 from kvmkit.spec.vm import VMSpec
 
@@ -41,8 +41,8 @@ async def list_vms(request: Request, p: Principal = Depends(require("viewer"))) 
         from starlette.concurrency import run_in_threadpool
 
         rows, body = await run_in_threadpool(cache.current)
-    if p.granted is not None:
-        body = filtered(rows, p.granted)
+    if p.granted is not None:  # grants are bound to the VM's UUID: a new VM of a granted name is not shown
+        body = encode([r for r in rows if p.may_see_vm(r["name"], r.get("uuid"))])
     return Response(body, media_type="application/json")
 
 
@@ -55,26 +55,6 @@ def show_vm(name: str, request: Request, p: Principal = Depends(require("viewer"
     return dict(show(conn, name))
 
 
-def host_paths(spec: VMSpec) -> list[str]:
-    """The spec fields that name files or devices on the host (read, attached or written by libvirt as root)."""
-    fields = [f"disks[{i}].path" for i, d in enumerate(spec.disks) if d.path]
-    fields += [f for f in ("kernel", "initrd", "serial_log") if getattr(spec, f)]
-    ci = spec.cloud_init
-    if ci is not None:
-        fields += [f"cloud_init.{f}" for f in ("user_data", "meta_data", "ssh_key") if getattr(ci, f, None)]
-    return fields
-
-
-def _refuse_host_paths(p: Principal, spec: VMSpec) -> None:
-    """Only admins may point a VM at host paths: an operator could otherwise attach a host disk, read any host
-    file into a guest (kernel, cloud-init) or have libvirt overwrite one (serial log). Operators use pool
-    volumes, templates and the micro-guest."""
-    fields = host_paths(spec)
-    if fields and not p.at_least("admin"):
-        raise Forbidden(f"user '{p.name}' (role {p.role}) may not use host paths ({', '.join(fields)})",
-                        hint="use pool volumes (disks: volume/pool or size), a template or micro; or ask an admin")
-
-
 class CreateVM(VMSpec):
     """A VM spec (see kvmkit.spec.vm.VMSpec) plus whether to start it once defined."""
 
@@ -84,11 +64,15 @@ class CreateVM(VMSpec):
 @router.post("", status_code=202, responses=TASK_RESPONSES)
 def create_vm(body: CreateVM, request: Request, p: Principal = Depends(require("operator"))) -> JSONResponse:
     """Create (define, make new disks, optionally start) a VM. The task id is stored in the VM's metadata."""
+    from kvmkit.service.access import policy
+
     require_unrestricted(p, "create VMs")
-    _refuse_host_paths(p, body)
     st = state(request)
-    not_busy(st, f"vm:{body.name}")
     conn = st.hv.get()
+    policy.check_vm_spec(p, body, conn)  # host paths, host NICs, open VNC, other VMs' volumes: admins only
+    if body.cloud_init is not None:
+        body.cloud_init.check_files()  # only now, for a caller allowed to name host files: 422 up front
+    not_busy(st, f"vm:{body.name}")
     try:
         conn.lookupByName(body.name)
         raise Conflict(f"a VM named '{body.name}' exists already", hint="pick another name or delete that VM")
@@ -133,17 +117,38 @@ def delete_vm(name: str, request: Request,
     check_vm_visible(p, name)
     st = state(request)
     not_busy(st, f"vm:{name}")
-    domain(st.hv.get(), name)
-    return submit(request, st, p, "vm.delete", f"vm:{name}", delete_body(st.hv.get, name, storage, force),
-                   {"vm": name, "storage": storage})
+    vm_uuid = str(domain(st.hv.get(), name).UUIDString())
+    body = delete_body(st.hv.get, name, storage, force)
+
+    def delete_and_ungrant(ctx: Any) -> Any:
+        result = body(ctx)
+        from kvmkit.service.access import auth
+
+        with st.store.session() as s:  # the grants of this VM go with it: none passes to a later VM of the name
+            auth.drop_vm_grants(s, name, vm_uuid)
+        return result
+
+    return submit(request, st, p, "vm.delete", f"vm:{name}", delete_and_ungrant, {"vm": name, "storage": storage})
 
 
 class Resources(BaseModel):
+    model_config = ConfigDict(allow_inf_nan=False)
+
     vcpus: int | None = Field(None, ge=1, le=4096)
-    memory: str | int | None = Field(None, description="e.g. 512M, 1G, 2048 (MiB)")
+    memory: str | int | None = Field(None, description="e.g. 512M, 1G, 2048 (MiB); at most 16T")
     autostart: bool | None = None
     live: bool | None = None
     config: bool | None = None
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, v: str | int | None) -> str | int | None:
+        from kvmkit.spec.common import MAX_MEMORY_MIB, as_value_error, check_max, parse_size_mib
+
+        if v is not None:
+            mib = as_value_error(parse_size_mib, v, "memory")
+            as_value_error(check_max, mib, MAX_MEMORY_MIB, "memory", "MiB", "use at most 16T (16 TiB)")
+        return v
 
 
 @router.patch("/{name}", responses={404: {"description": "no such VM"}, 409: {"description": "busy or wrong state"}})

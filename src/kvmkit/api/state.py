@@ -75,8 +75,10 @@ class ServerState:
     recovered: list[dict[str, Any]] = field(default_factory=list)
     tokens: TokenCache = field(default_factory=TokenCache)
     event_clients: int = 0  # open /api/v1/events streams (changed on the event loop only)
+    access_generation: int = 0  # bumped by every change request: open consoles check their access again
 
     def changed(self) -> None:
         """A change request was answered: forget cached callers and mark the VM list stale."""
         self.tokens.clear()
         self.vm_list.invalidate()
+        self.access_generation += 1

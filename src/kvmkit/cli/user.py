@@ -54,10 +54,16 @@ def delete(name: str, db: str = DB) -> None:
 
 @app.command()
 def grant(name: str, vm: str, db: str = DB) -> None:
-    """Delegate VM to user NAME (who then sees only its granted VMs)."""
+    """Delegate VM to user NAME (who then sees only its granted VMs). The grant is bound to the VM's UUID:
+    it does not pass to a later VM of the same name."""
+    from kvmkit.cli.context import connection
     from kvmkit.service.access import auth
+    from kvmkit.service.vms.domains import domain
+
+    auth.validate_name(vm, "VM name")
+    uuid = str(domain(connection(), vm).UUIDString())  # NotFound (one line) when there is no such VM
     with open_store(db).session() as s:
         u = auth.get_user(s, name)
-        auth.grant(s, vm, user=u)
+        auth.grant(s, vm, user=u, vm_uuid=uuid)
         data = {"user": name, "grants": auth.grants_of(s, user=u)}
     emit(data, lambda d: console().print(f"{name} may use: {', '.join(d['grants'])}"))

@@ -105,6 +105,7 @@ def _meta_data(spec: CloudInitSpec, vm_name: str) -> str:
 
 def render(spec: CloudInitSpec, vm_name: str) -> dict[str, bytes]:
     """The seed's files: {'meta-data': ..., 'user-data': ...}. Raises InvalidInput for bad input."""
+    spec.check_files()
     return {"meta-data": _meta_data(spec, vm_name).encode(), "user-data": _user_data(spec).encode()}
 
 

@@ -17,7 +17,7 @@ _LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 
 def validate_hostname(value: str) -> str:
     """A DNS label: letters, digits and '-', 1-63 characters, not starting or ending with '-'."""
-    if not _LABEL.match(value):
+    if not _LABEL.fullmatch(value):
         raise ValueError(f"hostname {value!r} is not a valid DNS label; use letters, digits and '-' "
                          "(1-63 characters, no '-' at either end), e.g. hostname=web-1")
     return value
@@ -30,7 +30,9 @@ def hostname_from(name: str) -> str:
 
 
 def _readable_file(path: str, what: str) -> str:
-    path = os.path.abspath(path)
+    """Check a seed file on the host. Not a field validator: parsing a spec never touches the filesystem
+    (a caller who may not use host paths must be refused before anything learns whether a path exists);
+    :meth:`CloudInitSpec.check_files` runs it once the caller's rights are checked."""
     if not os.path.exists(path):
         raise ValueError(f"{what} file {path} does not exist; check the path")
     if not os.path.isfile(path):
@@ -58,8 +60,28 @@ class CloudInitSpec(BaseModel):
     @field_validator("user_data", "meta_data", "ssh_key")
     @classmethod
     def _file(cls, v: str | None, info) -> str | None:
+        from kvmkit.spec.common import as_value_error, validate_text
+
         what = (info.field_name or "file").replace("_", "-")
-        return None if v is None else _readable_file(v, what)
+        if v is None:
+            return None
+        as_value_error(validate_text, v, f"{what} path", single_line=True, max_len=4096)
+        return os.path.abspath(v)  # a string operation only: no stat here (see _readable_file)
+
+    def check_files(self) -> None:
+        """That every named file exists, is a regular readable file and is not too large: InvalidInput
+        naming the field otherwise. Call it after the caller's permission to use host paths was checked."""
+        from kvmkit.errors import InvalidInput
+
+        for field in ("user_data", "meta_data", "ssh_key"):
+            path = getattr(self, field)
+            if path is None:
+                continue
+            what = field.replace("_", "-")
+            try:
+                _readable_file(path, what)
+            except ValueError as err:
+                raise InvalidInput(f"invalid cloud_init.{field}: {err}", hint="fix the path and try again") from None
 
     @field_validator("hostname")
     @classmethod

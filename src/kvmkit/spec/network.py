@@ -30,7 +30,7 @@ class DhcpHost(BaseModel):
     @classmethod
     def _mac(cls, v: str) -> str:
         v = v.strip().lower()
-        if not MAC_RE.match(v):
+        if not MAC_RE.fullmatch(v):
             raise ValueError(f"'{v}' is not a MAC address like 52:54:00:12:34:56")
         return v
 
@@ -45,7 +45,7 @@ class DhcpHost(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str | None) -> str | None:
-        if v is not None and not HOSTNAME_RE.match(v):
+        if v is not None and not HOSTNAME_RE.fullmatch(v):
             raise ValueError(f"'{v}' is not a host name (letters, digits, '-', max 63)")
         return v
 
@@ -74,14 +74,14 @@ class NetworkSpec(BaseModel):
     @field_validator("bridge", "forward_dev")
     @classmethod
     def _ifname(cls, v: str | None) -> str | None:
-        if v is not None and not IFNAME_RE.match(v):
+        if v is not None and not IFNAME_RE.fullmatch(v):
             raise ValueError(f"'{v}' is not an interface name (1-15 letters, digits, '_', '.', '-')")
         return v
 
     @field_validator("domain")
     @classmethod
     def _domain(cls, v: str | None) -> str | None:
-        if v is not None and not DOMAIN_RE.match(v):
+        if v is not None and not DOMAIN_RE.fullmatch(v):
             raise ValueError(f"'{v}' is not a DNS domain")
         return v
 
@@ -107,7 +107,7 @@ class NetworkSpec(BaseModel):
                 raise ValueError("bridge mode takes no subnet, DHCP or forward device: the guests join the host "
                                  "bridge's LAN and get addresses from its DHCP server")
             if self.bridge is None:
-                if not IFNAME_RE.match(self.name):
+                if not IFNAME_RE.fullmatch(self.name):
                     raise ValueError(f"network name '{self.name}' is not a valid bridge name; give --bridge")
                 self.bridge = self.name
             return self

@@ -10,7 +10,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from kvmkit.errors import InvalidInput
 from kvmkit.spec.cloud_init import CloudInitSpec
-from kvmkit.spec.common import as_value_error, parse_size_mib, validate_cpuset, validate_name, validate_text
+from kvmkit.spec.common import (
+    MAX_DISKS,
+    MAX_MEMORY_MIB,
+    MAX_NICS,
+    MAX_VCPUS,
+    as_value_error,
+    check_max,
+    parse_size_mib,
+    validate_cpuset,
+    validate_name,
+    validate_text,
+)
 from kvmkit.spec.profiles import Profile
 from kvmkit.spec.profiles import apply as apply_profile
 from kvmkit.spec.vm_devices import DiskSpec, GraphicsSpec, NicSpec, NumaTuneSpec
@@ -28,7 +39,7 @@ __all__ = ["DiskSpec", "GraphicsSpec", "NicSpec", "NumaTuneSpec", "VMSpec", "par
 class VMSpec(BaseModel):
     """Everything kvmkit knows how to say about a VM. Sizes accept '512M', '1G', '1GiB', 2048 (MiB)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str
     uuid: str | None = None
@@ -64,8 +75,8 @@ class VMSpec(BaseModel):
     on_reboot: LifecycleAction | None = None
     on_crash: LifecycleAction | None = None
 
-    disks: list[DiskSpec] = Field(default_factory=list)
-    nics: list[NicSpec] = Field(default_factory=list)
+    disks: list[DiskSpec] = Field(default_factory=list, max_length=MAX_DISKS)
+    nics: list[NicSpec] = Field(default_factory=list, max_length=MAX_NICS)
     graphics: GraphicsSpec | None = None              # None: no graphics (serial console only)
     serial: bool = True
     serial_log: str | None = None                     # default /var/log/kvmkit/<name>.serial.log
@@ -109,13 +120,14 @@ class VMSpec(BaseModel):
         if v is None:
             return None
         what = "memory" if info.field_name == "memory_mib" else "max memory"
-        return as_value_error(parse_size_mib, v, what)
+        mib = as_value_error(parse_size_mib, v, what)
+        return as_value_error(check_max, mib, MAX_MEMORY_MIB, what, "MiB", "use at most 16T (16 TiB)")
 
     @field_validator("vcpus", "max_vcpus", "sockets", "cores", "threads")
     @classmethod
     def _count(cls, v: int | None, info) -> int | None:
-        if v is not None and not 1 <= v <= 4096:
-            raise ValueError(f"{info.field_name} {v} is out of range; use 1-4096")
+        if v is not None and not 1 <= v <= MAX_VCPUS:
+            raise ValueError(f"{info.field_name} {v} is out of range; use 1-{MAX_VCPUS}")
         return v
 
     @field_validator("cpuset", "emulatorpin")
@@ -131,14 +143,14 @@ class VMSpec(BaseModel):
     @field_validator("cpu_model")
     @classmethod
     def _cpu_model(cls, v: str | None) -> str | None:
-        if v is not None and not _MODEL_RE.match(v):
+        if v is not None and not _MODEL_RE.fullmatch(v):
             raise ValueError(f"CPU model {v!r} is not a model name; e.g. Skylake-Client, EPYC, qemu64")
         return v
 
     @field_validator("machine")
     @classmethod
     def _machine(cls, v: str | None) -> str | None:
-        if v is not None and not _MODEL_RE.match(v):
+        if v is not None and not _MODEL_RE.fullmatch(v):
             raise ValueError(f"machine type {v!r} is not valid; e.g. pc, q35, pc-q35-7.2")
         return v
 
@@ -153,7 +165,7 @@ class VMSpec(BaseModel):
     @classmethod
     def _meta(cls, v: dict[str, str]) -> dict[str, str]:
         for key, value in v.items():
-            if not _META_KEY.match(key):
+            if not _META_KEY.fullmatch(key):
                 raise ValueError(f"metadata key {key!r} is not valid; use letters, digits, '_', '.', '-'")
             as_value_error(validate_text, value, f"metadata {key}")
         return v

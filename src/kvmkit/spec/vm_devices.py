@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from kvmkit.spec.common import (
+    MAX_DISK_BYTES,
     as_value_error,
     parse_size_bytes,
     validate_cpuset,
@@ -23,7 +24,7 @@ NicModel = Literal["virtio", "e1000e", "rtl8139"]
 
 
 class _Part(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=False)
+    model_config = ConfigDict(extra="forbid", validate_assignment=False, allow_inf_nan=False)
 
 
 class DiskSpec(_Part):
@@ -51,8 +52,13 @@ class DiskSpec(_Part):
         if isinstance(v, int) and not isinstance(v, bool):
             if v <= 0:
                 raise ValueError(f"disk size {v} must be greater than zero; e.g. size=10G")
-            return v  # an int is already bytes (API bodies); strings are parsed ('10G', '2048' = MiB)
-        return as_value_error(parse_size_bytes, v, "disk size")  # type: ignore[arg-type]
+            size = v  # an int is already bytes (API bodies); strings are parsed ('10G', '2048' = MiB)
+        else:
+            size = as_value_error(parse_size_bytes, v, "disk size")  # type: ignore[arg-type]
+        if size > MAX_DISK_BYTES:
+            raise ValueError(f"disk size {size} bytes is above the limit of {MAX_DISK_BYTES // 1024**4} TiB; "
+                             "use at most 64T per disk")
+        return size
 
     @field_validator("pool", "volume")
     @classmethod
@@ -69,7 +75,8 @@ class DiskSpec(_Part):
     @field_validator("target")
     @classmethod
     def _target(cls, v: str | None) -> str | None:
-        if v is not None and not (v[:2] in ("vd", "sd", "hd") and v[2:].isalpha() and 3 <= len(v) <= 4):
+        if v is not None and not (v[:2] in ("vd", "sd", "hd") and v[2:].isascii() and v[2:].isalpha()
+                                  and 3 <= len(v) <= 4):
             raise ValueError(f"disk target {v!r} is not a device name; use vda, sdb, hdc ...")
         return v
 
@@ -128,15 +135,21 @@ class NicSpec(_Part):
     @field_validator("source")
     @classmethod
     def _source(cls, v: str) -> str:
-        if not v or len(v) > 64 or any(c in v for c in "/<>&'\" \t"):
+        if not v or len(v) > 64 or any(c in v for c in "/<>&'\" \t") or any(c < " " or c == "\x7f" or
+                                                                         "\ud800" <= c <= "\udfff" for c in v):
             raise ValueError(f"network source {v!r} is not a network, bridge or device name")
         return v
 
 
 class GraphicsSpec(_Part):
+    """A VNC or SPICE display: on loopback, with a password, unless told otherwise. Without ``password``
+    a VM create gives it a random one (the console proxy reads it from libvirt) unless ``auto_password``
+    is false."""
+
     type: Literal["vnc", "spice"] = "vnc"
     listen: str = "127.0.0.1"
     password: str | None = None
+    auto_password: bool = True       # create: no password given -> a random one; false: no password at all
     port: int | None = None          # None: autoport
 
     @field_validator("port")
@@ -159,7 +172,8 @@ class GraphicsSpec(_Part):
     @field_validator("password")
     @classmethod
     def _password(cls, v: str | None) -> str | None:
-        if v is not None and (not v or len(v) > 64 or any(ord(c) < 32 for c in v)):
+        if v is not None and (not v or len(v) > 64 or any(ord(c) < 32 or ord(c) == 127 or 0xD800 <= ord(c) <= 0xDFFF
+                                                           for c in v)):
             raise ValueError("graphics password must be 1-64 printable characters")
         return v
 

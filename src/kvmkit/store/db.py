@@ -27,6 +27,7 @@ def make_engine(url: str | None = None) -> Engine:
         raise InvalidInput(f"unsupported database URL '{url}'",
                            hint="use sqlite:///PATH or postgresql+psycopg://USER@HOST/DB")
     if url.startswith("sqlite"):
+        private_sqlite_files(url)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(engine, "connect")
@@ -39,6 +40,26 @@ def make_engine(url: str | None = None) -> Engine:
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def private_sqlite_files(url: str) -> None:
+    """The SQLite file holds password hashes, token hashes and the audit log: create it 0600 (SQLite gives
+    its -wal and -shm files the database file's mode) and make existing ones 0600."""
+    import os
+
+    from sqlalchemy.engine import make_url
+
+    path = make_url(url).database
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        os.close(fd)
+        for p in (path, path + "-wal", path + "-shm", path + "-journal"):
+            if os.path.exists(p) and os.stat(p).st_mode & 0o077:
+                os.chmod(p, 0o600)
+    except OSError:
+        pass  # a directory we may not write: SQLite reports that itself, with the path
 
 
 def upgrade(engine: Engine) -> None:

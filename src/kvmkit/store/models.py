@@ -50,7 +50,9 @@ class GroupMember(Base):
 
 
 class VMGrant(Base):
-    """A VM delegated to a user or a group (exactly one of user_id/group_id is set)."""
+    """A VM delegated to a user or a group (exactly one of user_id/group_id is set). Bound to the VM's UUID:
+    a grant applies only while the VM of that name has that UUID (``vm_uuid`` NULL: a grant made before
+    revision 0002, bound by name alone)."""
 
     __tablename__ = "vm_grants"
     __table_args__ = (UniqueConstraint("user_id", "group_id", "vm_name"),)
@@ -59,7 +61,27 @@ class VMGrant(Base):
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=True)
     group_id: Mapped[int | None] = mapped_column(ForeignKey("groups.id", ondelete="CASCADE"), nullable=True)
     vm_name: Mapped[str] = mapped_column(String(64))
+    vm_uuid: Mapped[str | None] = mapped_column(String(36), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ConsoleTicket(Base):
+    """A short-lived single-use ticket that opens one console of one VM (the sha256 of its secret only).
+    Kept in the database so that any server on the same database can take it, exactly once."""
+
+    __tablename__ = "console_tickets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ticket_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_id: Mapped[int | None] = mapped_column(ForeignKey("tokens.id", ondelete="CASCADE"), nullable=True)
+    vm_name: Mapped[str] = mapped_column(String(64))
+    vm_uuid: Mapped[str] = mapped_column(String(36))
+    kind: Mapped[str] = mapped_column(String(16))  # serial | vnc
+    view_only: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class Token(Base):

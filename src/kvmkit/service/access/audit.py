@@ -12,10 +12,18 @@ from kvmkit.store.models import AuditEntry
 
 def record(store: Store, user: str | None, action: str, target: str, result: str,
            detail: str | None = None, source_ip: str | None = None) -> None:
-    """Write one audit entry in its own transaction (so it survives the caller's rollback)."""
+    """Write one audit entry in its own transaction (so it survives the caller's rollback). Text that the
+    database cannot hold (NUL, lone surrogates: a caller's hostile input) is escaped first."""
     with store.session() as s:
-        s.add(AuditEntry(user=user, action=action, target=target[:128], result=result,
-                         detail=(detail or None) and detail[:2000], source_ip=source_ip))
+        s.add(AuditEntry(user=_safe(user, 64), action=_safe(action, 64) or "?", target=_safe(target, 128) or "",
+                         result=result, detail=_safe(detail, 2000) or None, source_ip=_safe(source_ip, 64)))
+
+
+def _safe(text: str | None, limit: int) -> str | None:
+    if text is None:
+        return None
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+    return text[:limit]
 
 
 def entry_dict(e: AuditEntry) -> dict[str, Any]:

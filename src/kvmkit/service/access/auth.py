@@ -11,6 +11,7 @@ import secrets
 import threading
 import time
 from collections import defaultdict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -55,15 +56,36 @@ def _hasher():  # -> argon2.PasswordHasher
 def hash_password(password: str) -> str:
     if len(password) < 8:
         raise InvalidInput("password is shorter than 8 characters", hint="choose a password of 8 or more characters")
+    if any(c < " " or "\ud800" <= c <= "\udfff" for c in password):
+        raise InvalidInput("password holds control characters or is not valid Unicode",
+                           hint="choose a password of printable characters")
     return _hasher().hash(password)
 
 
+_dummy_hash: str | None = None
+_dummy_lock = threading.Lock()
+
+
+def dummy_hash() -> str:
+    """An argon2id hash of a random secret nobody knows, made once per process: verified in place of a
+    user's hash when the user does not exist, is disabled or has no password, so that a login costs the
+    same argon2 verification whether the name is known or not (no user enumeration by timing)."""
+    global _dummy_hash
+    with _dummy_lock:
+        if _dummy_hash is None:
+            _dummy_hash = _hasher().hash(secrets.token_urlsafe(24))
+        return _dummy_hash
+
+
 def verify_password(stored: str | None, password: str) -> bool:
-    if not stored:
-        return False
+    """Whether ``password`` matches ``stored``. Without a stored hash it still runs one argon2 verification
+    (against :func:`dummy_hash`) and answers False: both paths cost the same."""
     from argon2.exceptions import InvalidHashError, VerificationError
 
     try:
+        if not stored:
+            _hasher().verify(dummy_hash(), password)
+            return False
         return _hasher().verify(stored, password)
     except (VerificationError, InvalidHashError):
         return False
@@ -81,7 +103,11 @@ def validate_name(name: str, what: str = "name") -> str:
 
 @dataclass
 class Principal:
-    """Who is making a request: the user, its role, and (for vm_scope 'granted') the VMs it may see."""
+    """Who is making a request: the user, its role, and (for vm_scope 'granted') the VMs it may see.
+
+    Grants are bound to the VM's UUID: ``bound`` maps each granted name to the UUIDs its grants were made
+    for (None in the set: an old grant bound by name alone). ``uuid_of`` (set by the API, which has the
+    libvirt connection) tells the current UUID of a VM name, or None when no such VM exists."""
 
     name: str
     role: str
@@ -90,12 +116,25 @@ class Principal:
     token_id: int | None = None
     via_session: bool = False
     csrf_hash: str | None = field(default=None, repr=False)
+    bound: dict[str, frozenset[str | None]] = field(default_factory=dict, repr=False)
+    uuid_of: Callable[[str], str | None] | None = field(default=None, repr=False, compare=False)
 
     def at_least(self, role: str) -> bool:
         return ROLES.index(self.role) >= ROLES.index(role)
 
-    def may_see_vm(self, name: str) -> bool:
-        return self.granted is None or name in self.granted
+    def may_see_vm(self, name: str, uuid: str | None = None) -> bool:
+        """Whether the VM ``name`` (with ``uuid`` when the caller knows it) is within this caller's grants: a
+        grant made for another VM of the same name (deleted and made again) does not count."""
+        if self.granted is None:
+            return True
+        if name not in self.granted:
+            return False
+        uuids = self.bound.get(name, frozenset({None}))
+        if None in uuids:
+            return True
+        if uuid is None and self.uuid_of is not None:
+            uuid = self.uuid_of(name)
+        return uuid is not None and uuid.lower() in uuids
 
 
 def user_dict(u: User) -> dict[str, Any]:
@@ -125,16 +164,28 @@ def add_user(s: Session, name: str, role: str, password: str | None = None, vm_s
     return u
 
 
-def granted_vms(s: Session, user: User) -> frozenset[str] | None:
+def grant_bindings(s: Session, user: User) -> dict[str, frozenset[str | None]] | None:
+    """VM name -> the UUIDs it is granted for (None: bound by name only), or None for every VM."""
     if user.vm_scope == "all" or user.role == "admin":
         return None
     group_ids = select(GroupMember.group_id).where(GroupMember.user_id == user.id)
-    rows = s.scalars(select(VMGrant.vm_name).where(or_(VMGrant.user_id == user.id, VMGrant.group_id.in_(group_ids))))
-    return frozenset(rows)
+    rows = s.execute(select(VMGrant.vm_name, VMGrant.vm_uuid)
+                     .where(or_(VMGrant.user_id == user.id, VMGrant.group_id.in_(group_ids))))
+    out: dict[str, set[str | None]] = {}
+    for name, uuid in rows:
+        out.setdefault(name, set()).add(uuid.lower() if uuid else None)
+    return {k: frozenset(v) for k, v in out.items()}
+
+
+def granted_vms(s: Session, user: User) -> frozenset[str] | None:
+    bindings = grant_bindings(s, user)
+    return None if bindings is None else frozenset(bindings)
 
 
 def principal_for(s: Session, user: User, token: Token | None = None) -> Principal:
-    return Principal(name=user.name, role=user.role, user_id=user.id, granted=granted_vms(s, user),
+    bindings = grant_bindings(s, user)
+    return Principal(name=user.name, role=user.role, user_id=user.id,
+                     granted=None if bindings is None else frozenset(bindings), bound=bindings or {},
                      token_id=token.id if token else None, via_session=bool(token and token.kind == "session"),
                      csrf_hash=token.csrf_hash if token else None)
 
@@ -190,31 +241,44 @@ def revoke_token(s: Session, token_id: int, by: Principal) -> Token:
 
 
 class RateLimiter:
-    """At most ``limit`` failures per ``window`` seconds for one key (user + client address)."""
+    """At most ``limit`` failures per ``window`` seconds for one key. :func:`login` keeps three keys per
+    attempt: the user name from that address (``limit``), the address whatever the name
+    (``address_limit``: many names tried from one place), and the name whatever the address
+    (``name_limit``: one account tried from many places)."""
 
-    def __init__(self, limit: int = 5, window: float = 60.0) -> None:
+    def __init__(self, limit: int = 5, window: float = 60.0, *, address_limit: int = 20,
+                 name_limit: int = 30) -> None:
         self.limit, self.window = limit, window
+        self.address_limit, self.name_limit = address_limit, name_limit
         self._fails: dict[str, deque[float]] = defaultdict(deque)
         self._lock = threading.Lock()
 
+    MAX_KEYS = 100_000
+
     def _prune(self, key: str, now: float) -> deque[float]:
-        q = self._fails[key]
+        q = self._fails.get(key) or deque()
         while q and q[0] <= now - self.window:
             q.popleft()
+        if not q:
+            self._fails.pop(key, None)
         return q
 
-    def check(self, key: str) -> None:
+    def check(self, key: str, limit: int | None = None) -> None:
         now = time.monotonic()
         with self._lock:
             q = self._prune(key, now)
-            if len(q) >= self.limit:
+            if len(q) >= (self.limit if limit is None else limit):
                 wait = int(q[0] + self.window - now) + 1
                 raise TooManyAttempts(f"too many failed logins; try again in {wait} s",
                                       hint="check the user name and password", retry_after=wait)
 
     def fail(self, key: str) -> None:
+        now = time.monotonic()
         with self._lock:
-            self._fails[key].append(time.monotonic())
+            if len(self._fails) >= self.MAX_KEYS:  # many names or addresses: forget the ones past the window
+                for old in [k for k, q in self._fails.items() if not q or q[-1] <= now - self.window]:
+                    del self._fails[old]
+            self._fails[key].append(now)
 
     def reset(self, key: str) -> None:
         with self._lock:
@@ -224,13 +288,18 @@ class RateLimiter:
 def login(s: Session, limiter: RateLimiter, name: str, password: str, client: str,
           *, session: bool = True) -> tuple[User, str, str | None]:
     """Check the password; return (user, secret, csrf). Failures count toward the rate limit."""
-    key = f"{name}|{client}"
-    limiter.check(key)
+    keys = {f"name|{name}|{client}": limiter.limit, f"addr|{client}": limiter.address_limit,
+            f"user|{name}": limiter.name_limit}
+    for key, limit in keys.items():
+        limiter.check(key, limit)
     user = s.scalar(select(User).where(User.name == name))
-    if user is None or user.disabled or not verify_password(user.password_hash, password):
-        limiter.fail(key)
+    # verify_password runs argon2 also without a hash; a missing or disabled user costs the same
+    ok = verify_password(user.password_hash if user is not None else None, password)
+    if user is None or user.disabled or not ok:
+        for key in keys:
+            limiter.fail(key)
         raise Unauthorized("wrong user name or password", hint="check both; after 5 failures in a minute, wait")
-    limiter.reset(key)
+    limiter.reset(f"name|{name}|{client}")  # the address's and the name's counts stay: they count guessing
     _tok, secret, csrf = create_token(s, user, "session" if session else "login",
                                       kind="session" if session else "api", hours=SESSION_HOURS)
     return user, secret, csrf
@@ -259,12 +328,19 @@ def add_member(s: Session, group: Group, user: User) -> None:
         s.add(GroupMember(group_id=group.id, user_id=user.id))
 
 
-def grant(s: Session, vm: str, *, user: User | None = None, group: Group | None = None) -> None:
-    """Delegate VM ``vm`` to a user (switching it to vm_scope 'granted') or to a group."""
+def grant(s: Session, vm: str, *, user: User | None = None, group: Group | None = None,
+          vm_uuid: str | None = None) -> None:
+    """Delegate VM ``vm`` to a user (switching it to vm_scope 'granted') or to a group, bound to the VM's
+    UUID ``vm_uuid`` (give it whenever the VM exists: a grant by name alone would pass to the next VM of
+    that name). Granting again rebinds the grant to ``vm_uuid``."""
     validate_name(vm, "VM name")
     cond = VMGrant.user_id == user.id if user else VMGrant.group_id == (group.id if group else None)
-    if s.scalar(select(VMGrant).where(cond, VMGrant.vm_name == vm)) is None:
-        s.add(VMGrant(user_id=user.id if user else None, group_id=group.id if group else None, vm_name=vm))
+    row = s.scalar(select(VMGrant).where(cond, VMGrant.vm_name == vm))
+    if row is None:
+        s.add(VMGrant(user_id=user.id if user else None, group_id=group.id if group else None, vm_name=vm,
+                      vm_uuid=vm_uuid.lower() if vm_uuid else None))
+    elif vm_uuid:
+        row.vm_uuid = vm_uuid.lower()
     if user is not None and user.role != "admin":
         user.vm_scope = "granted"
 
@@ -275,6 +351,17 @@ def revoke_grant(s: Session, vm: str, *, user: User | None = None, group: Group 
     if row is None:
         raise NotFound(f"VM '{vm}' is not granted there", hint="list grants with GET /api/v1/users/NAME/grants")
     s.delete(row)
+
+
+def drop_vm_grants(s: Session, vm: str, vm_uuid: str | None) -> int:
+    """Remove every grant of the VM ``vm`` (those bound to ``vm_uuid`` and those bound by name alone):
+    called when kvmkit deletes the VM, so no grant passes to a later VM of that name. Returns how many."""
+    from sqlalchemy import delete
+
+    cond = VMGrant.vm_name == vm
+    if vm_uuid:
+        cond = cond & or_(VMGrant.vm_uuid.is_(None), VMGrant.vm_uuid == vm_uuid.lower())
+    return int(s.execute(delete(VMGrant).where(cond)).rowcount or 0)  # type: ignore[attr-defined]
 
 
 def grants_of(s: Session, *, user: User | None = None, group: Group | None = None) -> list[str]:

@@ -83,6 +83,12 @@ def resolve(conn: libvirt.virConnect, spec: VMSpec, progress: Progress) -> tuple
             raise Conflict(f"UUID {spec.uuid} is already used by VM '{other.name()}'",
                            hint="leave the UUID out to get a new one")
     changes: dict[str, Any] = {"metadata": dict(spec.metadata)}
+    if spec.graphics is not None and not spec.graphics.password and spec.graphics.auto_password:
+        import secrets
+
+        # a VNC/SPICE server always has a password unless the spec says auto_password=false; libvirt hands
+        # it to QEMU over QMP (never on its command line); VNC uses 8 characters of it
+        changes["graphics"] = spec.graphics.model_copy(update={"password": secrets.token_urlsafe(6)}).model_dump()
     if spec.micro:
         from kvmkit.images import micro
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import libvirt
 
+from kvmkit.errors import KvmkitError
 from kvmkit.hypervisor.errors import libvirt_errors
 from kvmkit.service.vms.domains import domain
 from kvmkit.service.vms.rows import LIST_STATS, STATES, STATS_ACTIVE_ONLY, row, state_name
@@ -67,11 +68,12 @@ def show_vm(conn: libvirt.virConnect, name: str, *, xml: bool = False) -> dict[s
     nics = [{"type": n.type, "source": n.source, "model": n.model, "mac": n.mac} for n in spec.nics]
     graphics = None
     if spec.graphics is not None:
-        gel = next(g for g in root.iterfind("devices/graphics") if g.get("type") == spec.graphics.type)
-        port = gel.get("port")
+        gel = next((g for g in root.iterfind("devices/graphics") if g.get("type") == spec.graphics.type), None)
+        port = gel.get("port") if gel is not None else None
         graphics = {"type": spec.graphics.type, "listen": spec.graphics.listen,
                     "port": int(port) if port and port != "-1" else None,
-                    "autoport": spec.graphics.port is None, "password_set": bool(spec.graphics.password)}
+                    "autoport": spec.graphics.port is None,
+                    "password_set": _graphics_password_set(dom, spec.graphics.type, persistent)}
     out: dict[str, Any] = {
         "name": spec.name, "uuid": spec.uuid, "title": spec.title, "description": spec.description,
         "state": state_name(state), "active": active, "persistent": persistent, "autostart": autostart,
@@ -92,8 +94,22 @@ def show_vm(conn: libvirt.virConnect, name: str, *, xml: bool = False) -> dict[s
     out["ip"] = next((a["addr"] for a in out["addresses"] if a["type"] == "ipv4"), None)
     if xml:
         with libvirt_errors(f"reading VM '{name}'"):
-            out["xml"] = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE)
+            out["xml"] = dom.XMLDesc(0)  # without VIR_DOMAIN_XML_SECURE: no display password in it
     return out
+
+
+def _graphics_password_set(dom: libvirt.virDomain, kind: str, persistent: bool) -> bool:
+    """Whether the display has a password. libvirt leaves ``passwd`` out of the XML unless asked with
+    VIR_DOMAIN_XML_SECURE; only its presence is read here, the password itself is never returned."""
+    flags = libvirt.VIR_DOMAIN_XML_SECURE | (libvirt.VIR_DOMAIN_XML_INACTIVE if persistent else 0)
+    try:
+        with libvirt_errors("reading the VM's display settings"):
+            from kvmkit.xml.util import parse
+
+            secure = parse(dom.XMLDesc(flags))
+    except KvmkitError:
+        return False
+    return any(g.get("passwd") for g in secure.iterfind("devices/graphics") if g.get("type") == kind)
 
 
 def _addresses(conn: libvirt.virConnect, dom: libvirt.virDomain) -> list[dict[str, Any]]:

@@ -55,23 +55,33 @@ def real_path(path: str) -> str:
 def storage_plan(conn: libvirt.virConnect, dom: libvirt.virDomain) -> tuple[list[str], list[dict[str, str]]]:
     """(paths that only ``dom`` uses, [{"path", "reason"}] kept because something else needs them).
 
-    CD-ROM media are never listed. A disk is kept when another domain (running or defined) has it as a
-    disk or in its backing chain, when another pool volume uses it as backing file, or when it is a host
-    block device outside any storage pool. On a remote host only pool volumes are deleted.
+    CD-ROM media are never listed. A disk's backing chain goes with it (the base a disk-only snapshot
+    left below its overlay, for one), down to the first file that something else needs. A disk or backing
+    file is kept when another domain (running or defined) has it as a disk or in its backing chain, when
+    another pool volume or file uses it as backing file, when it is a template, or when it is a host block
+    device outside any storage pool. On a remote host only pool volumes are deleted.
     """
     mine: list[str] = []
+    local = _is_local(conn)
     for root in _all_xmls(dom):
         for disk in root.iterfind("./devices/disk"):
             if disk.get("device", "disk") not in ("disk", "lun"):
                 continue
             path = disk_source(conn, disk)
-            if path and real_path(path) not in mine:
-                mine.append(real_path(path))
-    users = _other_users(conn, dom.UUIDString())
+            if not path:
+                continue
+            for p in [path, *_chain_below(conn, disk, path, local)]:
+                if real_path(p) not in mine:
+                    mine.append(real_path(p))
+    users = _other_users(conn, dom.UUIDString(), local)
     backs = _backing_users(conn, set(mine))
     delete, kept = [], []
+    from kvmkit.service.storage.template_registry import template_for_path
+
     for path in mine:
-        if path in users:
+        if template_for_path(path):
+            kept.append({"path": path, "reason": f"template {template_for_path(path)}"})
+        elif path in users:
             kept.append({"path": path, "reason": f"used by VM {users[path]}"})
         elif path in backs:
             kept.append({"path": path, "reason": f"backing file of volume {backs[path]}"})
@@ -96,7 +106,20 @@ def _is_local(conn: libvirt.virConnect) -> bool:
     return not host or host in ("localhost", "127.0.0.1", "::1")
 
 
-def _other_users(conn: libvirt.virConnect, uuid: str) -> dict[str, str]:
+def _chain_below(conn: libvirt.virConnect, disk: etree._Element, path: str, local: bool) -> list[str]:
+    """The backing files below a disk's image, top first: from the qcow2 headers on this host (they are
+    the truth), else from the XML's backingStore elements."""
+    if local and os.path.isfile(path):
+        from kvmkit.images.qcow2_header import backing_files
+
+        chain = backing_files(path)
+        if chain is not None:
+            return chain
+    return [b.get("file") or b.get("dev") or "" for b in disk.iterfind(".//backingStore/source")
+            if b.get("file") or b.get("dev")]
+
+
+def _other_users(conn: libvirt.virConnect, uuid: str, local: bool = False) -> dict[str, str]:
     """Map every disk path (and backing path) of other domains to one domain name using it."""
     users: dict[str, str] = {}
     with libvirt_errors("listing VMs"):
@@ -110,6 +133,8 @@ def _other_users(conn: libvirt.virConnect, uuid: str) -> dict[str, str]:
                     path = disk_source(conn, disk)
                     if path:
                         users.setdefault(real_path(path), other.name())
+                        for bpath in _chain_below(conn, disk, path, local):
+                            users.setdefault(real_path(bpath), other.name())
                     for back in disk.iterfind(".//backingStore/source"):
                         bpath = back.get("file") or back.get("dev")
                         if bpath:

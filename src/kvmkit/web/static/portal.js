@@ -202,16 +202,24 @@ function listen() {
 
 $("#refresh").addEventListener("click", loadVMs);
 
-// Serial console over a WebSocket relaying libvirt's console stream.
+// Serial console over a WebSocket relaying libvirt's console stream. The WebSocket is opened with a
+// single-use ticket (valid 60 s) asked for with the session: no long-lived secret goes into a URL.
 let consoleWs = null;
-function openConsole(name) {
+async function openConsole(name) {
   if (consoleWs) consoleWs.close();
   const pre = $("#console");
   pre.textContent = "";
   $("#console-name").textContent = name;
   $("#console-card").hidden = false;
+  let ticket;
+  try {
+    ticket = await api("POST", `/vms/${encodeURIComponent(name)}/console`, { kind: "serial" });
+  } catch (e) {
+    pre.textContent = `[console refused: ${e.message}]\n`;
+    return;
+  }
   const proto = location.protocol === "https:" ? "wss:" : "ws:";
-  consoleWs = new WebSocket(`${proto}//${location.host}${API}/vms/${encodeURIComponent(name)}/console/ws`);
+  consoleWs = new WebSocket(`${proto}//${location.host}${ticket.ws_path}?ticket=${encodeURIComponent(ticket.ticket)}`);
   consoleWs.binaryType = "arraybuffer";
   const dec = new TextDecoder();
   consoleWs.onmessage = (ev) => {
