@@ -117,7 +117,7 @@ def test_backup_paths_and_copy_roles(srv: Server, api: httpx.Client, prefix: str
     vm, hidden = f"{prefix}r", f"{prefix}hidden"
     with deleting(api, vm, hidden):
         create_micro(api, vm, start=False)
-        create_micro(api, hidden, start=False)
+        create_micro(api, hidden, start=False, disks=[{"size": "16M"}])
         operator = _user(srv, api, f"{prefix}op", "operator")
         viewer = _user(srv, api, f"{prefix}view", "viewer")
         delegated = _user(srv, api, f"{prefix}dg", "operator", vm_scope="granted")
@@ -144,6 +144,12 @@ def test_backup_paths_and_copy_roles(srv: Server, api: httpx.Client, prefix: str
                                                                "volume": "x"}).status_code == 403
         r = delegated.post(f"/api/v1/vms/{vm}/nics", json={"network": "default", "config": True})
         assert r.status_code == 200 and not r.json()["live"], r.text
+        # existing volumes (another VM's disk: two writers) and host bridges are the admin's to attach
+        disk = {"pool": "default", "volume": f"{hidden}-disk0.qcow2"}
+        r = operator.post(f"/api/v1/vms/{vm}/disks", json={"format": "qcow2", **disk, "config": True})
+        assert r.status_code == 403 and "volume" in r.json()["error"], r.text
+        r = operator.post(f"/api/v1/vms/{vm}/nics", json={"bridge": "virbr0", "config": True})
+        assert r.status_code == 403 and "bridge" in r.json()["error"], r.text
         # an operator's own backup lands under the data directory; an admin may write elsewhere
         task = ok_task(operator, operator.post(f"/api/v1/vms/{vm}/backups", json={}))
         assert task["result"]["path"].startswith(str(srv.data_dir / "backups"))

@@ -2,13 +2,15 @@
 guest lets the device go) — ``kvmkit vm disk|nic attach|detach``.
 
 ``live``/``config`` as in the CLI: neither given = the running VM and its definition when it runs, the
-definition when it is shut off. Operators attach pool volumes (``pool`` + ``volume``); a host ``path`` is
-for admins only. Delegated users may attach NICs to their VMs but no storage (pool volumes are shared by
-every VM on the host).
+definition when it is shut off. What a non-admin may attach is service/access/policy.py's to say: an
+existing pool volume or a host ``path`` as a disk, or a NIC on a host bridge, are for admins (a volume
+another VM writes would get a second writer; an adopted volume would go with ``DELETE ...?storage=true``).
+Operators attach NICs on libvirt networks. Delegated users may attach NICs to their VMs but no storage.
 """
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -19,7 +21,8 @@ from kvmkit.api.deps import check_vm_visible, require, require_unrestricted, sta
 from kvmkit.api.driver_limits import LIMITS
 from kvmkit.api.responses import ACCEPTED, Responses
 from kvmkit.api.submit import not_busy, submit
-from kvmkit.service.access.auth import Forbidden, Principal
+from kvmkit.service.access import policy
+from kvmkit.service.access.auth import Principal
 from kvmkit.service.vms.domains import domain
 
 router = APIRouter(prefix="/vms/{name}", tags=["vm devices"], dependencies=[LIMITS])
@@ -81,11 +84,12 @@ def attach_disk(name: str, body: AttachDisk, request: Request,
 
     check_vm_visible(p, name)
     require_unrestricted(p, "attach storage")
-    if body.path is not None and not p.at_least("admin"):
-        raise Forbidden(f"user '{p.name}' (role {p.role}) may not attach host paths",
-                        hint="attach a pool volume (pool + volume), or ask an admin")
     st = state(request)
     conn = st.hv.get()
+    # host paths, and existing volumes (another VM's disk: two writers; anyone's volume: adopted, then deleted
+    # with the VM) are the admin's to attach
+    policy.check_disk(p, SimpleNamespace(path=body.path, pool=body.pool, volume=body.volume, device="disk"),
+                      "body", conn, vm=name)
     domain(conn, name)
     with st.runner.hold(f"vm:{name}", "vm.disk.attach"):
         out = devices.attach_disk(conn, name, fmt=body.format, path=body.path, pool=body.pool, volume=body.volume,
@@ -123,6 +127,9 @@ def attach_nic(name: str, body: AttachNic, request: Request,
     from kvmkit.service.vms import devices
 
     check_vm_visible(p, name)
+    # a host bridge puts the guest on whatever LAN the bridge joins: the admin's to decide
+    policy.check_nic(p, SimpleNamespace(type="bridge" if body.bridge else "network",
+                                        source=body.bridge or body.network), "body")
     st = state(request)
     conn = st.hv.get()
     domain(conn, name)
