@@ -53,10 +53,6 @@ def _exporter(st: ServerState):  # type: ignore[no-untyped-def]
     return st.exporter
 
 
-def _interval(st: ServerState) -> float:
-    return float(st.sampler.interval) if st.sampler is not None else 10.0
-
-
 @scrape_router.get("/metrics", response_class=Response,
                    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
                                     "description": "Prometheus text exposition format 0.0.4"}})
@@ -83,8 +79,7 @@ def vm_metrics(name: str, request: Request, since: str | None = SINCE, until: st
         from kvmkit.service.vms.domains import domain
 
         domain(st.hv.get(), name)  # 404 for a VM that neither exists nor has a history
-    return MetricsHistory.model_validate(query.history(st.store, "vm", name, since=since, until=until, step=step,
-                                                       interval=_interval(st)))
+    return MetricsHistory.model_validate(query.history(st.store, "vm", name, since=since, until=until, step=step))
 
 
 @router.get("/host/metrics", responses={403: {"description": "delegated users see only their VMs"}})
@@ -101,5 +96,4 @@ def host_metrics(request: Request, since: str | None = SINCE, until: str | None 
     if host is not None and not query.known(st.store, "host", host):
         raise NotFound(f"no metrics history for host '{host}'",
                        hint="leave out host= for this server's host, or give a host this server samples")
-    return MetricsHistory.model_validate(query.history(st.store, "host", name, since=since, until=until, step=step,
-                                                       interval=_interval(st)))
+    return MetricsHistory.model_validate(query.history(st.store, "host", name, since=since, until=until, step=step))

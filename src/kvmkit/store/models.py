@@ -185,3 +185,4 @@ class MetricLease(Base):
     owner: Mapped[str] = mapped_column(String(128))
     expires_at: Mapped[int] = mapped_column(BigInteger)  # seconds since the epoch
     rolled_until: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    interval: Mapped[int | None] = mapped_column(Integer, nullable=True)  # seconds

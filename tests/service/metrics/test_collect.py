@@ -113,7 +113,7 @@ def test_running_guest_series_and_sampler_rows(conn, micro_guest, workdir, tmp_p
     assert counting.calls.count("getAllDomainStats") == 2 and not PER_DOMAIN & set(counting.calls)
     from kvmkit.service.metrics import query
 
-    got = query.history(store, "vm", guest.name, since="5m", interval=1)
+    got = query.history(store, "vm", guest.name, since="5m")
     values = {s["name"]: s["values"] for s in got["series"]}
     assert len(got["timestamps"]) == 1 and values["cpu_percent"][0] is not None
     assert values["memory_used_bytes"][0] > 0 and values["memory_total_bytes"][0] == 256 * 1024**2

@@ -40,7 +40,7 @@ def sample(i: int) -> Sample:
 
 def run(history: History, start: int, end: int, vms: list[str], host: str = "h1") -> None:
     for ts in range(start, end, TICK):
-        assert history.acquire(host, "me", ts, ttl=90)
+        assert history.acquire(host, "me", ts, ttl=90, interval=TICK)
         i = (ts - T0) // TICK
         history.record(host, ts, {vm: sample(i) for vm in vms},
                        Sample(cpu_percent=50, mem_used_kib=10, mem_total_kib=20, ksm_saved_kib=2, vms_running=len(vms)))
@@ -72,7 +72,7 @@ def test_rollups_retention_and_series(store: Store) -> None:
 
     # a 5-minute roll-up: CPU averaged (0..90 -> 45) and its highest sample kept, memory the highest, rates averaged
     got = query.history(store, "vm", "a", since=str(now - 2 * 3600), until=str(now - 3600), step="5m",
-                        now=now, interval=TICK)
+                        now=now)
     assert got["resolution"] == ROLLUP and got["step"] == ROLLUP and len(got["timestamps"]) == 12
     values = {s["name"]: s["values"] for s in got["series"]}
     assert set(values["cpu_percent"]) == {45.0} and set(values["cpu_max_percent"]) == {90.0}
@@ -82,12 +82,12 @@ def test_rollups_retention_and_series(store: Store) -> None:
     assert all(t % ROLLUP == 0 for t in got["timestamps"])
 
     # raw samples for a recent range and a fine step, bucketed by the step
-    got = query.history(store, "vm", "b", since="30m", step="60", now=now, interval=TICK)
+    got = query.history(store, "vm", "b", since="30m", step="60", now=now)
     assert got["resolution"] == TICK and got["step"] == 60 and len(got["timestamps"]) == 30
     assert all(b - a == 60 for a, b in zip(got["timestamps"], got["timestamps"][1:], strict=False))
 
     # a long range in roll-ups reaches the newest minutes too (from raw samples not rolled up yet)
-    got = query.history(store, "host", "h1", since="3h", step="30m", now=now + TICK, interval=TICK)
+    got = query.history(store, "host", "h1", since="3h", step="30m", now=now + TICK)
     values = {s["name"]: s["values"] for s in got["series"]}
     assert got["timestamps"][-1] == now - 1800 and set(values["vms_running"]) == {3.0}
     assert set(values["ksm_saved_bytes"]) == {2048.0} and set(values["cpu_percent"]) == {50.0}

@@ -126,18 +126,19 @@ class History:
         self._ids: dict[tuple[str, str, str], int] = {}
 
     # leases -----------------------------------------------------------------------------------------
-    def acquire(self, host: str, owner: str, now: int, ttl: int) -> bool:
-        """Take or renew the right to sample ``host`` until ``now + ttl``; False while another owner holds it."""
+    def acquire(self, host: str, owner: str, now: int, ttl: int, interval: int = 10) -> bool:
+        """Take or renew the right to sample ``host`` (every ``interval`` seconds) until ``now + ttl``; False
+        while another owner holds it."""
         lease = LEASES
         with self.store.session() as s:
             done = s.execute(update(lease).where(lease.c.host == host,
                                                  or_(lease.c.owner == owner, lease.c.expires_at < now))
-                             .values(owner=owner, expires_at=now + ttl))
+                             .values(owner=owner, expires_at=now + ttl, interval=interval))
             if done.rowcount:  # type: ignore[attr-defined]
                 return True
             try:
                 with s.begin_nested():
-                    s.execute(insert(lease).values(host=host, owner=owner, expires_at=now + ttl))
+                    s.execute(insert(lease).values(host=host, owner=owner, expires_at=now + ttl, interval=interval))
             except IntegrityError:
                 return False  # held by another server
         return True
@@ -220,21 +221,22 @@ class History:
                              .limit(1)).first() is not None
 
     def query(self, kind: str, name: str, *, since: int, until: int, step: int, now: int,
-              interval: int = 10, host: str | None = None) -> Series:
+              host: str | None = None) -> Series:
         """Points of ``kind``/``name`` (on every host it was sampled on, or only ``host``) in ``[since, until)``
         in buckets of ``step`` seconds: raw samples while the range lies within the raw retention and the step
-        is finer than 5 minutes, else roll-ups (the newest, not yet rolled-up minutes from raw samples)."""
+        is finer than 5 minutes, else roll-ups (the newest, not yet rolled-up minutes from raw samples). The
+        resolution of raw samples is the sampling interval their hosts' samplers recorded in the lease."""
         series, lease = SERIES, LEASES
-        use_raw = step < ROLLUP and since >= now - self.raw_keep
-        resolution = interval if use_raw else ROLLUP
-        step = max(step, resolution) if use_raw else max(step, ROLLUP) // ROLLUP * ROLLUP
-        out = Series(step=step, resolution=resolution, values={v: [] for v in VALUES})
         with self.store.session() as s:
-            query = select(series.c.id, series.c.host, lease.c.rolled_until).outerjoin(
+            query = select(series.c.id, series.c.host, lease.c.rolled_until, lease.c.interval).outerjoin(
                 lease, lease.c.host == series.c.host).where(series.c.kind == kind, series.c.name == name)
             if host is not None:
                 query = query.where(series.c.host == host)
             found = s.execute(query).all()
+            use_raw = step < ROLLUP and since >= now - self.raw_keep
+            resolution = max((r.interval or 10 for r in found), default=10) if use_raw else ROLLUP
+            step = max(step, resolution) if use_raw else max(step, ROLLUP) // ROLLUP * ROLLUP
+            out = Series(step=step, resolution=resolution, values={v: [] for v in VALUES})
             if not found:
                 return out
             in_range = and_(P.ts >= since, P.ts < until)

@@ -24,14 +24,12 @@ HOST_SERIES = [*VM_SERIES, ("ksm_saved_kib", "ksm_saved_bytes", "bytes", 1024),
 
 
 def history(store: Any, kind: str, name: str, *, since: str | None = None, until: str | None = None,
-            step: str | None = None, interval: float = 10, host: str | None = None,
-            now: float | None = None) -> dict[str, Any]:
+            step: str | None = None, host: str | None = None, now: float | None = None) -> dict[str, Any]:
     """``{"kind", "name", "since", "until", "step", "resolution", "timestamps", "series": [{"name", "unit",
     "values"}]}``: the values of each series line up with ``timestamps`` (None where a bucket lacks one)."""
     now = time.time() if now is None else now
     r = history_range(since, until, step, now)
-    found = History(store).query(kind, name, since=r.since, until=r.until, step=r.step, now=int(now),
-                                 interval=max(int(interval), 1), host=host)
+    found = History(store).query(kind, name, since=r.since, until=r.until, step=r.step, now=int(now), host=host)
     spec = VM_SERIES if kind == "vm" else HOST_SERIES
     series = [{"name": label, "unit": unit,
                "values": [None if v is None else round(v * factor, 2) for v in found.values[column]]}

@@ -158,7 +158,8 @@ class Sampler:
         conn = self._get_conn()
         host = self._info.get(conn).host
         ts = int(self._clock())
-        if not self.history.acquire(host, self.owner, ts, ttl=int(max(3 * self.interval, 30))):
+        if not self.history.acquire(host, self.owner, ts, ttl=int(max(3 * self.interval, 30)),
+                                    interval=max(int(self.interval), 1)):
             self._before.clear()  # another server samples this host: start afresh if it ever stops
             self._host_before = None
             self._leased.discard(host)

@@ -44,6 +44,7 @@ def upgrade() -> None:
     sa.Column('owner', sa.String(length=128), nullable=False),
     sa.Column('expires_at', sa.BigInteger(), nullable=False),
     sa.Column('rolled_until', sa.BigInteger(), nullable=True),
+    sa.Column('interval', sa.Integer(), nullable=True),
     sa.PrimaryKeyConstraint('host')
     )
 
