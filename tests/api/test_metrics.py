@@ -138,7 +138,7 @@ def wait_points(client: httpx.Client, path: str, count: int, timeout: float = 12
         time.sleep(0.5)
 
 
-def test_history_series_for_the_vm_and_the_host(madmin: httpx.Client, guest, make_user_m) -> None:
+def test_history_series_for_the_vm_and_the_host(msrv: Server, madmin: httpx.Client, guest, make_user_m) -> None:
     got = wait_points(madmin, f"/api/v1/vms/{guest.name}/metrics", 2)
     assert got["kind"] == "vm" and got["name"] == guest.name and got["resolution"] == 1
     values = {s["name"]: s["values"] for s in got["series"]}
@@ -153,6 +153,12 @@ def test_history_series_for_the_vm_and_the_host(madmin: httpx.Client, guest, mak
     hv = {s["name"]: s["values"] for s in host["series"]}
     assert host["kind"] == "host" and [v for v in hv["vms_running"] if v is not None][-1] >= 1
     assert [v for v in hv["memory_total_bytes"] if v is not None][-1] > 0
+
+    # the CLI reads the same history through the same service function
+    cli = msrv.cli("vm", "metrics", guest.name, "--since", "10m")
+    assert [s["name"] for s in cli["series"]] == [s["name"] for s in got["series"]]
+    assert set(got["timestamps"]) <= set(cli["timestamps"]) and cli["resolution"] == 1
+    assert msrv.cli("host", "metrics", "--since", "10m")["name"] == host["name"]
 
     coarse = madmin.get(f"/api/v1/vms/{guest.name}/metrics", params={"since": "10m", "step": "1m"}).json()
     assert coarse["step"] == 60 and all(t % 60 == 0 for t in coarse["timestamps"])

@@ -54,4 +54,5 @@ def prepare(wait: float = typer.Option(0, "--wait", help="seconds to wait for li
 register_all(app, [
     "host_tuning",  # info, ksm, hugepages, iosched, profile, plan
     "host_remote",  # add, list, remove (other hosts)
+    "host_metrics",  # metrics (the history kvmkit serve records)
 ])
