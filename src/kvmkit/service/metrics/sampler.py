@@ -183,7 +183,7 @@ class Sampler:
             hs = host_sample(reading, self._host_before, vms, len(running))
             self._host_before = reading
         if ts <= self._last_ts:
-            return 0  # two ticks in one second (or the clock went back): the rates are kept for the next
+            return 0  # two ticks in one second (or the clock went back): store nothing, rates go on from here
         self._last_ts = ts
         written = self.history.record(host, ts, vms, hs)
         self.history.maintain(host, ts, grace=int(self.interval) + 5)
