@@ -1,13 +1,13 @@
 """metrics history: series, points (raw and 5-minute roll-ups), sampling leases
 
 Revision ID: 0003
-Revises: 0001 (becomes 0002 when merged after the 0002 revision)
+Revises: 0002
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = '0003'
-down_revision = '0001'
+down_revision = '0002'
 branch_labels = None
 depends_on = None
 
