@@ -25,11 +25,18 @@ def create_app(db_url: str | None = None, uri: str | None = None, *, tls: bool =
     from kvmkit.config import default_uri
 
     uri = uri or default_uri()
+    from kvmkit.service.metrics.sampler import interval_from_env
+
+    metrics_interval = interval_from_env()  # a bad KVMKIT_METRICS_INTERVAL fails here, before serving
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         st = build_state(db_url, uri, tls=tls, workers=workers)
         app.state.kvmkit = st
+        if metrics_interval:
+            from kvmkit.service.metrics.sampler import Sampler
+
+            st.sampler = Sampler(st.store, st.hv.get, interval=metrics_interval).start()
         import gc
 
         gc.collect()
@@ -37,6 +44,8 @@ def create_app(db_url: str | None = None, uri: str | None = None, *, tls: bool =
         try:
             yield
         finally:
+            if st.sampler is not None:
+                st.sampler.stop()
             st.hub.stop()
             st.runner.shutdown()
             st.vm_list.close()
@@ -49,12 +58,16 @@ def create_app(db_url: str | None = None, uri: str | None = None, *, tls: bool =
     errors.install(app)
     app.add_middleware(AuditMiddleware)
     install_security(app)
+    from kvmkit.api.metrics_mw import RequestCountMiddleware
+
+    app.add_middleware(RequestCountMiddleware)
     import kvmkit.api.routes_audit as routes_audit
     import kvmkit.api.routes_auth as routes_auth
     import kvmkit.api.routes_console as routes_console
     import kvmkit.api.routes_events as routes_events
     import kvmkit.api.routes_health as routes_health
     import kvmkit.api.routes_host as routes_host
+    import kvmkit.api.routes_metrics as routes_metrics
     import kvmkit.api.routes_networks as routes_networks
     import kvmkit.api.routes_pools as routes_pools
     import kvmkit.api.routes_snapshots as routes_snapshots
@@ -70,9 +83,10 @@ def create_app(db_url: str | None = None, uri: str | None = None, *, tls: bool =
     app.include_router(routes_health.router)
     for mod in (routes_auth, routes_vms, routes_snapshots, routes_tasks, routes_events, routes_users, routes_tokens,
                 routes_audit, routes_pools, routes_networks,
-                routes_vm_copies, routes_vm_devices, routes_vm_runtime, routes_vm_xml, routes_host):
+                routes_vm_copies, routes_vm_devices, routes_vm_runtime, routes_vm_xml, routes_host, routes_metrics):
         app.include_router(mod.router, prefix=API)
     app.include_router(routes_console.router)  # its path carries the /api/v1 prefix itself
+    app.include_router(routes_metrics.scrape_router)  # /metrics, outside /api/v1
     return app
 
 

@@ -1,5 +1,5 @@
 """What the server holds for its lifetime: store, task runner, event hub, libvirt connection, limiter,
-the cached VM list and the cache of authenticated callers."""
+the cached VM list, the cache of authenticated callers, and the metrics (request counts, exporter, sampler)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 from kvmkit.api.token_cache import TokenCache
 from kvmkit.api.vm_cache import VMListCache
 from kvmkit.service.access.auth import RateLimiter
+from kvmkit.service.metrics.requests import RequestCounter
 from kvmkit.service.tasks.events import EventHub
 from kvmkit.service.tasks.runner import TaskRunner
 from kvmkit.store.db import Store
@@ -76,6 +77,9 @@ class ServerState:
     tokens: TokenCache = field(default_factory=TokenCache)
     event_clients: int = 0  # open /api/v1/events streams (changed on the event loop only)
     access_generation: int = 0  # bumped by every change request: open consoles check their access again
+    requests: RequestCounter = field(default_factory=RequestCounter)  # kvmkit_api_requests_total
+    exporter: Any = None  # the /metrics collector (kvmkit.service.metrics.exporter.Exporter), made at first scrape
+    sampler: Any = None  # the history sampler thread (kvmkit.service.metrics.sampler.Sampler); None when off
 
     def changed(self) -> None:
         """A change request was answered: forget cached callers and mark the VM list stale."""

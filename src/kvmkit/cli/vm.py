@@ -24,4 +24,5 @@ register_all(app, [
     "vm_copy",       # clone, backup, restore
     "vm_xml",        # xml (read, --replace)
     "vm_migrate",    # migrate
+    "vm_metrics",    # metrics (the history kvmkit serve records)
 ])

@@ -5,7 +5,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Integer,
+    PrimaryKeyConstraint,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -146,3 +158,53 @@ class AuditEntry(Base):
     result: Mapped[str] = mapped_column(String(16))  # ok | failed | denied | accepted
     detail: Mapped[str | None] = mapped_column(Text, nullable=True)
     source_ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class MetricSeries(Base):
+    """One charted object: a VM (``kind='vm'``, its name) or a host (``kind='host'``, its name) on a host.
+
+    Points refer to it by number, so a name is stored once, not in every sample."""
+
+    __tablename__ = "metric_series"
+    __table_args__ = (UniqueConstraint("kind", "name", "host"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8))  # vm | host
+    host: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(String(255))
+
+
+class MetricPoint(Base):
+    """One sample of a series: ``step`` 0 = a raw sample (every sampling interval, kept 24 h), 300 = a 5-minute
+    roll-up of them (kept 30 days). Integers keep rows small: CPU in hundredths of a percent, memory in KiB,
+    rates in bytes per second. Host-only columns (ksm_saved_kib, vms_running) are NULL for VMs."""
+
+    __tablename__ = "metric_points"
+    __table_args__ = (PrimaryKeyConstraint("series_id", "step", "ts"), {"sqlite_with_rowid": False})
+
+    series_id: Mapped[int] = mapped_column(ForeignKey("metric_series.id", ondelete="CASCADE"))
+    step: Mapped[int] = mapped_column(SmallInteger)
+    ts: Mapped[int] = mapped_column(BigInteger)  # seconds since the epoch (UTC); a roll-up: its bucket's start
+    cpu: Mapped[int | None] = mapped_column(Integer, nullable=True)  # percent x 100 (average)
+    cpu_max: Mapped[int | None] = mapped_column(Integer, nullable=True)  # roll-ups: the highest raw sample
+    mem_used_kib: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    mem_total_kib: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    disk_rd: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # bytes/s
+    disk_wr: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    net_rx: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    net_tx: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    ksm_saved_kib: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    vms_running: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class MetricLease(Base):
+    """Which server samples a host (several servers may share one database): the owner renews it every
+    interval; another server takes it over once it expired. ``rolled_until``: roll-ups are made up to here."""
+
+    __tablename__ = "metric_leases"
+
+    host: Mapped[str] = mapped_column(String(255), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(128))
+    expires_at: Mapped[int] = mapped_column(BigInteger)  # seconds since the epoch
+    rolled_until: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    interval: Mapped[int | None] = mapped_column(Integer, nullable=True)  # seconds
