@@ -168,3 +168,27 @@ def test_a_server_on_another_libvirt_changes_nothing_here() -> None:
         assert ksm.settings() == before
     finally:
         server.cleanup()
+
+
+@pytest.mark.guest
+def test_repair_clears_stale_records_over_http(srv: Server, api: httpx.Client, prefix: str, conn, workdir,
+                                                micro_image, virt_type) -> None:
+    """POST /api/v1/host/repair: a dry run names the stale records and changes nothing; the real run clears
+    them (the files boot again); viewers may not."""
+    from tests.support.boot_files import leak_records, private_boot_files, records
+
+    boot = private_boot_files(micro_image, workdir / "boot")
+    leak_records(conn, f"{prefix}leak", boot, workdir, virt_type)
+    viewer = _client(srv, api, f"{prefix}view", "viewer")
+    assert viewer.post("/api/v1/host/repair", json={"paths": [str(workdir)]}).status_code == 403
+    viewer.close()
+    r = api.post("/api/v1/host/repair", json={"dry_run": True, "paths": [str(workdir)]})
+    assert r.status_code == 200, r.text
+    would = {c["path"] for c in r.json()["cleared"]}
+    assert would == set(boot.paths()) and all(records(p) for p in boot.paths())
+    r = api.post("/api/v1/host/repair", json={"paths": [str(workdir)]})
+    assert r.status_code == 200 and not r.json()["dry_run"], r.text
+    assert {c["path"] for c in r.json()["cleared"]} == would
+    assert not any(records(p) for p in boot.paths())
+    r = api.post("/api/v1/host/repair", json={"paths": [str(workdir / "nope")]})
+    assert r.status_code == 404, r.text

@@ -299,3 +299,32 @@ class Plan(BaseModel):
 
 class Prepared(BaseModel):
     changed: list[str] = Field(description="what was created or started (empty: all was ready)")
+
+
+class RepairRequest(BaseModel):
+    dry_run: bool = Field(False, description="change nothing; answer what would change")
+    paths: list[str] | None = Field(None, max_length=256,
+                                    description="only files under these files/directories (default: kvmkit's data "
+                                                "directory, active pools' directories and every file a VM names)")
+
+
+class ClearedRecord(BaseModel):
+    path: str
+    removed: dict[str, str] = Field(description="libvirt attribute (without trusted.libvirt.security.) -> old value")
+    owner_before: str | None
+    owner_after: str | None = Field(description="set when the recorded owner was (or would be) given back")
+    skipped: str | None = Field(description="why nothing was changed (the record changed or was locked meanwhile)")
+
+
+class HeldRecord(BaseModel):
+    path: str
+    vms: list[str] = Field(description="the running VMs using the file: its records are theirs, untouched")
+    refs: int | None
+
+
+class Repaired(BaseModel):
+    dry_run: bool
+    scanned: int = Field(description="distinct files looked at")
+    cleared: list[ClearedRecord]
+    kept: list[HeldRecord]
+    skipped: list[ClearedRecord]

@@ -64,6 +64,17 @@ def prepare(request: Request, _p: Principal = Depends(require("admin"))) -> m.Pr
     return m.Prepared(changed=do_prepare(state(request).hv.get()))
 
 
+@router.post("/repair", responses=CHANGE)
+def repair(body: m.RepairRequest, request: Request, _p: Principal = Depends(require("admin"))) -> m.Repaired:
+    """Clear libvirt's stale security records (``trusted.libvirt.security.*`` left on files no running VM
+    uses, which make the next VM using the file fail) and give each file back to the owner libvirt recorded;
+    ``kvmkit host repair``. Files running VMs use are never touched."""
+    from kvmkit.service.host.repair import repair as do_repair
+
+    conn = _local(request, "libvirt's security records")
+    return m.Repaired.model_validate(do_repair(conn, dry_run=body.dry_run, paths=body.paths).to_dict())
+
+
 @router.get("/info")
 def info(request: Request, _p: Principal = Depends(require("viewer"))) -> m.HostInfo:
     """CPUs, NUMA nodes (CPUs and memory), caches, memory, KSM, THP, huge pages, IO schedulers, and where the
