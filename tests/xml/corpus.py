@@ -64,7 +64,7 @@ def root() -> Path:
 
 
 def documents() -> list[Doc]:
-    """Every domain document of the corpus, sorted by name (deterministic)."""
+    """Every domain document of the corpus, sorted by directory and name (deterministic)."""
     top = root()
     docs = []
     for d in DIRS:
@@ -77,6 +77,15 @@ def documents() -> list[Doc]:
             if tag == "domain":
                 docs.append(Doc(f"{path.parent.name}/{path.name}", text))
     return docs
+
+
+def names() -> list[str]:
+    return [d.name for d in documents()]
+
+
+def load(names: list[str]) -> list[Doc]:
+    top = root()
+    return [Doc(n, (top / n).read_text(encoding="utf-8", errors="replace")) for n in names]
 
 
 @contextlib.contextmanager

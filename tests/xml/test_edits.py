@@ -190,6 +190,37 @@ def test_nic_model_change_keeps_its_pci_address(driver):
 
 
 @pytest.mark.fast
+def test_graphics_port_on_a_socket_listen_listens_on_an_address(driver):
+    xml = domain("<graphics type='vnc' socket='/run/vnc/edit.sock'/>")
+    root = edited(xml, graphics={"type": "vnc", "port": 5977})
+    gfx = root.find("devices/graphics")
+    assert (gfx.get("port"), gfx.get("socket"), gfx.find("listen").get("type")) == ("5977", None, "address")
+    defines(driver, root)
+
+
+@pytest.mark.fast
+def test_serial_off_removes_every_serial(driver):
+    xml = domain("<serial type='pty'><target port='0'/></serial><serial type='tcp'><source mode='bind' "
+                 "host='127.0.0.1' service='4555'/><target port='1'/></serial><console type='pty'>"
+                 "<target type='serial' port='0'/></console>")
+    root = edited(xml, serial=False)
+    assert root.find("devices/serial") is None and root.find("devices/console") is None
+    assert xml_to_spec(etree.tostring(root, encoding="unicode")).serial is False
+    defines(driver, root)
+
+
+@pytest.mark.fast
+def test_cache_change_of_a_file_disk_under_dev_keeps_it_a_file_disk(driver):
+    xml = domain(DISK.format(extra="").replace("/var/lib/x/a.qcow2", "/dev/vg0/data").replace("qcow2'", "raw'"))
+    disks = [{**xml_to_spec(xml).disks[0].model_dump(), "cache": "none"}]
+    root = edited(xml, disks=disks)
+    disk = root.find("devices/disk")
+    assert disk.get("type") == "file" and disk.find("source").get("file") == "/dev/vg0/data"
+    assert xml_to_spec(etree.tostring(root, encoding="unicode")).disks[0].cache == "none"
+    defines(driver, root)
+
+
+@pytest.mark.fast
 def test_memory_of_a_numa_vm_is_refused_with_a_hint():
     xml = domain(cpu="<cpu><numa><cell id='0' cpus='0-1' memory='524288' unit='KiB'/></numa></cpu>")
     with pytest.raises(InvalidInput, match="sum of its 1 NUMA cell"):

@@ -53,7 +53,8 @@ def write(root: etree._Element, spec: Any) -> None:
 def _write_serial(devices: etree._Element, spec: Any) -> None:
     serial = devices.find("serial")
     if not spec.serial:
-        remove(serial)
+        for el in devices.findall("serial"):
+            remove(el)
         for con in devices.findall("console"):
             if _is_serial_console(con):
                 remove(con)

@@ -130,8 +130,9 @@ def _fill(el: etree._Element, disk: DiskSpec, old: DiskSpec | None) -> None:
     if disk.is_new:
         raise InvalidInput(f"disk {disk.target} has no file yet (size={disk.size})",
                            hint="create the volume first (vm create does) and give its path")
-    dtype = "volume" if disk.volume else ("block" if disk.is_block else "file")
-    el.set("type", dtype)
+    same_source = old is not None and (old.path, old.pool, old.volume) == (disk.path, disk.pool, disk.volume)
+    if not same_source:  # a file under /dev stays a file disk while its source stays
+        el.set("type", "volume" if disk.volume else ("block" if disk.is_block else "file"))
     el.set("device", disk.device)
     driver = el.find("driver")
     if driver is None:
@@ -144,7 +145,6 @@ def _fill(el: etree._Element, disk: DiskSpec, old: DiskSpec | None) -> None:
             driver.set(attr, getattr(disk, attr))
         else:
             driver.attrib.pop(attr, None)
-    same_source = old is not None and (old.path, old.pool, old.volume) == (disk.path, disk.pool, disk.volume)
     if not same_source:
         remove(el.find("source"))
         source = None

@@ -69,12 +69,17 @@ def write(root: etree._Element, spec: Any) -> None:
         else:
             el.set("port", str(want.port))
             el.set("autoport", "no")
-    if old is None or old.listen != want.listen:
-        _write_listen(el, want.listen)
+    if old is None or old.listen != want.listen or (old.port != want.port and _socket_listen(el)):
+        _write_listen(el, want.listen)  # a TCP port needs an address to listen on
     if want.password:
         el.set("passwd", want.password)
     else:
         el.attrib.pop("passwd", None)
+
+
+def _socket_listen(el: etree._Element) -> bool:
+    first = el.find("listen")
+    return el.get("socket") is not None or (first is not None and first.get("type") in ("socket", "none"))
 
 
 def _write_listen(el: etree._Element, address: str) -> None:
