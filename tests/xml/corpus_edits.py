@@ -232,11 +232,12 @@ def _clone(doc: corpus.Doc, orig: tuple[bool, bool], tally: Tally) -> None:
         tally.broken.append((doc.name, "clone", f"crash {err!r}"))
         return
     for ref in refs:
+        fmt = ref.fmt or "raw"
         if ref.kind == "volume":
-            point_disk(ref, "volume", ref.fmt, pool=ref.pool, volume=f"kvmkit-clone-{ref.target}.{ref.fmt}")
+            point_disk(ref, "volume", fmt, pool=ref.pool, volume=f"kvmkit-clone-{ref.target}.{fmt}")
         else:
             base = os.path.dirname(ref.path or "") if ref.kind == "file" else "/var/lib/libvirt/images"
-            point_disk(ref, "file", ref.fmt, path=f"{base}/kvmkit-clone-{ref.target}.{ref.fmt}")
+            point_disk(ref, "file", fmt, path=f"{base}/kvmkit-clone-{ref.target}.{fmt}")
     out = etree.tostring(root, encoding="unicode")
     problem = _check(*orig, out) or _shared(doc.xml, root)
     if problem:
