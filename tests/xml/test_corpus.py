@@ -47,3 +47,30 @@ def test_edits_keep_valid_documents_valid(results, family):
     tally = results.families[family]
     assert tally.edits > 0
     assert tally.broken == [], "\n".join(f"{e} {d}: {why}" for d, e, why in tally.broken[:20])
+
+
+@pytest.mark.fast
+def test_extraction_takes_only_domain_xml_files(tmp_path):
+    """Only regular *.xml files of the listed directories come out of the tarball: no links, no other paths."""
+    import io
+    import tarfile
+
+    from tests.xml import corpus
+
+    tarball = tmp_path / "t.tar.xz"
+    with tarfile.open(tarball, "w:xz") as tar:
+        def add(name: str, data: bytes = b"<domain/>", kind: bytes = tarfile.REGTYPE) -> None:
+            info = tarfile.TarInfo(name)
+            info.type, info.size = kind, len(data) if kind == tarfile.REGTYPE else 0
+            if kind == tarfile.SYMTYPE:
+                info.linkname = "/etc/passwd"
+            tar.addfile(info, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
+        add(f"{corpus.TOP}tests/qemuxml2argvdata/a.xml")
+        add(f"{corpus.TOP}tests/qemuxml2argvdata/a.args", b"-x")
+        add(f"{corpus.TOP}tests/qemuxml2argvdata/link.xml", kind=tarfile.SYMTYPE)
+        add(f"{corpus.TOP}tests/qemuxml2argvdata/../../../evil.xml")
+        add(f"{corpus.TOP}src/conf/domain_conf.xml")
+    done = tmp_path / "out"
+    corpus._extract(tarball, done)
+    assert sorted(str(p.relative_to(done)) for p in done.rglob("*")) == [
+        ".complete", "qemuxml2argvdata", "qemuxml2argvdata/a.xml"]
