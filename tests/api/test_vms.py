@@ -123,3 +123,14 @@ def test_server_killed_during_create_leaves_no_orphan_and_a_failed_task(slow_ser
         assert name not in {d.name() for d in conn.listAllDomains()}
     finally:
         restarted.stop()
+
+
+def test_get_vm_describes_valid_domains_a_spec_cannot_hold(admin: httpx.Client, conn, prefix: str):
+    from tests.service.vms.test_vm_query import ODD_DOMAINS, odd_domain
+
+    for case in sorted(ODD_DOMAINS):
+        conn.defineXML(odd_domain(f"{prefix}{case}", case))
+        r = admin.get(f"/api/v1/vms/{prefix}{case}")
+        assert r.status_code == 200, r.text
+        assert r.json()["name"] == f"{prefix}{case}"
+    assert admin.get(f"/api/v1/vms/{prefix}dies").json()["topology"]["dies"] == 2

@@ -1,4 +1,8 @@
-"""Character devices: the serial console (pty, with a log file) and the guest-agent channel."""
+"""Character devices: the serial console (pty, with a log file) and the guest-agent channel.
+
+libvirt makes the first <console> an alias of the first <serial> when its target type is serial, and
+refuses a serial console anywhere else: one added here goes before other consoles (virtio, sclp).
+"""
 
 from __future__ import annotations
 
@@ -49,19 +53,23 @@ def write(root: etree._Element, spec: Any) -> None:
 def _write_serial(devices: etree._Element, spec: Any) -> None:
     serial = devices.find("serial")
     if not spec.serial:
-        remove(serial)
+        for el in devices.findall("serial"):
+            remove(el)
         for con in devices.findall("console"):
-            target = con.find("target")
-            if target is None or target.get("type", "serial") == "serial":
+            if _is_serial_console(con):
                 remove(con)
         return
     if serial is None:
         serial = insert_ordered(devices, etree.Element("serial", type="pty"))
         etree.SubElement(serial, "target", port="0")
-    if not any((c.find("target") is None or c.find("target").get("type", "serial") == "serial")
-               for c in devices.findall("console")):
-        con = insert_ordered(devices, etree.Element("console", type="pty"))
+    consoles = devices.findall("console")
+    if not any(_is_serial_console(c) for c in consoles):
+        con = etree.Element("console", type="pty")
         etree.SubElement(con, "target", type="serial", port="0")
+        if consoles:
+            consoles[0].addprevious(con)
+        else:
+            insert_ordered(devices, con)
     log = serial.find("log")
     if spec.serial_log is None:
         remove(log)
@@ -75,3 +83,8 @@ def _write_serial(devices: etree._Element, spec: Any) -> None:
             serial.append(log)
     log.set("file", spec.serial_log)
     log.set("append", log.get("append", "on"))
+
+
+def _is_serial_console(con: etree._Element) -> bool:
+    target = con.find("target")
+    return target is None or target.get("type", "serial") == "serial"

@@ -1,4 +1,10 @@
-"""vCPUs and CPU model: <vcpu>, <cpu> (mode, model, topology), <cputune> pins, <numatune>."""
+"""vCPUs and CPU model: <vcpu>, <cpu> (mode, model, topology), <cputune> pins, <numatune>.
+
+A topology the spec cannot say (dies > 1, or one that does not multiply out to the vCPU count) reads as
+none and is left as it is, unless the vCPU count changes (then it no longer fits and is dropped). The
+mode and model are written apart from the topology, and <cpu> keeps what kvmkit does not model
+(NUMA cells, features, cache); leaving a custom model drops the children only a model may have.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +29,9 @@ def read(root: etree._Element) -> dict[str, Any]:
     topo = cpu.find("topology") if cpu is not None else None
     for key in ("sockets", "cores", "threads"):
         out[key] = int(topo.get(key)) if topo is not None and topo.get(key) else None
+    if topo is not None and (int(topo.get("dies") or 1) != 1 or None in (out["sockets"], out["cores"], out["threads"])
+                             or out["sockets"] * out["cores"] * out["threads"] != maximum):
+        out["sockets"] = out["cores"] = out["threads"] = None
     model = cpu.find("model") if cpu is not None else None
     mode = cpu.get("mode") if cpu is not None else None
     out["cpu_model"] = model.text if model is not None and model.text else None
@@ -59,8 +68,15 @@ def write(root: etree._Element, spec: Any) -> None:
             vcpu.attrib.pop("cpuset", None)
         if vcpu.get("placement") is None:
             vcpu.set("placement", "static")
-    if any(old[k] != getattr(spec, k) for k in ("sockets", "cores", "threads", "cpu_mode", "cpu_model")):
-        _write_cpu(root, spec)
+    if (old["cpu_mode"], old["cpu_model"]) != (spec.cpu_mode, spec.cpu_model):
+        _write_mode(root, spec)
+    if (old["sockets"], old["cores"], old["threads"]) != (spec.sockets, spec.cores, spec.threads) or (
+            spec.sockets is None and old["max_vcpus"] != spec.max_vcpus):
+        _write_topology(root, spec)
+    cpu = root.find("cpu")
+    if cpu is not None and len(cpu) == 0 and not set(cpu.attrib) - {"mode", "match", "check"} and \
+            cpu.get("mode", "custom") == "custom":
+        remove(cpu)  # nothing left that says anything
     if (old["vcpupin"], old["emulatorpin"]) != (spec.vcpupin, spec.emulatorpin):
         _write_pins(root, spec)
     numa = spec.numatune.model_dump() if spec.numatune else None
@@ -71,43 +87,53 @@ def write(root: etree._Element, spec: Any) -> None:
             ensure(ensure(root, "numatune"), "memory", mode=numa["mode"], nodeset=numa["nodeset"])
 
 
-def _write_cpu(root: etree._Element, spec: Any) -> None:
+# children of <cpu> only a custom (named) model may have; those only host-passthrough and maximum may have
+MODEL_ONLY = ("model", "vendor")
+PASSTHROUGH_ONLY = ("cache[@mode='passthrough']", "maxphysaddr[@mode='passthrough']")
+
+
+def _write_mode(root: etree._Element, spec: Any) -> None:
     cpu = root.find("cpu")
-    if spec.cpu_mode is None and spec.sockets is None:
-        if cpu is not None and cpu.get("mode") in (None, "custom", "host-passthrough", "host-model", "maximum"):
-            remove(cpu)
+    if spec.cpu_mode is None:
+        if cpu is not None:
+            for attr in ("mode", "match", "migratable"):
+                cpu.attrib.pop(attr, None)
+            for path in (*MODEL_ONLY, *PASSTHROUGH_ONLY):
+                remove(cpu.find(path))
         return
     cpu = ensure(root, "cpu")
-    model = cpu.find("model")
-    if spec.cpu_mode:
-        cpu.set("mode", spec.cpu_mode)
-        if spec.cpu_mode not in ("host-passthrough", "maximum"):
-            cpu.attrib.pop("migratable", None)  # libvirt allows it only for those two modes
-        if spec.cpu_mode == "custom":
-            cpu.set("match", cpu.get("match", "exact"))
-            if model is None:
-                model = etree.Element("model", fallback="allow")
-                cpu.insert(0, model)
-            model.text = spec.cpu_model
-        elif model is not None:
-            remove(model)
-            cpu.attrib.pop("match", None)
+    cpu.set("mode", spec.cpu_mode)
+    if spec.cpu_mode not in ("host-passthrough", "maximum"):
+        cpu.attrib.pop("migratable", None)  # libvirt allows it only for those two modes
+        for path in PASSTHROUGH_ONLY:
+            remove(cpu.find(path))
+    if spec.cpu_mode == "custom":
+        cpu.set("match", cpu.get("match", "exact"))
+        model = cpu.find("model")
+        if model is None:
+            model = etree.Element("model", fallback="allow")
+            cpu.insert(0, model)
+        model.text = spec.cpu_model
     else:
-        for attr in ("mode", "match", "check", "migratable"):
-            cpu.attrib.pop(attr, None)
-        remove(model)
-    topo = cpu.find("topology")
+        for tag in MODEL_ONLY:
+            remove(cpu.find(tag))
+        cpu.attrib.pop("match", None)
+
+
+def _write_topology(root: etree._Element, spec: Any) -> None:
+    cpu = root.find("cpu")
+    topo = cpu.find("topology") if cpu is not None else None
     if spec.sockets is None:
         remove(topo)
         return
+    cpu = ensure(root, "cpu")
     if topo is None:
-        topo = etree.SubElement(cpu, "topology")
-        cpu.remove(topo)
-        feature = cpu.find("feature")  # schema: topology comes before features
-        if feature is not None:
-            feature.addprevious(topo)
+        topo = etree.Element("topology")
+        after = [c for c in cpu if c.tag in MODEL_ONLY]  # schema: model, vendor, topology, then the rest
+        if after:
+            after[-1].addnext(topo)
         else:
-            cpu.append(topo)
+            cpu.insert(0, topo)
     topo.set("sockets", str(spec.sockets))
     if topo.get("dies") is not None:
         topo.set("dies", "1")

@@ -12,6 +12,7 @@ from lxml import etree
 
 from kvmkit.errors import InvalidInput
 from kvmkit.spec.vm_devices import DiskSpec
+from kvmkit.xml import drives
 from kvmkit.xml.util import ensure, insert_ordered, remove
 
 FIELDS = ("disks",)
@@ -55,9 +56,11 @@ def managed(devices: etree._Element | None) -> list[tuple[etree._Element, DiskSp
     if devices is None:
         return []
     out = []
+    seen: set[str | None] = set()
     for el in devices.findall("disk"):
         spec = _parse_disk(el)
-        if spec is not None:
+        if spec is not None and spec.target not in seen:  # a second disk on one target is left alone
+            seen.add(spec.target)
             out.append((el, spec))
     return out
 
@@ -100,23 +103,36 @@ def write(root: etree._Element, spec: Any) -> None:
         disk = disk.model_copy(update={"target": target})
         el = by_target.get(target)
         if el is None:
-            el = insert_ordered(devices, etree.Element("disk"))
+            el = etree.Element("disk")
             _fill(el, disk, None)
+            _place(devices, el)
+            insert_ordered(devices, el)
         else:
             old = _parse_disk(el)
             if old != disk:
                 _fill(el, disk, old)
-    has_controller = any(c.get("model") == "virtio-scsi" for c in devices.findall("controller[@type='scsi']"))
-    if any(d.bus == "virtio-scsi" for d in spec.disks) and not has_controller:
+                if old is not None and old.bus != disk.bus:
+                    _place(devices, el)
+    # a SCSI disk needs a SCSI controller: add a virtio-scsi one when there is none at all (another model
+    # at index 0, e.g. lsilogic, serves as well; a second controller at index 0 would be refused)
+    if any(d.bus == "virtio-scsi" for d in spec.disks) and devices.find("controller[@type='scsi']") is None:
         insert_ordered(devices, etree.Element("controller", type="scsi", index="0", model="virtio-scsi"))
+
+
+def _place(devices: etree._Element, el: etree._Element) -> None:
+    """Give a disk new on its bus a free drive address (none needed on virtio: libvirt picks a PCI slot)."""
+    address = drives.free_address(devices, el.find("target").get("bus"), exclude=el)
+    if address is not None:
+        el.append(address)
 
 
 def _fill(el: etree._Element, disk: DiskSpec, old: DiskSpec | None) -> None:
     if disk.is_new:
         raise InvalidInput(f"disk {disk.target} has no file yet (size={disk.size})",
                            hint="create the volume first (vm create does) and give its path")
-    dtype = "volume" if disk.volume else ("block" if disk.is_block else "file")
-    el.set("type", dtype)
+    same_source = old is not None and (old.path, old.pool, old.volume) == (disk.path, disk.pool, disk.volume)
+    if not same_source:  # a file under /dev stays a file disk while its source stays
+        el.set("type", "volume" if disk.volume else ("block" if disk.is_block else "file"))
     el.set("device", disk.device)
     driver = el.find("driver")
     if driver is None:
@@ -129,7 +145,6 @@ def _fill(el: etree._Element, disk: DiskSpec, old: DiskSpec | None) -> None:
             driver.set(attr, getattr(disk, attr))
         else:
             driver.attrib.pop(attr, None)
-    same_source = old is not None and (old.path, old.pool, old.volume) == (disk.path, disk.pool, disk.volume)
     if not same_source:
         remove(el.find("source"))
         source = None

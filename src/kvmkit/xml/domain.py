@@ -11,10 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 from lxml import etree
+from pydantic import ValidationError
 
 from kvmkit.errors import InvalidInput
 from kvmkit.spec.common import NAME_RE
-from kvmkit.spec.vm import VMSpec, parse_spec
+from kvmkit.spec.vm import VMSpec
 from kvmkit.xml import chardevs, cpu, disks, general, graphics, memory, metadata, misc_devices, nics, osboot
 from kvmkit.xml.util import ensure, parse, to_string
 
@@ -31,17 +32,37 @@ def read_fields(root: etree._Element) -> dict[str, Any]:
 
 
 def xml_to_spec(xml: str) -> VMSpec:
-    """The VMSpec describing a domain's XML (parts kvmkit does not model are ignored)."""
+    """The VMSpec describing a domain's XML (parts kvmkit does not model are ignored).
+
+    Never refuses a domain libvirt holds: a value a spec cannot hold is left out (read as unset)."""
     root = parse(xml)
     if root.tag != "domain":
         raise InvalidInput(f"expected <domain> XML, got <{root.tag}>")
-    data = read_fields(root)
-    data = {k: v for k, v in data.items() if v is not None}
+    return _read_spec(root)
+
+
+def _read_spec(root: etree._Element) -> VMSpec:
+    data = {k: v for k, v in read_fields(root).items() if v is not None}
     name = data.get("name")
     if name is not None and not NAME_RE.match(name):
         # libvirt accepts names kvmkit would not create (spaces ...): describe the domain anyway
-        return parse_spec({**data, "name": "unnamed"}).model_copy(update={"name": name})
-    return parse_spec(data)
+        return _lenient({**data, "name": "unnamed"}).model_copy(update={"name": name})
+    return _lenient(data)
+
+
+def _lenient(data: dict[str, Any]) -> VMSpec:
+    """A spec from what was read: fields the spec refuses are dropped (their defaults stand instead)."""
+    for _ in range(len(data)):
+        try:
+            return VMSpec.model_validate(data)
+        except ValidationError as exc:
+            bad = {e["loc"][0] for e in exc.errors() if e.get("loc") and e["loc"][0] in data} - {"name"}
+            if not bad:
+                break  # a cross-field rule: keep what was read without checking it
+            data = {k: v for k, v in data.items() if k not in bad}
+    defaults = {name: field.get_default(call_default_factory=True) for name, field in VMSpec.model_fields.items()
+                if not field.is_required()}
+    return VMSpec.model_construct(**{**defaults, **data})
 
 
 def spec_to_xml(spec: VMSpec) -> str:
@@ -58,11 +79,12 @@ def spec_to_xml(spec: VMSpec) -> str:
 
 
 def apply_spec(xml: str, spec: VMSpec) -> str:
-    """``xml`` with the families that differ from ``spec`` rewritten; everything else untouched."""
+    """``xml`` with the families where ``spec`` differs from what ``xml_to_spec`` reads rewritten;
+    everything else untouched."""
     root = parse(xml)
-    current = read_fields(root)
+    current = _read_spec(root)
     for family in FAMILIES:
-        if any(_norm(current.get(f)) != _norm(getattr(spec, f)) for f in family.FIELDS):
+        if any(_norm(getattr(current, f)) != _norm(getattr(spec, f)) for f in family.FIELDS):
             family.write(root, spec)
     return to_string(root)
 

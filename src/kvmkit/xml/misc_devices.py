@@ -1,5 +1,10 @@
 """Small devices: the memory balloon, the virtio RNG (fed from the host's /dev/urandom) and whether the VM
-has a USB controller (``usb: false`` is libvirt's ``<controller type='usb' model='none'/>``)."""
+has a USB controller (``usb: false`` is libvirt's ``<controller type='usb' model='none'/>``).
+
+Turning USB off also removes the devices that only live on a USB bus (libvirt refuses them without one):
+USB input devices, host USB devices, USB redirection, hubs, smartcards (a CCID device) and anything
+addressed on USB. A disk on the USB bus is refused instead: it holds data, so the caller moves or
+detaches it first."""
 
 from __future__ import annotations
 
@@ -7,9 +12,13 @@ from typing import Any
 
 from lxml import etree
 
+from kvmkit.errors import InvalidInput
 from kvmkit.xml.util import ensure, insert_ordered, remove
 
 FIELDS = ("balloon", "rng", "usb")
+USB_ONLY = ("input[@bus='usb']", "hostdev[@type='usb']", "redirdev[@bus='usb']", "redirfilter", "hub[@type='usb']",
+            "smartcard", "sound[@model='usb']", "controller[@type='ccid']", "serial[target/@type='usb-serial']",
+            "*[address/@type='usb']")
 
 
 def read(root: etree._Element) -> dict[str, Any]:
@@ -42,7 +51,19 @@ def write(root: etree._Element, spec: Any) -> None:
             for rng in devices.findall("rng"):
                 remove(rng)
     if old["usb"] != spec.usb:
+        if not spec.usb:
+            _remove_usb_devices(devices)
         for ctl in devices.findall("controller[@type='usb']"):
             remove(ctl)
         if not spec.usb:
             insert_ordered(devices, etree.Element("controller", type="usb", model="none"))
+
+
+def _remove_usb_devices(devices: etree._Element) -> None:
+    on_usb = [t.get("dev") for t in devices.iterfind("disk/target[@bus='usb']")]
+    if on_usb:
+        raise InvalidInput(f"disk {on_usb[0]} is on the USB bus, so USB cannot be turned off",
+                           hint="move the disk to another bus (virtio, sata) or detach it first")
+    for path in USB_ONLY:
+        for el in devices.xpath(path):
+            remove(el)

@@ -1,6 +1,9 @@
 """<interface> devices: libvirt networks, host bridges and macvtap (type='direct').
 
-Interfaces are matched by MAC address (else by position); other interface types are left alone.
+Interfaces are matched by MAC address (else by position); other interface types are left alone, and so
+is the transient half of a failover pair (<teaming type='transient'>: it shares its partner's MAC).
+A model change keeps the interface's <address> (all three models are PCI devices) unless a non-virtio
+model cannot sit there (ccw, virtio-mmio), and drops <driver>, whose settings are all virtio-net's.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ _SOURCE_ATTR = {"network": "network", "bridge": "bridge", "direct": "dev"}
 
 def _parse(el: etree._Element) -> NicSpec | None:
     kind = el.get("type")
-    if kind not in _SOURCE_ATTR:
+    if kind not in _SOURCE_ATTR or el.find("teaming[@type='transient']") is not None:
         return None
     source = el.find("source")
     mac = el.find("mac")
@@ -41,7 +44,16 @@ def _parse(el: etree._Element) -> NicSpec | None:
 def managed(devices: etree._Element | None) -> list[tuple[etree._Element, NicSpec]]:
     if devices is None:
         return []
-    return [(el, spec) for el in devices.findall("interface") if (spec := _parse(el)) is not None]
+    out: list[tuple[etree._Element, NicSpec]] = []
+    macs: set[str] = set()
+    for el in devices.findall("interface"):
+        spec = _parse(el)
+        if spec is None or (spec.mac is not None and spec.mac in macs):  # a MAC seen before: left alone
+            continue
+        if spec.mac:
+            macs.add(spec.mac)
+        out.append((el, spec))
+    return out
 
 
 def read(root: etree._Element) -> dict[str, Any]:
@@ -103,6 +115,9 @@ def _fill(el: etree._Element, nic: NicSpec, old: NicSpec | None) -> None:
         model = el.find("model")
         if model is None:
             model = etree.SubElement(el, "model")
-        if old is not None:
-            remove(el.find("address"))  # a different model may sit on a different bus
+        if nic.model != "virtio":
+            remove(el.find("driver"))
+            address = el.find("address")
+            if address is not None and address.get("type", "pci") != "pci":
+                remove(address)
         model.set("type", nic.model)

@@ -1,5 +1,10 @@
 """<os>: machine type, firmware (BIOS or UEFI via firmware='efi'), boot order, direct kernel boot.
 
+Switching firmware drops what belonged to the old one (a manual <loader>, <nvram>), since libvirt's
+firmware autoselection refuses a loader type beside firmware='efi'. A boot order set here replaces
+per-device <boot order='N'/> (libvirt refuses both kinds together). An <initrd> or <cmdline> without
+a <kernel> (libvirt ignores them) reads as none.
+
 <kernel> and <initrd> take no per-file <seclabel> (libvirt 9.0): libvirt's DAC driver always gives them
 to the QEMU user and counts them in its remember-owner records, like a read-write disk. Only a
 domain-wide static label with relabel='no' would stop that, and it stops the relabelling of every disk
@@ -23,19 +28,20 @@ def read(root: etree._Element) -> dict[str, Any]:
     typ = os_el.find("type")
     loader = os_el.find("loader")
     uefi = os_el.get("firmware") == "efi" or (loader is not None and loader.get("type") == "pflash")
-
-    def text(tag: str) -> str | None:
-        el = os_el.find(tag)
-        return el.text if el is not None and el.text else None
-
+    kernel = _text(os_el, "kernel")
     return {
         "machine": typ.get("machine") if typ is not None else None,
         "firmware": "uefi" if uefi else "bios",
         "boot": [b.get("dev") for b in os_el.findall("boot") if b.get("dev") in ("hd", "cdrom", "network", "fd")],
-        "kernel": text("kernel"),
-        "initrd": text("initrd"),
-        "cmdline": text("cmdline"),
+        "kernel": kernel,
+        "initrd": _text(os_el, "initrd") if kernel else None,
+        "cmdline": _text(os_el, "cmdline") if kernel else None,
     }
+
+
+def _text(os_el: etree._Element, tag: str) -> str | None:
+    el = os_el.find(tag)
+    return el.text if el is not None and el.text else None
 
 
 def write(root: etree._Element, spec: Any) -> None:
@@ -56,14 +62,39 @@ def write(root: etree._Element, spec: Any) -> None:
             os_el.set("firmware", "efi")
         else:
             os_el.attrib.pop("firmware", None)
-            remove(os_el.find("loader"))
-            remove(os_el.find("nvram"))
-            remove(os_el.find("firmware"))
+        for tag in ("loader", "nvram", "firmware"):
+            remove(os_el.find(tag))
     if old["boot"] != spec.boot:
         for b in os_el.findall("boot"):
             remove(b)
+        if spec.boot:
+            for b in root.findall("devices/*/boot"):
+                remove(b)
         for dev in spec.boot:
             new_child(os_el, "boot", dev=dev)
-    for tag in ("kernel", "initrd", "cmdline"):
-        if old[tag] != getattr(spec, tag):
+    for tag in ("kernel", "initrd", "cmdline"):  # with a kernel, an orphan initrd/cmdline counts again
+        have = _text(os_el, tag) if spec.kernel else old[tag]
+        if have != getattr(spec, tag):
             set_text_child(os_el, tag, getattr(spec, tag))
+
+
+def nvram_path(root: etree._Element) -> str | None:
+    """The NVRAM (UEFI variables) file: ``<nvram>PATH</nvram>`` or ``<nvram type='file'><source file=/>``."""
+    nvram = root.find("os/nvram")
+    if nvram is None:
+        return None
+    if nvram.get("type") in (None, "file"):
+        source = nvram.find("source")
+        path = source.get("file") if source is not None else (nvram.text or "").strip()
+        return path or None
+    return None
+
+
+def set_nvram_path(root: etree._Element, path: str) -> None:
+    """Point the existing <nvram> at ``path``, in the form it already has."""
+    nvram = root.find("os/nvram")
+    source = nvram.find("source") if nvram is not None else None
+    if source is not None:
+        source.set("file", path)
+    elif nvram is not None:
+        nvram.text = path

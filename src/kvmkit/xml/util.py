@@ -96,11 +96,15 @@ def set_text_child(parent: etree._Element, tag: str, value: str | None) -> None:
 def size_to_mib(el: etree._Element | None) -> int | None:
     if el is None or el.text is None:
         return None
-    unit = (el.get("unit") or "KiB").lower()
-    factor = _UNIT_BYTES.get(unit)
+    return amount_to_mib(el.text, el.get("unit"), el.tag)
+
+
+def amount_to_mib(value: str, unit: str | None, where: str = "size") -> int:
+    """``value`` in ``unit`` (libvirt's default KiB) as MiB, rounded down."""
+    factor = _UNIT_BYTES.get((unit or "KiB").lower())
     if factor is None:
-        raise InvalidInput(f"unknown memory unit {el.get('unit')!r} in <{el.tag}>")
-    return int(el.text.strip()) * factor // 1024**2
+        raise InvalidInput(f"unknown memory unit {unit!r} in <{where}>")
+    return int(value.strip()) * factor // 1024**2
 
 
 def set_mib(el: etree._Element, mib: int) -> None:

@@ -134,3 +134,44 @@ def test_damaged_or_forged_manifests_are_refused(test_conn, tmp_path):
         manifest.write_text(body)
         with pytest.raises(InvalidInput, match=msg):
             restore_vm(test_conn, tmp_path)
+
+
+@pytest.mark.guest
+def test_backup_keeps_the_vnc_password_in_a_private_file_and_restore_brings_it_back(conn, micro_guest, workdir,
+                                                                                      prefix):
+    guest = micro_guest("pw", start=False, disks=[{"path": make_disk(workdir, f"{prefix}pw"), "format": "qcow2"}])
+    root = etree.fromstring(guest.dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE).encode())
+    etree.SubElement(root.find("devices"), "graphics", type="vnc", port="-1", autoport="yes", listen="127.0.0.1",
+                     passwd="kvmkitpw")
+    conn.defineXML(etree.tostring(root, encoding="unicode"))
+    dest = workdir / "backup"
+    manifest = backup_vm(conn, guest.name, dest)
+    assert (dest / "domain.xml").stat().st_mode & 0o777 == 0o600
+    assert manifest["domain_xml_secrets"] is True and manifest["private_files"] == ["domain.xml"]
+    assert etree.fromstring((dest / "domain.xml").read_bytes()).find("devices/graphics").get("passwd") == \
+        "kvmkitpw"
+    res = restore_vm(conn, dest, name=f"{prefix}pw2")
+    secure = conn.lookupByName(res["name"]).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)
+    assert etree.fromstring(secure.encode()).find("devices/graphics").get("passwd") == "kvmkitpw"
+
+
+@pytest.mark.guest
+def test_uefi_nvram_in_source_form_is_backed_up_and_restored_under_a_new_name(conn, micro_guest, workdir, prefix):
+    guest = micro_guest("nvs", start=False, disks=[{"path": make_disk(workdir, f"{prefix}nvs"), "format": "qcow2"}])
+    nvram = workdir / f"{guest.name}_VARS.fd"
+    root = etree.fromstring(guest.dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE).encode())
+    loader = etree.Element("loader", readonly="yes", type="pflash")
+    loader.text = "/usr/share/OVMF/OVMF_CODE_4M.fd"
+    nv = etree.Element("nvram", type="file", template="/usr/share/OVMF/OVMF_VARS_4M.fd")
+    etree.SubElement(nv, "source", file=str(nvram))
+    root.find("os/type").addnext(loader)
+    loader.addnext(nv)
+    conn.defineXML(etree.tostring(root, encoding="unicode"))
+    nvram.write_bytes(b"kvmkit-nvram-" + bytes(range(256)) * 16)
+    dest = workdir / "backup"
+    manifest = backup_vm(conn, guest.name, dest)
+    assert manifest["nvram"] == "nvram.fd" and (dest / "nvram.fd").read_bytes() == nvram.read_bytes()
+    res = restore_vm(conn, dest, name=f"{prefix}nvs2")
+    root = etree.fromstring(conn.lookupByName(res["name"]).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE).encode())
+    restored = Path(root.find("os/nvram/source").get("file"))
+    assert restored == workdir / f"{prefix}nvs2_VARS.fd" and restored.read_bytes() == nvram.read_bytes()

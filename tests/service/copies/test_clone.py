@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import libvirt
@@ -13,6 +15,7 @@ from kvmkit.errors import Conflict, InvalidState, OperationFailed
 from kvmkit.service.copies import snapshots as snaps
 from kvmkit.service.copies.clone import clone_vm
 from tests.service.copies.test_snapshots import make_disk
+from tests.service.storage_fixtures import *  # noqa: F403 - loop_device
 from tests.support.serial import SerialLog
 
 BOOT_TIMEOUT = 60
@@ -109,21 +112,85 @@ def test_rename_identity_gives_the_new_vm_its_own_paths():
     from kvmkit.service.copies.clone import rename_identity
 
     root = etree.fromstring(
-        "<domain><name>a</name><uuid>4dea22b3-1d52-d8f3-2516-782e98ab3fa0</uuid><os><type>hvm</type>"
+        "<domain><name>a</name><uuid>4dea22b3-1d52-d8f3-2516-782e98ab3fa0</uuid><genid>43dc0cf8-809b-4adb-9bea-"
+        "a9abb5f3d90d</genid><sysinfo type='smbios'><system><entry name='uuid'>4dea22b3-1d52-d8f3-2516-782e98ab3fa0"
+        "</entry></system></sysinfo><os><type>hvm</type>"
         "<nvram>/var/lib/libvirt/qemu/nvram/a_VARS.fd</nvram></os><devices>"
         "<serial type='pty'><log file='/var/log/kvmkit/a.serial.log'/></serial>"
         "<console type='pty'><log file='/var/log/kvmkit/other.log'/></console>"
-        "<channel type='unix'><source mode='bind' path='/run/a.agent'/><target type='virtio' "
-        "name='org.qemu.guest_agent.0'/></channel>"
-        "<graphics type='vnc' port='5901' autoport='no'/></devices></domain>")
+        "<channel type='unix'><source mode='bind' path='/var/lib/libvirt/qemu/channel/target/domain-3-a/"
+        "org.qemu.guest_agent.0'/><target type='virtio' name='org.qemu.guest_agent.0'/></channel>"
+        "<channel type='unix'><source mode='bind' path='/run/kvmkit/fwd.sock'/><target type='guestfwd' "
+        "address='10.0.2.1' port='4600'/></channel>"
+        "<channel type='unix'><source mode='connect' path='/run/svc/shared.sock'/><target type='guestfwd' "
+        "address='10.0.2.1' port='4601'/></channel>"
+        "<graphics type='vnc' port='5901' autoport='no' socket='/run/vnc/a.sock'/>"
+        "<vsock model='virtio'><cid auto='no' address='7'/></vsock></devices></domain>")
     out = rename_identity(root, "a", "web-2")
-    assert root.findtext("name") == "web-2" and root.find("uuid") is None
+    assert root.findtext("name") == "web-2"
+    assert out["uuid"] == root.findtext("uuid") != "4dea22b3-1d52-d8f3-2516-782e98ab3fa0"
+    assert root.findtext("sysinfo/system/entry") == out["uuid"]  # libvirt refuses a mismatch
+    assert root.find("genid").text is None  # empty: libvirt makes a new generation ID
     assert out["serial_logs"] == ["/var/log/kvmkit/web-2.serial.log", "/var/log/kvmkit/web-2.serial.log"]
     assert out["nvram"] == ("/var/lib/libvirt/qemu/nvram/a_VARS.fd", "/var/lib/libvirt/qemu/nvram/web-2_VARS.fd")
     assert root.findtext("os/nvram") == "/var/lib/libvirt/qemu/nvram/web-2_VARS.fd"
-    assert root.find("devices/channel/source").get("path") is None
+    agent, fwd, shared = root.iterfind("devices/channel/source")
+    assert agent.get("path") is None  # libvirt's own socket path: it makes one for the clone
+    assert fwd.get("path") == "/run/kvmkit/web-2-fwd.sock"  # the VM listens there: one of its own
+    assert shared.get("path") == "/run/svc/shared.sock"  # a host service both VMs connect to
     gfx = root.find("devices/graphics")
-    assert gfx.get("autoport") == "yes" and gfx.get("port") is None
+    assert gfx.get("autoport") == "yes" and gfx.get("port") is None and gfx.get("socket") == "/run/vnc/web-2.sock"
+    assert root.find("devices/vsock/cid").attrib == {"auto": "yes"}
+
+
+@pytest.mark.fast
+def test_rename_identity_handles_nvram_with_a_source_element():
+    from kvmkit.service.copies.clone import rename_identity
+
+    root = etree.fromstring("<domain><name>a</name><os firmware='efi'><type>hvm</type><nvram type='file' "
+                            "template='/usr/share/OVMF/OVMF_VARS_4M.fd'><source file='/srv/nv/a_VARS.fd'/></nvram>"
+                            "</os></domain>")
+    out = rename_identity(root, "a", "b")
+    assert out["nvram"] == ("/srv/nv/a_VARS.fd", "/srv/nv/b_VARS.fd")
+    assert root.find("os/nvram/source").get("file") == "/srv/nv/b_VARS.fd" and root.find("os/nvram").text is None
+    network = etree.fromstring("<domain><name>a</name><os><nvram type='network'><source protocol='iscsi' "
+                               "name='iqn.2013-07.com.example:iscsi-nopool/0'><host name='example.com'/></source>"
+                               "</nvram></os></domain>")
+    with pytest.raises(InvalidState, match="NVRAM"):
+        rename_identity(network, "a", "b")
+
+
+@pytest.mark.fast
+def test_disks_a_clone_copies_and_refuses():
+    from kvmkit.service.copies.clone_xml import disk_refs, point_disk, set_macs
+
+    root = etree.fromstring(
+        "<domain><name>a</name><devices>"
+        "<disk type='file' device='disk'><source file='/v/a.raw'/><target dev='vda' bus='virtio'/></disk>"
+        "<disk type='block' device='disk'><driver name='qemu' type='raw'/><source dev='/dev/vg0/a'/>"
+        "<target dev='vdb' bus='virtio'/></disk>"
+        "<disk type='volume' device='disk'><driver name='qemu'/><source pool='p' volume='a.qcow2'/>"
+        "<target dev='vdc' bus='virtio'/></disk>"
+        "<disk type='file' device='cdrom'><source file='/v/a.iso'/><target dev='sda' bus='sata'/><readonly/></disk>"
+        "<interface type='network'><mac address='52:54:00:00:00:01'/><teaming type='persistent'/></interface>"
+        "<interface type='network'><mac address='52:54:00:00:00:01'/><teaming type='transient' "
+        "persistent='ua-0'/></interface><interface type='network'/></devices></domain>")
+    refs = disk_refs(root, "a")
+    assert [(r.target, r.kind, r.path, r.fmt, r.pool, r.volume) for r in refs] == [
+        ("vda", "file", "/v/a.raw", None, None, None), ("vdb", "block", "/dev/vg0/a", "raw", None, None),
+        ("vdc", "volume", None, None, "p", "a.qcow2")]
+    point_disk(refs[0], "file", "raw", path="/v/b-vda.raw")  # no <driver>: one is added, format explicit
+    assert etree.tostring(refs[0].el.find("driver")) == b'<driver name="qemu" type="raw"/>'
+    point_disk(refs[1], "file", "raw", path="/var/lib/libvirt/images/b-vdb.raw")
+    assert refs[1].el.get("type") == "file" and refs[1].el.find("source").attrib == {
+        "file": "/var/lib/libvirt/images/b-vdb.raw"}
+    fresh = iter(["52:54:00:00:00:0a", "52:54:00:00:00:0b"])
+    assert set_macs(root, lambda: next(fresh)) == ["52:54:00:00:00:0a", "52:54:00:00:00:0b"]
+    assert root.xpath("devices/interface/mac/@address") == ["52:54:00:00:00:0a"] * 2 + ["52:54:00:00:00:0b"]
+    net = etree.fromstring("<domain><devices><disk type='network' device='disk'><source protocol='nbd' name='x'>"
+                           "<host name='h'/></source><target dev='vda' bus='virtio'/></disk></devices></domain>")
+    with pytest.raises(InvalidState, match=r"vda of 'a' is a network disk \(nbd\)"):
+        disk_refs(net, "a")
 
 
 @pytest.mark.guest
@@ -149,3 +216,131 @@ def test_pool_volume_disks_are_cloned_snapshotted_and_backed_up(conn, micro_gues
     assert pool.storageVolLookupByName(f"{prefix}vclone-vda.qcow2").path() == res["disks"][0]["path"]
     manifest = backup_vm(conn, guest.name, workdir / "bk")
     assert manifest["disks"][0]["original_path"] == vol.path()
+
+
+def redefine(conn: libvirt.virConnect, guest, edit) -> libvirt.virDomain:
+    """Define ``guest`` again with ``edit(root)`` applied to its inactive XML."""
+    root = etree.fromstring(guest.dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE).encode())
+    edit(root)
+    return conn.defineXML(etree.tostring(root, encoding="unicode"))
+
+
+def inactive(conn: libvirt.virConnect, name: str) -> etree._Element:
+    return etree.fromstring(conn.lookupByName(name).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE).encode())
+
+
+def marker_raw(workdir: Path, name: str, marker: str) -> Path:
+    """A raw ext4 image with /kvmkit-marker (the micro-guest prints ``KVMKIT-DISK vda <marker>``)."""
+    tree = workdir / f"{name}-tree"
+    tree.mkdir()
+    (tree / "kvmkit-marker").write_text(marker + "\n")
+    raw = workdir / f"{name}.raw"
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-d", str(tree), str(raw), "32M"], check=True)
+    return raw
+
+
+def add_disk(xml: str):
+    return lambda root: root.find("devices").insert(0, etree.fromstring(xml))
+
+
+@pytest.mark.guest
+def test_uefi_clone_gets_its_own_nvram_copy(conn, micro_guest, workdir, prefix):
+    guest = micro_guest("uefi", start=False)
+    nv = workdir / f"{guest.name}_VARS.fd"
+
+    def uefi(root: etree._Element) -> None:  # libvirt's <nvram type='file'><source file=.../> form
+        loader = etree.Element("loader", readonly="yes", type="pflash")
+        loader.text = "/usr/share/OVMF/OVMF_CODE_4M.fd"
+        nvram = etree.Element("nvram", type="file", template="/usr/share/OVMF/OVMF_VARS_4M.fd")
+        etree.SubElement(nvram, "source", file=str(nv))
+        root.find("os/type").addnext(loader)
+        loader.addnext(nvram)
+
+    redefine(conn, guest, uefi)
+    shutil.copyfile("/usr/share/OVMF/OVMF_VARS_4M.fd", nv)
+    res = clone_vm(conn, guest.name, f"{prefix}ucl")
+    own = workdir / f"{prefix}ucl_VARS.fd"
+    assert res["nvram"] == str(own)
+    assert inactive(conn, f"{prefix}ucl").find("os/nvram/source").get("file") == str(own)
+    assert inactive(conn, guest.name).find("os/nvram/source").get("file") == str(nv)
+    assert own.read_bytes() == nv.read_bytes() and own.stat().st_ino != nv.stat().st_ino
+    assert not [a for a in os.listxattr(own) if a.startswith("trusted.")]
+    clone = conn.lookupByName(f"{prefix}ucl")
+    clone.create()  # QEMU opens the clone's own NVRAM file
+    try:
+        live = etree.fromstring(clone.XMLDesc(0).encode())
+        assert live.find("os/nvram/source").get("file") == str(own)
+    finally:
+        clone.destroy()
+
+
+@pytest.mark.guest
+def test_clone_of_a_pool_volume_defined_without_driver_keeps_its_format_and_boots(conn, micro_guest, workdir,
+                                                                                   prefix):
+    from tests.service.copies.test_backup import marker_disk
+    from tests.support.serial import SerialLog
+
+    marker = f"nodrv-{prefix}"
+    pool = conn.storagePoolLookupByName("default")
+    pool_dir = Path(etree.fromstring(pool.XMLDesc(0).encode()).findtext("target/path"))
+    vol = pool_dir / f"{prefix}nodrv.qcow2"
+    shutil.move(marker_disk(workdir, f"{prefix}m", marker), vol)
+    pool.refresh(0)
+    guest = micro_guest("nodrv", start=False)
+    redefine(conn, guest, add_disk(f"<disk type='volume' device='disk'><source pool='default' volume='{vol.name}'/>"
+                                   "<target dev='vda' bus='virtio'/></disk>"))  # no <driver>: qcow2 from the pool
+    res = clone_vm(conn, guest.name, f"{prefix}ncl")
+    assert res["disks"] == [{"target": "vda", "path": str(pool_dir / f"{prefix}ncl-vda.qcow2"), "format": "qcow2",
+                             "backing": None}]
+    disk = inactive(conn, f"{prefix}ncl").find("devices/disk")
+    assert disk.get("type") == "volume" and disk.find("source").attrib == {"pool": "default",
+                                                                          "volume": f"{prefix}ncl-vda.qcow2"}
+    assert disk.find("driver").get("type") == "qcow2"
+    conn.lookupByName(f"{prefix}ncl").create()
+    SerialLog(workdir / f"{prefix}ncl.serial.log").wait_for(f"KVMKIT-DISK vda {marker}", timeout=BOOT_TIMEOUT)
+
+
+@pytest.mark.guest
+def test_clone_of_a_raw_block_device_disk_copies_it_into_the_default_pool_and_boots(conn, micro_guest, workdir,
+                                                                                    prefix, loop_device):
+    from tests.support.serial import SerialLog
+
+    marker = f"blk-{prefix}"
+    dev = loop_device(64)
+    with open(dev, "r+b") as out:
+        out.write(marker_raw(workdir, f"{prefix}b", marker).read_bytes())
+    guest = micro_guest("blk", start=False)
+    redefine(conn, guest, add_disk(f"<disk type='block' device='disk'><driver name='qemu' type='raw'/>"
+                                   f"<source dev='{dev}'/><target dev='vda' bus='virtio'/></disk>"))
+    res = clone_vm(conn, guest.name, f"{prefix}bcl")
+    pool_dir = Path(etree.fromstring(conn.storagePoolLookupByName("default").XMLDesc(0).encode())
+                    .findtext("target/path"))
+    dst = pool_dir / f"{prefix}bcl-vda.raw"
+    assert res["disks"] == [{"target": "vda", "path": str(dst), "format": "raw", "backing": None,
+                             "copied_from": dev}]
+    disk = inactive(conn, f"{prefix}bcl").find("devices/disk")
+    assert (disk.get("type"), disk.find("source").get("file")) == ("file", str(dst))
+    assert inactive(conn, guest.name).find("devices/disk/source").get("dev") == dev  # the source keeps its device
+    conn.lookupByName(f"{prefix}bcl").create()
+    SerialLog(workdir / f"{prefix}bcl.serial.log").wait_for(f"KVMKIT-DISK vda {marker}", timeout=BOOT_TIMEOUT)
+
+
+@pytest.mark.guest
+def test_clone_keeps_guestfwd_sockets_and_refuses_network_disks_leaving_nothing(conn, micro_guest, workdir,
+                                                                                prefix):
+    guest = micro_guest("fwd", start=False)
+    sock = workdir / "fwd.sock"
+    redefine(conn, guest, lambda root: root.find("devices").append(etree.fromstring(
+        f"<channel type='unix'><source mode='bind' path='{sock}'/><target type='guestfwd' address='10.0.2.1' "
+        "port='4600'/></channel>")))
+    clone_vm(conn, guest.name, f"{prefix}fcl")
+    ch = inactive(conn, f"{prefix}fcl").xpath("devices/channel[target/@type='guestfwd']/source")[0]
+    assert ch.get("path") == str(workdir / f"{prefix}fcl-fwd.sock")
+    other = micro_guest("net", start=False)
+    redefine(conn, other, add_disk("<disk type='network' device='disk'><driver name='qemu' type='raw'/>"
+                                   "<source protocol='nbd' name='export'><host name='127.0.0.1' port='10809'/></source>"
+                                   "<target dev='vda' bus='virtio'/></disk>"))
+    before = sorted(os.listdir(workdir))
+    with pytest.raises(InvalidState, match=r"vda of .* is a network disk \(nbd\)"):
+        clone_vm(conn, other.name, f"{prefix}ncl")
+    assert f"{prefix}ncl" not in [d.name() for d in conn.listAllDomains()] and sorted(os.listdir(workdir)) == before

@@ -104,3 +104,34 @@ def test_show_and_list_report_the_guest_ip_from_dhcp(conn, micro_guest):
     assert shown["addresses"][0]["source"] == "lease"
     row = next(r for r in list_vms(conn, ips=True) if r["name"] == guest.name)
     assert row["ip"] == ip
+
+
+# Valid domains a VM spec cannot hold: libvirt takes them, so show must describe them (never fail).
+ODD_DOMAINS = {
+    "dies": ("", "<cpu><topology sockets='1' dies='2' cores='1' threads='1'/></cpu>", ""),
+    "failover": ("", "", "<interface type='network'><mac address='52:54:00:aa:bb:cc'/><source network='default'/>"
+                 "<model type='virtio'/><teaming type='persistent'/><alias name='ua-backup0'/></interface>"
+                 "<interface type='network'><mac address='52:54:00:aa:bb:cc'/><source network='default'/>"
+                 "<model type='virtio'/><teaming type='transient' persistent='ua-backup0'/></interface>"),
+    "initrd": ("<initrd>/boot/initrd.img</initrd>", "", ""),
+}
+
+
+def odd_domain(name: str, case: str) -> str:
+    os_extra, cpu, devices = ODD_DOMAINS[case]
+    return (f"<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory><vcpu>2</vcpu><os>"
+            f"<type arch='x86_64' machine='pc'>hvm</type>{os_extra}</os>{cpu}<devices>{devices}</devices></domain>")
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize("case", sorted(ODD_DOMAINS))
+def test_show_describes_valid_domains_a_spec_cannot_hold(test_conn, case):
+    test_conn.defineXML(odd_domain(f"odd-{case}", case))
+    info = show_vm(test_conn, f"odd-{case}")
+    assert info["name"] == f"odd-{case}" and info["max_vcpus"] == 2
+    if case == "dies":
+        assert info["topology"] == {"sockets": 1, "dies": 2, "cores": 1, "threads": 1}
+    if case == "failover":
+        assert info["macs"] == ["52:54:00:aa:bb:cc"]
+    if case == "initrd":
+        assert info["kernel"] is None and info["initrd"] is None

@@ -5,6 +5,10 @@ moment the backup job begins goes to scratch files while the guest keeps running
 consistent without stopping it. When a qemu-guest-agent answers, guest file systems are frozen for that
 moment (and thawed right after); the micro-guest and other agent-less guests get a crash-consistent copy
 and the manifest says so. A shut-off VM's disks are read directly (backing chains flattened).
+
+The definition is kept with its secrets (VNC/SPICE passwords: VIR_DOMAIN_XML_SECURE), so a restored VM
+has them again; domain.xml is therefore mode 0600 and the manifest says so (``domain_xml_secrets``,
+``private_files``).
 """
 
 from __future__ import annotations
@@ -29,12 +33,20 @@ from kvmkit.hypervisor.errors import libvirt_errors
 from kvmkit.images.plain_copy import copy_file
 from kvmkit.service.copies import snapshots
 from kvmkit.service.copies.clone import Progress, convert, scaled, virtual_size
+from kvmkit.xml.osboot import nvram_path
 
 FORMAT = "kvmkit-backup"
 VERSION = 1
 MANIFEST = "manifest.json"
 DOMAIN_XML = "domain.xml"
 NVRAM = "nvram.fd"
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to a new file only its owner can read (mode 0600 from the start, not chmod after)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
 
 
 def sha256(path: str | Path) -> str:
@@ -76,9 +88,11 @@ def backup_vm(conn: libvirt.virConnect, name: str, dest: str | Path, *,
 def _backup(conn: libvirt.virConnect, dom: libvirt.virDomain, out: Path, scratch: Path,
             progress: Progress | None) -> dict[str, Any]:
     name = dom.name()
-    inactive = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE) if dom.isPersistent() else dom.XMLDesc(0)
-    (out / DOMAIN_XML).write_text(inactive)
-    nvram_src = etree.fromstring(inactive.encode()).findtext("os/nvram")
+    # SECURE: with the VNC/SPICE passwords, so a restored VM keeps them; hence the file is private (0600)
+    flags = libvirt.VIR_DOMAIN_XML_SECURE | (libvirt.VIR_DOMAIN_XML_INACTIVE if dom.isPersistent() else 0)
+    inactive = dom.XMLDesc(flags)
+    write_private(out / DOMAIN_XML, inactive)
+    nvram_src = nvram_path(etree.fromstring(inactive.encode()))
     nvram = None
     if nvram_src and os.path.isfile(nvram_src):  # UEFI variables (boot entries, secure-boot keys)
         copy_file(nvram_src, out / NVRAM, metadata=False)
@@ -115,7 +129,8 @@ def _backup(conn: libvirt.virConnect, dom: libvirt.virDomain, out: Path, scratch
     manifest = {
         "format": FORMAT, "version": VERSION, "vm": name, "uuid": dom.UUIDString(),
         "created": datetime.now(UTC).isoformat(), "consistency": consistency, "frozen": frozen,
-        "domain_xml": DOMAIN_XML, "nvram": nvram, "disks": entries, "sha256": files,
+        "domain_xml": DOMAIN_XML, "domain_xml_secrets": True, "private_files": [DOMAIN_XML],
+        "nvram": nvram, "disks": entries, "sha256": files,
         "sizes": {f: (out / f).stat().st_size for f in files},
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")

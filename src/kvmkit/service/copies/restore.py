@@ -22,6 +22,7 @@ from kvmkit.images.plain_copy import copy_file
 from kvmkit.service.copies import snapshots
 from kvmkit.service.copies.backup import read_manifest, sha256
 from kvmkit.service.copies.clone import Progress, convert, new_macs, rename_identity, scaled
+from kvmkit.xml.osboot import nvram_path
 
 PATH_POOLS = ("dir", "fs", "netfs")
 
@@ -102,7 +103,7 @@ def restore_vm(conn: libvirt.virConnect, backup_dir: str | Path, *, name: str | 
             raise Conflict(f"{dst} exists already in pool '{pool_obj.name()}'",
                            hint="remove it, restore under another --name, or pick another --pool")
         plan.append((entry, disk, fmt, dst))
-    nvram_dst = root.findtext("os/nvram") if manifest.get("nvram") else None
+    nvram_dst = nvram_path(root) if manifest.get("nvram") else None  # the renamed VM's own file, if renamed
     if nvram_dst and os.path.exists(nvram_dst):
         raise Conflict(f"NVRAM file {nvram_dst} exists already",
                        hint="restore under another name with --name NEW, or remove the stale file")
@@ -122,7 +123,11 @@ def restore_vm(conn: libvirt.virConnect, backup_dir: str | Path, *, name: str | 
                 src = etree.SubElement(disk, "source")
             src.attrib.clear()
             src.set("file", str(dst))
-            disk.find("driver").set("type", fmt)
+            driver = disk.find("driver")
+            if driver is None:
+                driver = etree.Element("driver", name="qemu")
+                disk.insert(0, driver)
+            driver.set("type", fmt)
             for bs in disk.findall("backingStore"):
                 disk.remove(bs)
         with libvirt_errors(f"define restored VM {new}"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import libvirt
@@ -80,8 +81,7 @@ def show_vm(conn: libvirt.virConnect, name: str, *, xml: bool = False) -> dict[s
         "virt_type": virt_type, "virt_type_reason": reason or _reason_guess(virt_type),
         "vcpus": spec.vcpus, "max_vcpus": spec.max_vcpus, "memory_mib": spec.memory_mib,
         "max_memory_mib": spec.max_memory_mib,
-        "topology": ({"sockets": spec.sockets, "cores": spec.cores, "threads": spec.threads}
-                     if spec.sockets else None),
+        "topology": _topology(parse(config)),
         "cpu_mode": spec.cpu_mode, "cpu_model": spec.cpu_model, "machine": spec.machine,
         "firmware": spec.firmware, "boot": spec.boot, "kernel": spec.kernel, "initrd": spec.initrd,
         "cmdline": spec.cmdline, "disks": disks, "nics": nics, "macs": [n["mac"] for n in nics if n["mac"]],
@@ -110,6 +110,20 @@ def _graphics_password_set(dom: libvirt.virDomain, kind: str, persistent: bool) 
     except KvmkitError:
         return False
     return any(g.get("passwd") for g in secure.iterfind("devices/graphics") if g.get("type") == kind)
+
+
+def _topology(root: Any) -> dict[str, int] | None:
+    """The CPU topology as the XML has it (also what a spec cannot hold, e.g. dies > 1)."""
+    topo = root.find("cpu/topology")
+    if topo is None:
+        return None
+    out = {}
+    for key in ("sockets", "dies", "clusters", "cores", "threads"):
+        with contextlib.suppress(TypeError, ValueError):
+            out[key] = int(topo.get(key))
+    if out.get("dies") == 1:
+        del out["dies"]
+    return out or None
 
 
 def _addresses(conn: libvirt.virConnect, dom: libvirt.virDomain) -> list[dict[str, Any]]:
