@@ -70,7 +70,7 @@ def create_app(db_url: str | None = None, uri: str | None = None, *, tls: bool =
 
 
 def build_state(db_url: str | None, uri: str, *, tls: bool = False, workers: int = 4) -> Any:
-    from kvmkit.api import snapshot_jobs, vm_jobs
+    from kvmkit.api import crash_watch, snapshot_jobs, vm_jobs
     from kvmkit.api.state import Hypervisor, ServerState
     from kvmkit.api.vm_cache import VMListCache, invalidating_runner
     from kvmkit.service.tasks.events import EventHub, register_event_impl
@@ -94,5 +94,6 @@ def build_state(db_url: str | None, uri: str, *, tls: bool = False, workers: int
         log.error("libvirt not reachable at start-up (%s); interrupted tasks are recovered later", err)
         conn = None
     st.recovered = runner.recover(conn)
+    crash_watch.install(st)  # restarts VMs whose QEMU died when their on_crash policy says restart
     hub.start()
     return st
