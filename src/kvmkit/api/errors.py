@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import libvirt
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
@@ -22,6 +23,16 @@ def install(app: FastAPI) -> None:
         if err.http_status == 401:
             headers["WWW-Authenticate"] = "Bearer"
         return JSONResponse(err.to_dict(), status_code=err.http_status, headers=headers)
+
+    @app.exception_handler(libvirt.libvirtError)
+    async def libvirt_error(request: Request, err: libvirt.libvirtError) -> JSONResponse:
+        """A libvirt error a route did not translate: the matching kvmkit error (503 when libvirtd went away)."""
+        from kvmkit.hypervisor.errors import translate
+
+        mapped = translate(err)
+        if mapped.http_status >= 500 and mapped.code != "host":
+            log.warning("libvirt error on %s %s: %s", request.method, request.url.path, err)
+        return await kvmkit_error(request, mapped)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, err: Exception) -> JSONResponse:
