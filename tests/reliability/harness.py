@@ -176,3 +176,48 @@ def kill_at_step(srv: CrashServer, case: KillCase, k: int, world: World) -> dict
     assert not left, f"left over after a kill at step {k}: {sorted(left)}; recovery said: {task['error']}"
     case.check(world, k, task)
     return task
+
+
+def learn_steps(srv: CrashServer, case: KillCase, world: World, timeout: float = 600) -> tuple[str, ...]:
+    """Run ``case`` once to the end and return its journal (for a case written without ``steps``)."""
+    case.setup(world)
+    with srv.client() as c:
+        r = case.submit(c, world)
+        assert r.status_code == 202, r.text
+        task_id = r.json()["id"]
+        deadline = time.monotonic() + timeout
+        while (task := c.get(f"/api/v1/tasks/{task_id}").json())["state"] in ("queued", "running"):
+            assert time.monotonic() < deadline, f"task {task_id} did not end: {task}"
+            time.sleep(0.2)
+    assert task["state"] == "succeeded", f"the uninterrupted {case.id} failed: {task['error']}"
+    return tuple(s["name"] for s in task["steps"])
+
+
+def reset(world: World) -> None:
+    """Remove everything the test made (its prefix, its work directory's files) to start a case afresh."""
+    import shutil
+
+    from tests.support.cleanup import sweep
+
+    sweep(world.conn, world.prefix)
+    for child in world.workdir.iterdir():
+        if child.is_dir():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+    world.vars.clear()
+
+
+def kill_at_every_step(srv: CrashServer, case: KillCase, world: World) -> list[dict[str, Any]]:
+    """For a case without ``steps``: learn its journal from one uninterrupted run, then kill the server at
+    each step of a fresh run (the world reset in between). Adding a task kind is then one KillCase with a
+    setup and a submit (see LEARNED in test_server_kill.py)."""
+    import dataclasses
+
+    steps = learn_steps(srv, case, world)
+    assert steps, f"{case.id} journals no step"
+    tasks = []
+    for k in range(1, len(steps) + 1):
+        reset(world)
+        tasks.append(kill_at_step(srv, dataclasses.replace(case, steps=steps), k, world))
+    return tasks

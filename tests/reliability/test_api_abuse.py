@@ -40,8 +40,12 @@ def _deep(n: int, leaf: str = "1") -> str:
     return "[" * n + leaf + "]" * n
 
 
+_made = iter(range(1000))
+
+
 def _vm(**fields: Any) -> bytes:
-    return json.dumps({"name": "kt-abuse", "micro": True, **fields}).encode()
+    """A create body; each case its own VM name (a create that got through must not make later ones 409)."""
+    return json.dumps({"name": f"kt-abuse{next(_made)}", "micro": True, **fields}).encode()
 
 
 def _raw(obj_text: str) -> bytes:
@@ -54,26 +58,27 @@ CASES: dict[str, tuple[str, str, bytes]] = {
     "50MB-array": ("POST", "/api/v1/vms", b"[" + b"1," * (25 * MB) + b"1]"),
     "deep-10000": ("POST", "/api/v1/vms", _raw(_deep(10000))),
     "deep-object-10000": ("POST", "/api/v1/vms", _raw('{"a":' * 10000 + "1" + "}" * 10000)),
-    "deep-in-field": ("POST", "/api/v1/vms", _raw('{"name": "kt-d", "metadata": ' + _deep(10000) + "}")),
+    "deep-in-field": ("POST", "/api/v1/vms", _raw('{"name": "kt-raw1", "metadata": ' + _deep(10000) + "}")),
     "deep-patch": ("PATCH", "/api/v1/vms/test", _raw('{"memory": ' + _deep(10000) + "}")),
     "memory-2^64": ("POST", "/api/v1/vms", _vm(memory_mib=2**64)),
     "memory-minus-2^64": ("POST", "/api/v1/vms", _vm(memory_mib=-(2**64))),
-    "memory-1e400": ("POST", "/api/v1/vms", _raw('{"name": "kt-f", "micro": true, "memory_mib": 1e400}')),
-    "memory-NaN": ("POST", "/api/v1/vms", _raw('{"name": "kt-f", "micro": true, "memory_mib": NaN}')),
+    "memory-1e400": ("POST", "/api/v1/vms", _raw('{"name": "kt-raw2", "micro": true, "memory_mib": 1e400}')),
+    "memory-NaN": ("POST", "/api/v1/vms", _raw('{"name": "kt-raw3", "micro": true, "memory_mib": NaN}')),
     "memory-100T": ("POST", "/api/v1/vms", _vm(memory_mib="100T")),
     "vcpus-2^64": ("POST", "/api/v1/vms", _vm(vcpus=2**64)),
     "disk-size-2^64": ("POST", "/api/v1/vms", _vm(disks=[{"size": 2**64}])),
-    "disk-size-1e400": ("POST", "/api/v1/vms", _raw('{"name": "kt-f", "micro": true, "disks": [{"size": 1e400}]}')),
+    "disk-size-1e400": ("POST", "/api/v1/vms", _raw('{"name": "kt-raw4", "micro": true, "disks": [{"size": 1e400}]}')),
     "300-disks": ("POST", "/api/v1/vms", _vm(disks=[{"size": "1M"}] * 300)),
     "patch-memory-2^64": ("PATCH", "/api/v1/vms/test", json.dumps({"memory": 2**64}).encode()),
     "patch-memory-1e400": ("PATCH", "/api/v1/vms/test", _raw('{"memory": 1e400}')),
     "patch-vcpus-2^64": ("PATCH", "/api/v1/vms/test", json.dumps({"vcpus": 2**64}).encode()),
     "shutdown-timeout-1e400": ("POST", "/api/v1/vms/test/actions/shutdown?timeout=1e400", b""),
     "name-surrogate": ("POST", "/api/v1/vms", _raw('{"name": "a\\ud800", "micro": true}')),
-    "title-surrogate": ("POST", "/api/v1/vms", _raw('{"name": "kt-s", "micro": true, "title": "\\udfff"}')),
+    "title-surrogate": ("POST", "/api/v1/vms", _raw('{"name": "kt-raw5", "micro": true, "title": "\\udfff"}')),
     "metadata-surrogate": ("POST", "/api/v1/vms",
-                           _raw('{"name": "kt-s", "micro": true, "metadata": {"a": "\\ud800"}}')),
-    "nic-surrogate": ("POST", "/api/v1/vms", _raw('{"name": "kt-s", "micro": true, "nics": [{"source": "\\ud800"}]}')),
+                           _raw('{"name": "kt-raw6", "micro": true, "metadata": {"a": "\\ud800"}}')),
+    "nic-surrogate": ("POST", "/api/v1/vms",
+                      _raw('{"name": "kt-raw7", "micro": true, "nics": [{"source": "\\ud800"}]}')),
     "snapshot-surrogate": ("POST", "/api/v1/vms/test/snapshots", _raw('{"name": "\\ud800"}')),
     "snapshot-description-surrogate": ("POST", "/api/v1/vms/test/snapshots",
                                        _raw('{"name": "s", "description": "\\ud800"}')),

@@ -1,8 +1,12 @@
 """The server SIGKILLed at every step of a task, then started again: no orphan domain, volume, snapshot or
 file, the task failed with the step it stopped at, nothing that existed before lost (tests/reliability/
-harness.py). One KillCase per task kind; a new task kind is one more case in CASES.
+harness.py). One KillCase per task kind: in CASES with its journal written out (one test per step), or in
+LEARNED with only a setup and a submit (its journal is learned from one uninterrupted run, then it is killed
+at each step in turn, in one test).
 
-Pending routes (added when they exist, one case each): vm.clone, vm.backup, vm.restore, volume.upload.
+Pending routes (one LEARNED case each once they exist): vm.clone, vm.backup, vm.restore, volume.upload, e.g.
+    KillCase(id="vm.clone", kind="vm.clone", steps=(), setup=_shut_off_vm,
+             submit=lambda c, w: c.post(f"/api/v1/vms/{w.vars['vm']}/clone", json={"name": f"{w.prefix}copy"})),
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import pytest
 
 from kvmkit.images import qemu_img
 from kvmkit.service.copies import snapshots
-from tests.reliability.harness import CrashServer, KillCase, World, kill_at_step, point_id
+from tests.reliability.harness import CrashServer, KillCase, World, kill_at_every_step, kill_at_step, point_id
 
 pytestmark = pytest.mark.guest
 
@@ -194,3 +198,24 @@ def test_server_killed_at_a_step(point: tuple[KillCase, int], crash_server: Cras
                                  micro_guest, micro_image) -> None:
     case, k = point
     kill_at_step(crash_server, case, k, World(conn, prefix, workdir, micro_guest))
+
+
+def _delete_setup(w: World) -> None:
+    disk = w.workdir / "disk.qcow2"
+    qemu_img.create(disk, "qcow2", 64 * 1024**2)
+    disk.chmod(0o666)
+    w.vars["vm"] = w.micro_guest("gone", start=False, disks=[{"path": str(disk), "format": "qcow2"}]).name
+
+
+# task kinds whose journal is learned (steps=()): the pending routes go here, one line each
+LEARNED = [
+    KillCase(id="vm.delete", kind="vm.delete", steps=(), setup=_delete_setup,
+             submit=lambda c, w: c.delete(f"/api/v1/vms/{w.vars['vm']}", params={"storage": True})),
+]
+
+
+@pytest.mark.parametrize("case", LEARNED, ids=[c.id for c in LEARNED])
+def test_server_killed_at_every_learned_step(case: KillCase, crash_server: CrashServer, conn, prefix, workdir,
+                                             micro_guest, micro_image) -> None:
+    tasks = kill_at_every_step(crash_server, case, World(conn, prefix, workdir, micro_guest))
+    assert tasks and all(t["state"] == "failed" for t in tasks)
