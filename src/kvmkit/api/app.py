@@ -104,7 +104,7 @@ def install_security(app: FastAPI) -> None:
 
 
 def build_state(db_url: str | None, uri: str, *, tls: bool = False, workers: int = 4) -> Any:
-    from kvmkit.api import vm_copy_jobs, vm_jobs
+    from kvmkit.api import crash_watch, snapshot_jobs, vm_copy_jobs, vm_jobs
     from kvmkit.api.state import Hypervisor, ServerState
     from kvmkit.api.vm_cache import VMListCache, invalidating_runner
     from kvmkit.service.tasks.events import EventHub, register_event_impl
@@ -120,6 +120,7 @@ def build_state(db_url: str | None, uri: str, *, tls: bool = False, workers: int
     runner = invalidating_runner(TaskRunner, vm_list)(store, workers=workers, publish=hub.publish)
     vm_jobs.register_recovery()
     vm_copy_jobs.register()
+    snapshot_jobs.register_recovery()
     st = ServerState(store=store, runner=runner, hub=hub, hv=hv, tls=tls, vm_list=vm_list)
     vm_list.observers = lambda: st.event_clients
     try:
@@ -128,5 +129,6 @@ def build_state(db_url: str | None, uri: str, *, tls: bool = False, workers: int
         log.error("libvirt not reachable at start-up (%s); interrupted tasks are recovered later", err)
         conn = None
     st.recovered = runner.recover(conn)
+    crash_watch.install(st)  # restarts VMs whose QEMU died when their on_crash policy says restart
     hub.start()
     return st

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import libvirt
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -77,6 +78,16 @@ def install(app: FastAPI) -> None:
         # text that cannot be encoded (a lone surrogate) reached the database or libvirt: it came from input
         return JSONResponse({"error": "the request holds text that is not valid Unicode (a lone surrogate?)",
                              "hint": "send valid UTF-8 text", "code": "invalid"}, status_code=422)
+
+    @app.exception_handler(libvirt.libvirtError)
+    async def libvirt_error(request: Request, err: libvirt.libvirtError) -> JSONResponse:
+        """A libvirt error a route did not translate: the matching kvmkit error (503 when libvirtd went away)."""
+        from kvmkit.hypervisor.errors import translate
+
+        mapped = translate(err)
+        if mapped.http_status >= 500 and mapped.code != "host":
+            log.warning("libvirt error on %s %s: %s", request.method, request.url.path, err)
+        return await kvmkit_error(request, mapped)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, err: Exception) -> JSONResponse:

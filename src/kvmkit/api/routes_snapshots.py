@@ -12,10 +12,10 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, field_validator
 
+from kvmkit.api import snapshot_jobs
 from kvmkit.api.deps import check_vm_visible, require, state
 from kvmkit.api.submit import TASK_RESPONSES, not_busy, submit
 from kvmkit.service.access.auth import Principal
-from kvmkit.service.tasks.runner import TaskContext
 from kvmkit.service.vms.domains import domain
 
 router = APIRouter(prefix="/vms/{name}/snapshots", tags=["snapshots"])
@@ -59,38 +59,22 @@ def _prepare(request: Request, p: Principal, name: str) -> Any:
 @router.post("", status_code=202, responses=TASK_RESPONSES)
 def create_snapshot(name: str, body: NewSnapshot, request: Request,
                     p: Principal = Depends(require("operator"))) -> JSONResponse:
-    from kvmkit.service.copies import snapshots
     st = _prepare(request, p, name)
-
-    def run(ctx: TaskContext) -> dict[str, Any]:
-        ctx.step("snapshot", 10, f"snapshotting VM {name}", vm=name, snapshot=body.name)
-        return snapshots.create_snapshot(st.hv.get(), name, body.name, disk_only=body.disk_only,
-                                         description=body.description)
-
+    run = snapshot_jobs.create_body(st.hv.get, name, body.name, body.disk_only, body.description)
     return submit(request, st, p, "vm.snapshot.create", f"vm:{name}", run, {"vm": name, "snapshot": body.name})
 
 
 @router.post("/{snapshot}/revert", status_code=202, responses=TASK_RESPONSES)
 def revert_snapshot(name: str, snapshot: str, request: Request,
                     p: Principal = Depends(require("operator"))) -> JSONResponse:
-    from kvmkit.service.copies import snapshots
     st = _prepare(request, p, name)
-
-    def run(ctx: TaskContext) -> dict[str, Any]:
-        ctx.step("revert", 10, f"reverting VM {name} to {snapshot}", vm=name, snapshot=snapshot)
-        return snapshots.revert_snapshot(st.hv.get(), name, snapshot)
-
+    run = snapshot_jobs.revert_body(st.hv.get, name, snapshot)
     return submit(request, st, p, "vm.snapshot.revert", f"vm:{name}", run, {"vm": name, "snapshot": snapshot})
 
 
 @router.delete("/{snapshot}", status_code=202, responses=TASK_RESPONSES)
 def delete_snapshot(name: str, snapshot: str, request: Request,
                     p: Principal = Depends(require("operator"))) -> JSONResponse:
-    from kvmkit.service.copies import snapshots
     st = _prepare(request, p, name)
-
-    def run(ctx: TaskContext) -> dict[str, Any]:
-        ctx.step("delete-snapshot", 10, f"deleting snapshot {snapshot} of VM {name}", vm=name, snapshot=snapshot)
-        return snapshots.delete_snapshot(st.hv.get(), name, snapshot)
-
+    run = snapshot_jobs.delete_body(st.hv.get, name, snapshot)
     return submit(request, st, p, "vm.snapshot.delete", f"vm:{name}", run, {"vm": name, "snapshot": snapshot})

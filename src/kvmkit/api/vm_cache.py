@@ -41,6 +41,10 @@ _EVENT_IDS = ("VIR_DOMAIN_EVENT_ID_BALLOON_CHANGE", "VIR_DOMAIN_EVENT_ID_TUNABLE
 # in its row changed: applied to the cached rows at once instead of invalidating them, so a busy libvirtd
 # (other VMs starting) does not hold up requests. Every other lifecycle event invalidates the list.
 PATCH_STATES = {"started": "running", "resumed": "running", "suspended": "paused", "pmsuspended": "pm-suspended"}
+# the state reason each of those events gives with detail 0 (booted, unpaused, paused by a user); any other
+# detail (e.g. suspended for an I/O error, started from a snapshot) invalidates the list, whose rebuild
+# reads the reason
+PATCH_REASONS = {"started": "booted", "resumed": "unpaused", "suspended": "user", "pmsuspended": "unknown"}
 
 
 def encode(rows: list[dict[str, Any]]) -> bytes:
@@ -69,7 +73,7 @@ class VMListCache:
         self._snap: tuple[list[dict[str, Any]], bytes] = ([], b"[]")  # (rows, their JSON), swapped whole
         self._index: dict[str, int] = {}  # name -> position in the rows (changed with _snap, under _seq_lock)
         self._building = False
-        self._patches: list[tuple[str, str]] = []  # state patches made while a rebuild runs
+        self._patches: list[tuple[str, str, str]] = []  # (name, state, reason) patches made while a rebuild runs
         self._events_conn: Any = None
         self._event_ids: list[int] = []
         self.rebuilds = 0
@@ -96,28 +100,30 @@ class VMListCache:
     def on_hub_event(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
         if kind == "vm":
-            self.on_lifecycle(str(event.get("vm")), str(event.get("event")))
+            self.on_lifecycle(str(event.get("vm")), str(event.get("event")), int(event.get("detail") or 0))
         elif kind in ("task", "host"):
             self.invalidate()
 
-    def _on_libvirt_lifecycle(self, _conn: Any, dom: Any, event: int, _detail: int, _opaque: Any) -> None:
+    def _on_libvirt_lifecycle(self, _conn: Any, dom: Any, event: int, detail: int, _opaque: Any) -> None:
         from kvmkit.service.tasks.events import LIFECYCLE
 
-        self.on_lifecycle(dom.name(), LIFECYCLE.get(event, str(event)))
+        self.on_lifecycle(dom.name(), LIFECYCLE.get(event, str(event)), detail)
 
-    def on_lifecycle(self, name: str, event: str) -> None:
-        """Apply a lifecycle event: patch the VM's state when it is certain (PATCH_STATES), else invalidate."""
-        state = PATCH_STATES.get(event)
+    def on_lifecycle(self, name: str, event: str, detail: int = 0) -> None:
+        """Apply a lifecycle event: patch the VM's state (and its reason) when it is certain (PATCH_STATES with
+        detail 0), else invalidate."""
+        state = PATCH_STATES.get(event) if detail == 0 else None
+        reason = PATCH_REASONS.get(event, "unknown")
         with self._seq_lock:
             pos = self._index.get(name) if state else None
             if state is not None and pos is not None:
                 rows, _ = self._snap
-                if rows[pos]["state"] != state:
+                if rows[pos]["state"] != state or rows[pos].get("state_reason") != reason:
                     rows = list(rows)
-                    rows[pos] = {**rows[pos], "state": state}
+                    rows[pos] = {**rows[pos], "state": state, "state_reason": reason}
                     self._snap = (rows, encode(rows))
                 if self._building:  # the rebuild may have read the state before this event: apply it there too
-                    self._patches.append((name, state))
+                    self._patches.append((name, state, reason))
                 return
         self.invalidate_foreign()
 
@@ -200,10 +206,10 @@ class VMListCache:
             raise
         with self._seq_lock:
             index = {r["name"]: i for i, r in enumerate(rows)}
-            for name, state in self._patches:  # events that came during the bulk call, in order
+            for name, state, reason in self._patches:  # events that came during the bulk call, in order
                 pos = index.get(name)
                 if pos is not None:
-                    rows[pos] = {**rows[pos], "state": state}
+                    rows[pos] = {**rows[pos], "state": state, "state_reason": reason}
             self._building, self._patches = False, []
             self._snap, self._index = (rows, encode(rows)), index
             self._conn, self._built_at, self._built_seq, self._built_soft = conn, started, seq, soft

@@ -39,7 +39,7 @@ def create_body(conn_get: Any, spec: Any, start: bool) -> Any:
                 ctx.step("defined", 70, f"VM {spec.name} defined")
                 ctx.step("start", 80, f"starting VM {spec.name}")
                 return
-            ctx.step("create-progress", None, text[:200] or "progress", info=text[:500])
+            ctx.step(_step_name(text), None, text[:200] or "progress", info=text[:500])
 
         result = create_vm(conn, spec, start=start, progress=progress)
         if not start:
@@ -47,6 +47,16 @@ def create_body(conn_get: Any, spec: Any, start: bool) -> Any:
         return result if isinstance(result, dict) else {"name": spec.name}
 
     return body
+
+
+# create_vm's progress messages -> journal step names (an interrupted create's error names the step)
+_CREATE_STEPS = (("building the micro-guest", "micro-guest"), ("provisioning", "provision"),
+                 ("writing the cloud-init seed", "cloud-init-seed"), ("creating volume", "create-volume"),
+                 ("defining VM", "define"))
+
+
+def _step_name(text: str) -> str:
+    return next((name for start, name in _CREATE_STEPS if text.startswith(start)), "create-progress")
 
 
 def action_body(conn_get: Any, name: str, action: str, *, timeout: float = 60, force: bool = False) -> Any:

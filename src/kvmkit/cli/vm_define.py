@@ -19,7 +19,7 @@ FLAG_OF = {
     "kernel": "--kernel", "initrd": "--initrd", "cmdline": "--cmdline", "template": "--template",
     "serial_log": "--serial-log", "cpu_model": "--cpu", "cpu_mode": "--cpu", "virt_type": "--virt-type",
     "uuid": "--uuid", "metadata": "--metadata", "title": "--title", "description": "--description",
-    "cloud_init": "--cloud-init", "profile": "--profile",
+    "cloud_init": "--cloud-init", "profile": "--profile", "on_crash": "--on-crash",
 }
 _CPU_MODES = ("host-passthrough", "host-model", "maximum")
 
@@ -201,7 +201,9 @@ def _show_created(d: dict[str, Any]) -> None:
 
 def _show_vm(d: dict[str, Any]) -> None:
     out = console()
-    out.print(f"[bold]{d['name']}[/]  {d['state']}  ({d['host']})")
+    from kvmkit.service.vms.rows import shown_state
+
+    out.print(f"[bold]{d['name']}[/]  {shown_state(d['state'], d.get('state_reason'))}  ({d['host']})")
     rows = [
         ("uuid", d["uuid"]), ("title", d["title"]), ("virt type", f"{d['virt_type']} ({d['virt_type_reason']})"),
         ("vcpus", f"{d['vcpus']} (max {d['max_vcpus']})"),
@@ -269,11 +271,19 @@ def register(app: typer.Typer) -> None:
                                        "FILE,ssh-key=FILE,hostname=H] (each part optional)"),
         profile: str = typer.Option(None, "--profile", help="fast-boot: q35+SeaBIOS, no USB/balloon/RNG/agent, "
                                     "lean kernel args (docs/vm-profiles.md); explicit flags win, no UEFI"),
+        restart_on_crash: bool = typer.Option(False, "--restart-on-crash", help="start the VM again when it "
+                                              "crashes or its QEMU process dies (same as --on-crash restart)"),
+        on_crash: str = typer.Option(None, "--on-crash", help="destroy (default) | restart | preserve | "
+                                     "coredump-destroy | coredump-restart"),
     ) -> None:
         """Create a VM (define it; --start boots it). Checks everything first; on failure nothing is left."""
         from kvmkit.cli.output import progress
         from kvmkit.service.vms.create import create_vm
 
+        if restart_on_crash:
+            if on_crash not in (None, "restart"):
+                raise InvalidInput(f"--restart-on-crash contradicts --on-crash {on_crash}", hint="give one of them")
+            on_crash = "restart"
         if import_ and not any("path=" in d or "volume=" in d for d in disk):
             raise InvalidInput("--import needs an existing disk", hint="add --disk path=FILE (or volume=V,pool=P)")
         data = build_spec_data(
@@ -281,7 +291,8 @@ def register(app: typer.Typer) -> None:
             kernel=kernel, initrd=initrd, cmdline=cmdline, template=template, full_clone=full_clone, micro=micro,
             serial_log=serial_log, hugepages=hugepages, nosharepages=nosharepages, cpuset=cpuset, cpu=cpu,
             autostart=autostart, virt_type=virt_type, title=title, description=description, machine=machine,
-            firmware=firmware, boot=boot, uuid=uuid, metadata=metadata, cloud_init=cloud_init, profile=profile)
+            firmware=firmware, boot=boot, uuid=uuid, metadata=metadata, cloud_init=cloud_init, profile=profile,
+            on_crash=on_crash)
         if micro and memory is None:
             data["memory_mib"] = 256
         spec = to_spec(data)
@@ -306,11 +317,13 @@ def register(app: typer.Typer) -> None:
               ip: bool = typer.Option(True, "--ip/--no-ip", help="show running VMs' addresses (DHCP leases)")) -> None:
         """VMs on the host: name, state, vCPUs, memory, IP (one bulk libvirt call for the VMs)."""
         from kvmkit.service.vms.query import list_vms
+        from kvmkit.service.vms.rows import shown_state
 
         rows = list_vms(connection(), include_inactive=all_, ips=ip)
         cols = ["name", "state", "vcpus", "memory_mib", "ip", "host"] if ip else ["name", "state", "vcpus",
                                                                                "memory_mib", "host"]
-        emit(rows, lambda r: table(r, cols))
+        emit(rows, lambda r: table([{**x, "state": shown_state(x["state"], x.get("state_reason"))} for x in r],
+                                   cols))
 
     @app.command()
     def show(name: str = typer.Argument(..., help="VM name"),

@@ -17,6 +17,10 @@ _NOT_FOUND = {
     libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT: "snapshot",
 }
 
+# what libvirt's client says when the daemon went away in the middle of a call
+_CONNECTION_LOST = ("client socket is closed", "Cannot recv data", "Cannot write data", "End of file while reading",
+                    "connection closed", "Broken pipe", "Connection reset by peer", "no keepalive response")
+
 
 def translate(err: libvirt.libvirtError, what: str = "") -> KvmkitError:
     """Map a libvirtError to the kvmkit error class that says what kind of failure it is."""
@@ -35,6 +39,10 @@ def translate(err: libvirt.libvirtError, what: str = "") -> KvmkitError:
     if code in (libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_SYSTEM_ERROR) and "socket" in msg:
         return HostError(f"{prefix}cannot reach libvirtd: {msg}",
                          hint="start it: libvirtd -d (or systemctl start libvirtd), or run scripts/setup.sh")
+    if code == libvirt.VIR_ERR_INVALID_CONN or any(m in msg for m in _CONNECTION_LOST):
+        return HostError(f"{prefix}lost the connection to libvirtd (it stopped, restarted or stopped answering): "
+                         f"{msg}", hint="check that libvirtd runs (`libvirtd -d` or `systemctl start libvirtd`); "
+                         "kvmkit reconnects by itself: retry in a few seconds")
     return OperationFailed(f"{prefix}{msg}")
 
 

@@ -157,8 +157,8 @@ class VMSpec(BaseModel):
     @field_validator("kernel", "initrd", "serial_log")
     @classmethod
     def _abs_path(cls, v: str | None, info) -> str | None:
-        if v is not None and not v.startswith("/"):
-            raise ValueError(f"{info.field_name} {v!r} is not an absolute path; give the full path")
+        if v is not None and (not v.startswith("/") or not v.strip("/")):
+            raise ValueError(f"{info.field_name} {v!r} is not an absolute path of a file; give the full path")
         return None if v is None else as_value_error(validate_text, v, info.field_name, single_line=True)
 
     @field_validator("metadata")

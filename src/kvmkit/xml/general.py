@@ -36,6 +36,8 @@ def write(root: etree._Element, spec: Any) -> None:
         root.set("type", spec.virt_type)
     for tag in ("name", "uuid", "title", "description", *_ACTIONS):
         value = getattr(spec, tag)
+        if tag in ("title", "description") and value == "":
+            value = None  # libvirt's schema has no empty <title/>: an empty title is no title
         if tag == "uuid" and value is None and root.find("uuid") is not None:
             continue  # keep the UUID libvirt assigned when the spec does not name one
         set_text_child(root, tag, value)

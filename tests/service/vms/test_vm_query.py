@@ -10,7 +10,7 @@ from lxml import etree
 from kvmkit.errors import NotFound
 from kvmkit.service.vms.query import list_vms, lookup, show_vm
 
-ROW_KEYS = {"name", "uuid", "state", "vcpus", "max_vcpus", "memory_mib", "max_memory_mib", "host"}
+ROW_KEYS = {"name", "uuid", "state", "state_reason", "vcpus", "max_vcpus", "memory_mib", "max_memory_mib", "host"}
 
 
 @pytest.mark.fast

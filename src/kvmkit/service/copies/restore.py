@@ -25,6 +25,7 @@ from kvmkit.service.copies.clone import Progress, convert, new_macs, rename_iden
 from kvmkit.xml.osboot import nvram_path
 
 PATH_POOLS = ("dir", "fs", "netfs")
+NVRAM_DIR = Path("/var/lib/libvirt/qemu/nvram")  # libvirt's default (qemu.conf nvram_dir)
 
 
 def verify(backup_dir: str | Path, manifest: dict[str, Any] | None = None,
@@ -104,6 +105,8 @@ def restore_vm(conn: libvirt.virConnect, backup_dir: str | Path, *, name: str | 
                            hint="remove it, restore under another --name, or pick another --pool")
         plan.append((entry, disk, fmt, dst))
     nvram_dst = nvram_path(root) if manifest.get("nvram") else None  # the renamed VM's own file, if renamed
+    if nvram_dst:
+        _check_nvram_path(conn, nvram_dst)
     if nvram_dst and os.path.exists(nvram_dst):
         raise Conflict(f"NVRAM file {nvram_dst} exists already",
                        hint="restore under another name with --name NEW, or remove the stale file")
@@ -147,6 +150,34 @@ def restore_vm(conn: libvirt.virConnect, backup_dir: str | Path, *, name: str | 
             "pool": pool_obj.name(), "disks": [{"target": e["target"], "path": str(d), "format": f}
                                                for e, _, f, d in plan],
             "macs": macs, "renamed": renamed}
+
+
+def _check_nvram_path(conn: libvirt.virConnect, path: str) -> None:
+    """The restore writes the NVRAM file as root where the backup's domain XML says. A backup is data from
+    outside, so that place must be one kvmkit or libvirt keeps VM files in: libvirt's NVRAM directory, the
+    directory of a storage pool, or kvmkit's data directory; never anywhere a forged backup names (a new
+    file in /etc/cron.d would run as root)."""
+    from kvmkit.config import data_dir
+
+    real = Path(os.path.realpath(path))
+    trusted = {NVRAM_DIR, *_pool_dirs(conn)}
+    data = Path(os.path.realpath(data_dir()))
+    if os.path.isabs(path) and (real.parent in trusted or data in real.parents):
+        return
+    raise InvalidInput(f"the backup's domain XML puts the NVRAM file at {path}: kvmkit restores NVRAM files only "
+                       f"into {NVRAM_DIR}, a storage pool's directory or {data}",
+                       hint="check where this backup came from; if you trust it, point <nvram> in its domain.xml "
+                            f"into {NVRAM_DIR} and update that file's sha256 in manifest.json")
+
+
+def _pool_dirs(conn: libvirt.virConnect) -> set[Path]:
+    dirs = set()
+    for pool in conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE):
+        with contextlib.suppress(libvirt.libvirtError):
+            root = etree.fromstring(pool.XMLDesc(0).encode())
+            if root.get("type") in PATH_POOLS and root.findtext("target/path"):
+                dirs.add(Path(os.path.realpath(root.findtext("target/path") or "/")))
+    return dirs
 
 
 def _keep_identity(conn: libvirt.virConnect, root: etree._Element) -> list[str]:

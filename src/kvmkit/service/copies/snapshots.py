@@ -17,6 +17,7 @@ import os
 import re
 import subprocess
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,13 @@ from kvmkit.service.vms.domains import domain
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 lookup = domain  # the VM called NAME, or NotFound naming it
+# progress(step, data): told before each stage of a create or delete (a task journals it, so the start-up
+# recovery of an interrupted task knows which files the operation was making or merging)
+Journal = Callable[[str, dict[str, Any]], None]
+
+
+def _noop(_step: str, _data: dict[str, Any]) -> None:
+    return None
 
 
 def check_name(name: str, what: str = "name") -> str:
@@ -130,8 +138,12 @@ def describe(snap: libvirt.virDomainSnapshot) -> dict[str, Any]:
 
 
 def create_snapshot(conn: libvirt.virConnect, vm: str, name: str | None = None, *, disk_only: bool = False,
-                    description: str | None = None) -> dict[str, Any]:
-    """Snapshot ``vm``: internal (with memory when running) unless ``disk_only`` or the VM boots UEFI."""
+                    description: str | None = None, progress: Journal | None = None) -> dict[str, Any]:
+    """Snapshot ``vm``: internal (with memory when running) unless ``disk_only`` or the VM boots UEFI.
+
+    ``progress("files", {...})`` is told the snapshot's name and the files it is about to make before
+    libvirt makes them, and ``progress("refresh", ...)`` before the pools are refreshed afterwards."""
+    say = progress or _noop
     dom = lookup(conn, vm)
     name = check_name(name or datetime.now(UTC).strftime("snap-%Y%m%d-%H%M%S"), "snapshot name")
     with contextlib.suppress(NotFound):
@@ -183,6 +195,7 @@ def create_snapshot(conn: libvirt.virConnect, vm: str, name: str | None = None, 
     if external and (disk_only or not running):
         flags |= libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY
     snap_xml = etree.tostring(root, encoding="unicode")
+    say("files", {"snapshot": name, "external": external, "files": created_files})
     try:
         with libvirt_errors(f"snapshot {vm}/{name}"):
             snap = _create_quiesced(dom, snap_xml, flags, running and external)
@@ -192,6 +205,7 @@ def create_snapshot(conn: libvirt.virConnect, vm: str, name: str | None = None, 
                 os.unlink(f)
         raise
     if external:
+        say("refresh", {"snapshot": name})
         refresh_pools(conn)
     result = describe(snap)
     result["vm"] = vm
@@ -278,8 +292,14 @@ def _libvirt_version(conn: libvirt.virConnect) -> str:
     return f"{v // 1000000}.{v // 1000 % 1000}.{v % 1000}"
 
 
-def delete_snapshot(conn: libvirt.virConnect, vm: str, name: str) -> dict[str, Any]:
-    """Delete snapshot ``name``; children stay usable. External overlays are merged back (block commit)."""
+def delete_snapshot(conn: libvirt.virConnect, vm: str, name: str, *,
+                    progress: Journal | None = None) -> dict[str, Any]:
+    """Delete snapshot ``name``; children stay usable. External overlays are merged back (block commit).
+
+    ``progress`` is told each stage of an external delete before it is taken: "merge-plan" (the overlays),
+    then per disk "commit", "commit-started" (a running VM's block job is under way), "fix-definition",
+    "remove-overlay", and finally "delete-metadata"."""
+    say = progress or _noop
     dom = lookup(conn, vm)
     snap = _snap(dom, name)
     info = describe(snap)
@@ -289,11 +309,13 @@ def delete_snapshot(conn: libvirt.virConnect, vm: str, name: str) -> dict[str, A
         return {"vm": vm, "deleted": name, "kind": "internal", "merged": []}
     _ensure_no_internal_inside(dom, name, set(info["overlays"].values()))
     plans = [_plan_merge(conn, dom, target, overlay) for target, overlay in info["overlays"].items()]
+    say("merge-plan", {"snapshot": name, "overlays": info["overlays"], "memory_file": info.get("memory_file")})
     merged = []
     for plan in plans:  # every disk was checked before the first one is touched
         if plan is not None:
-            _merge_overlay(dom, plan)
+            _merge_overlay(dom, plan, say)
             merged.append(plan["overlay"])
+    say("delete-metadata", {"snapshot": name})
     with libvirt_errors(f"delete snapshot metadata {vm}/{name}"):
         snap.delete(libvirt.VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY)
     mem = info.get("memory_file")
@@ -347,27 +369,34 @@ def _plan_merge(conn: libvirt.virConnect, dom: libvirt.virDomain, target: str, o
     return {"target": target, "overlay": overlay, "idx": idx, "chain": chain, "base": base}
 
 
-def _merge_overlay(dom: libvirt.virDomain, plan: dict[str, Any]) -> None:
+def _merge_overlay(dom: libvirt.virDomain, plan: dict[str, Any], say: Journal = _noop) -> None:
     """Commit the planned overlay into its backing file and drop it from the disk's chain."""
     conn = dom.connect()
     target, overlay, idx, chain, base = plan["target"], plan["overlay"], plan["idx"], plan["chain"], plan["base"]
+    where = {"target": target, "overlay": overlay, "base": base["path"]}
+    say("commit", where)
     if dom.isActive():
         if idx == 0:
             with libvirt_errors(f"active block commit of {dom.name()}/{target}"):
                 dom.blockCommit(target, base["path"], overlay, 0, libvirt.VIR_DOMAIN_BLOCK_COMMIT_ACTIVE)
+                say("commit-started", where)
                 _wait_job(dom, target, pivot=True)
         else:
             with libvirt_errors(f"block commit of {dom.name()}/{target}"):
                 dom.blockCommit(target, base["path"], overlay, 0, 0)
+                say("commit-started", where)
                 _wait_job(dom, target, pivot=False)
+        say("fix-definition", where)
         _fix_inactive_source(conn, dom, target, overlay, base)
     else:
         qemu_img("commit", "-f", "qcow2", overlay)
+        say("fix-definition", where)
         if idx == 0:
             _fix_inactive_source(conn, dom, target, overlay, base)
         else:
             child = chain[idx - 1]
             qemu_img("rebase", "-u", "-f", child["format"], "-b", base["path"], "-F", base["format"], child["path"])
+    say("remove-overlay", where)
     with contextlib.suppress(OSError):
         os.unlink(overlay)
 

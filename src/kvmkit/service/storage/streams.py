@@ -15,7 +15,7 @@ from typing import Any, BinaryIO
 
 import libvirt
 
-from kvmkit.errors import Conflict, InvalidInput, NotFound, OperationFailed
+from kvmkit.errors import Conflict, InvalidInput, KvmkitError, NotFound, OperationFailed
 from kvmkit.hypervisor.errors import libvirt_errors
 from kvmkit.service.storage.volumes import (
     _check_new_name,
@@ -80,12 +80,16 @@ def upload(conn: libvirt.virConnect, pool_name: str, name: str, file: str | Path
         created = True
     try:
         _send(conn, vol, src, size, progress)
-    except BaseException:
+    except BaseException as err:
         if created:
             try:
                 vol.delete(0)
             except libvirt.libvirtError:
                 pass
+        if isinstance(err, KvmkitError) and "No space left on device" in err.message:
+            raise OperationFailed(f"upload of {src.name} stopped: pool '{pool_name}' is full ({err.message})"
+                                  + ("; the new volume was removed" if created else ""),
+                                  hint=f"free space in pool '{pool_name}' or upload into another pool") from err
         raise
     with libvirt_errors(f"refresh pool {pool_name}"):
         pool.refresh(0)

@@ -26,6 +26,14 @@ LIFECYCLE = {
     0: "defined", 1: "undefined", 2: "started", 3: "suspended", 4: "resumed", 5: "stopped",
     6: "shutdown", 7: "pmsuspended", 8: "crashed",
 }
+# event -> detail -> why (virDomainEventStoppedDetailType, ...SuspendedDetailType, ...CrashedDetailType)
+DETAILS = {
+    "stopped": {0: "shutdown", 1: "destroyed", 2: "crashed", 3: "migrated", 4: "saved", 5: "failed",
+                6: "from-snapshot"},
+    "suspended": {0: "paused", 1: "migrated", 2: "io-error", 3: "watchdog", 4: "restored", 5: "from-snapshot",
+                  6: "api-error", 7: "postcopy", 8: "postcopy-failed"},
+    "crashed": {0: "panicked", 1: "crashloaded"},
+}
 
 
 def register_event_impl() -> None:
@@ -97,8 +105,11 @@ class EventHub:
         self._closed.set()
 
     def _on_lifecycle(self, _conn: Any, dom: Any, event: int, detail: int, _opaque: Any) -> None:
-        self.publish({"type": "vm", "event": LIFECYCLE.get(event, str(event)), "detail": detail,
-                      "vm": dom.name(), "uuid": dom.UUIDString()})
+        name = LIFECYCLE.get(event, str(event))
+        ev = {"type": "vm", "event": name, "detail": detail, "vm": dom.name(), "uuid": dom.UUIDString()}
+        if name in DETAILS:
+            ev["reason"] = DETAILS[name].get(detail, str(detail))
+        self.publish(ev)
 
     def _on_close(self, _conn: Any, reason: int, _opaque: Any) -> None:
         log.warning("libvirt event connection closed (reason %s)", reason)

@@ -75,14 +75,17 @@ class TaskContext:
         self.runner, self.id = runner, task_id
         self._seq = 0
 
-    def step(self, name: str, percent: int | None = None, message: str | None = None, **data: Any) -> None:
+    def step(self, name: str, percent: int | None = None, message: str | None = None, *,
+             cancellable: bool = True, **data: Any) -> None:
         """Journal a step BEFORE taking it (and optionally update progress); Cancelled when cancel was asked.
 
-        One transaction reads the cancel flag, writes the step and the progress; the event is published
-        from the row just written (no second read)."""
+        ``cancellable=False`` journals a step in the middle of work that must not stop half-way (e.g.
+        between starting a block job and pivoting it): a cancel request then waits for the next
+        cancellable step. One transaction reads the cancel flag, writes the step and the progress; the
+        event is published from the row just written (no second read)."""
         with self.runner.store.session() as s:
             t = s.get(Task, self.id)
-            if t is not None and t.cancel_requested:
+            if cancellable and t is not None and t.cancel_requested:
                 raise Cancelled("cancelled on request")
             s.add(TaskStep(task_id=self.id, seq=self._seq + 1, name=name[:64], data=data or None))
             if t is not None:

@@ -10,7 +10,7 @@ import libvirt
 from kvmkit.errors import KvmkitError
 from kvmkit.hypervisor.errors import libvirt_errors
 from kvmkit.service.vms.domains import domain
-from kvmkit.service.vms.rows import LIST_STATS, STATES, STATS_ACTIVE_ONLY, row, state_name
+from kvmkit.service.vms.rows import LIST_STATS, STATES, STATS_ACTIVE_ONLY, reason_name, row, state_name
 
 __all__ = ["STATES", "list_vms", "lookup", "show_vm", "state_name"]
 
@@ -52,7 +52,7 @@ def show_vm(conn: libvirt.virConnect, name: str, *, xml: bool = False) -> dict[s
 
     dom = lookup(conn, name)
     with libvirt_errors(f"reading VM '{name}'"):
-        state, _reason = dom.state()
+        state, state_reason = dom.state()
         active = bool(dom.isActive())
         persistent = bool(dom.isPersistent())
         autostart = bool(dom.autostart()) if persistent else False
@@ -77,7 +77,8 @@ def show_vm(conn: libvirt.virConnect, name: str, *, xml: bool = False) -> dict[s
                     "password_set": _graphics_password_set(dom, spec.graphics.type, persistent)}
     out: dict[str, Any] = {
         "name": spec.name, "uuid": spec.uuid, "title": spec.title, "description": spec.description,
-        "state": state_name(state), "active": active, "persistent": persistent, "autostart": autostart,
+        "state": state_name(state), "state_reason": reason_name(state, state_reason), "active": active,
+        "persistent": persistent, "autostart": autostart,
         "virt_type": virt_type, "virt_type_reason": reason or _reason_guess(virt_type),
         "vcpus": spec.vcpus, "max_vcpus": spec.max_vcpus, "memory_mib": spec.memory_mib,
         "max_memory_mib": spec.max_memory_mib,
