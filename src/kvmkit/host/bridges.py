@@ -10,7 +10,6 @@ bridge to carry traffic; if it does not, everything is put back. What kvmkit did
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import time
 from pathlib import Path
@@ -18,9 +17,9 @@ from typing import Any
 
 from kvmkit.config import data_dir
 from kvmkit.errors import Conflict, HostError, InvalidInput, NotFound, OperationFailed
+from kvmkit.spec.common import IFNAME_RE
 
 IP = "ip"
-IFNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
 UP_TIMEOUT_S = 10.0
 
 

@@ -17,6 +17,7 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _SIZE_RE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
 _CPUSET_RE = re.compile(r"^\^?\d+(-\d+)?(,\^?\d+(-\d+)?)*$")
 MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+IFNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")  # a host network interface (bridge, NIC): IFNAMSIZ 16
 
 # Upper bounds checked when a spec is parsed, so that a VM libvirt or QEMU would refuse (or a number
 # that overflows on the way) fails up front with a 422 / one-line error instead of later in a task.

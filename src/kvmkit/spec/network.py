@@ -12,11 +12,12 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
+from kvmkit.spec.common import IFNAME_RE
+
 MODES = ("nat", "isolated", "route", "bridge")
 MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,62})$")
 DOMAIN_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$")
-IFNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
 
 
 class DhcpHost(BaseModel):
@@ -31,7 +32,7 @@ class DhcpHost(BaseModel):
     def _mac(cls, v: str) -> str:
         v = v.strip().lower()
         if not MAC_RE.fullmatch(v):
-            raise ValueError(f"'{v}' is not a MAC address like 52:54:00:12:34:56")
+            raise ValueError(f"{v!r} is not a MAC address like 52:54:00:12:34:56")
         return v
 
     @field_validator("ip")
@@ -40,13 +41,13 @@ class DhcpHost(BaseModel):
         try:
             return str(ipaddress.IPv4Address(v.strip()))
         except ValueError as err:
-            raise ValueError(f"'{v}' is not an IPv4 address") from err
+            raise ValueError(f"{v!r} is not an IPv4 address") from err
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str | None) -> str | None:
         if v is not None and not HOSTNAME_RE.fullmatch(v):
-            raise ValueError(f"'{v}' is not a host name (letters, digits, '-', max 63)")
+            raise ValueError(f"{v!r} is not a host name (letters, digits, '-', max 63)")
         return v
 
 
@@ -75,14 +76,14 @@ class NetworkSpec(BaseModel):
     @classmethod
     def _ifname(cls, v: str | None) -> str | None:
         if v is not None and not IFNAME_RE.fullmatch(v):
-            raise ValueError(f"'{v}' is not an interface name (1-15 letters, digits, '_', '.', '-')")
+            raise ValueError(f"{v!r} is not an interface name (1-15 letters, digits, '_', '.', '-')")
         return v
 
     @field_validator("domain")
     @classmethod
     def _domain(cls, v: str | None) -> str | None:
         if v is not None and not DOMAIN_RE.fullmatch(v):
-            raise ValueError(f"'{v}' is not a DNS domain")
+            raise ValueError(f"{v!r} is not a DNS domain")
         return v
 
     @field_validator("subnet")
@@ -93,11 +94,11 @@ class NetworkSpec(BaseModel):
         try:
             net = ipaddress.IPv4Network(v.strip(), strict=False)
         except ValueError as err:
-            raise ValueError(f"'{v}' is not an IPv4 subnet like 192.168.100.0/24") from err
+            raise ValueError(f"{v!r} is not an IPv4 subnet like 192.168.100.0/24") from err
         if str(net) != v.strip() and "/" in v:
-            raise ValueError(f"'{v}' has host bits set; did you mean {net}?")
+            raise ValueError(f"{v!r} has host bits set; did you mean {net}?")
         if net.prefixlen > 30:
-            raise ValueError(f"'{v}' is too small for a network (at most /30)")
+            raise ValueError(f"{v!r} is too small for a network (at most /30)")
         return str(net)
 
     @model_validator(mode="after")

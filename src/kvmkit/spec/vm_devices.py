@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator, model_validator
 
 from kvmkit.spec.common import (
+    IFNAME_RE,
     MAX_DISK_BYTES,
     as_value_error,
     parse_size_bytes,
@@ -134,10 +135,14 @@ class NicSpec(_Part):
 
     @field_validator("source")
     @classmethod
-    def _source(cls, v: str) -> str:
-        if not v or len(v) > 64 or any(c in v for c in "/<>&'\" \t") or any(c < " " or c == "\x7f" or
-                                                                         "\ud800" <= c <= "\udfff" for c in v):
-            raise ValueError(f"network source {v!r} is not a network, bridge or device name")
+    def _source(cls, v: str, info: ValidationInfo) -> str:
+        if info.data.get("type", "network") != "network":  # a host bridge or device: a kernel interface name
+            if not IFNAME_RE.fullmatch(v):
+                raise ValueError(f"{v!r} is not a host interface name (1-15 letters, digits, '_', '.', '-')")
+            return v
+        if not v or len(v) > 64 or any(c in v for c in "/<>&'\" ") or any(not c.isprintable() for c in v):
+            raise ValueError(f"network source {v!r} is not a libvirt network name (1-64 printable characters, "
+                             "no spaces, '/', '<', '>', '&' or quotes)")
         return v
 
 
@@ -151,6 +156,20 @@ class GraphicsSpec(_Part):
     password: str | None = None
     auto_password: bool = True       # create: no password given -> a random one; false: no password at all
     port: int | None = None          # None: autoport
+
+    @field_validator("password")
+    @classmethod
+    def _password(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is None:
+            return v
+        if not v or not all(" " <= c <= "~" for c in v):
+            raise ValueError("a display password is 1 or more printable ASCII characters (letters, digits, "
+                             "punctuation, space)")
+        if info.data.get("type") == "vnc" and len(v) > 8:
+            raise ValueError("a VNC password is at most 8 characters (the VNC protocol uses only 8)")
+        if len(v) > 64:
+            raise ValueError("a SPICE password is at most 64 characters")
+        return v
 
     @field_validator("port")
     @classmethod
@@ -168,14 +187,6 @@ class GraphicsSpec(_Part):
             return str(ipaddress.ip_address(v))
         except ValueError:
             raise ValueError(f"graphics listen {v!r} is not an IP address; e.g. 127.0.0.1 or 0.0.0.0") from None
-
-    @field_validator("password")
-    @classmethod
-    def _password(cls, v: str | None) -> str | None:
-        if v is not None and (not v or len(v) > 64 or any(ord(c) < 32 or ord(c) == 127 or 0xD800 <= ord(c) <= 0xDFFF
-                                                           for c in v)):
-            raise ValueError("graphics password must be 1-64 printable characters")
-        return v
 
 
 class NumaTuneSpec(_Part):
