@@ -4,9 +4,9 @@ harness.py). One KillCase per task kind: in CASES with its journal written out (
 LEARNED with only a setup and a submit (its journal is learned from one uninterrupted run, then it is killed
 at each step in turn, in one test).
 
-Pending routes (one LEARNED case each once they exist): vm.clone, vm.backup, vm.restore, volume.upload, e.g.
-    KillCase(id="vm.clone", kind="vm.clone", steps=(), setup=_shut_off_vm,
-             submit=lambda c, w: c.post(f"/api/v1/vms/{w.vars['vm']}/clone", json={"name": f"{w.prefix}copy"})),
+A new task kind is one LEARNED case, e.g.
+    KillCase(id="vm.clone", kind="vm.clone", steps=(), setup=_clone_setup, expect=_made_vm("new"),
+             submit=lambda c, w: c.post(f"/api/v1/vms/{w.vars['vm']}/clone", json={"name": w.vars["new"]})),
 """
 
 from __future__ import annotations
@@ -207,10 +207,52 @@ def _delete_setup(w: World) -> None:
     w.vars["vm"] = w.micro_guest("gone", start=False, disks=[{"path": str(disk), "format": "qcow2"}]).name
 
 
-# task kinds whose journal is learned (steps=()): the pending routes go here, one line each
+def _made_vm(name_key: str) -> Any:
+    """``expect`` for copies: once the task defined its new VM, recovery keeps it (and what it names), so the
+    new domain, its volumes and files may stay; before that nothing may."""
+    def expect(w: World, _k: int) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
+        from tests.reliability.harness import inventory
+
+        name = w.vars[name_key]
+        if name not in {d.name() for d in w.conn.listAllDomains()}:
+            return set(), set()
+        made = inventory(w.conn, name, w.workdir)  # everything named after the new VM
+        return set(), made.items() | {("file", f) for f in inventory(w.conn, w.prefix, w.workdir).files
+                                      if os.path.basename(f).startswith(name)}
+    return expect
+
+
+def _clone_setup(w: World) -> None:
+    _shut_off_vm(w)
+    w.vars["new"] = f"{w.prefix}copy"
+
+
+def _backup_setup(w: World) -> None:
+    _shut_off_vm(w)
+    w.vars["dest"] = str(w.workdir / "backup")
+
+
+def _restore_setup(w: World) -> None:
+    from kvmkit.service.copies.backup import backup_vm
+
+    _shut_off_vm(w)
+    w.vars["backup"] = str(w.workdir / "backup")
+    backup_vm(w.conn, w.vars["vm"], w.vars["backup"])
+    w.vars["new"] = f"{w.prefix}restored"
+
+
+# task kinds whose journal is learned (steps=()): one line each
 LEARNED = [
     KillCase(id="vm.delete", kind="vm.delete", steps=(), setup=_delete_setup,
              submit=lambda c, w: c.delete(f"/api/v1/vms/{w.vars['vm']}", params={"storage": True})),
+    KillCase(id="vm.clone", kind="vm.clone", steps=(), setup=_clone_setup, expect=_made_vm("new"),
+             submit=lambda c, w: c.post(f"/api/v1/vms/{w.vars['vm']}/clone", json={"name": w.vars["new"]})),
+    KillCase(id="vm.backup", kind="vm.backup", steps=(), setup=_backup_setup,
+             submit=lambda c, w: c.post(f"/api/v1/vms/{w.vars['vm']}/backups",
+                                        json={"destination": w.vars["dest"]})),
+    KillCase(id="vm.restore", kind="vm.restore", steps=(), setup=_restore_setup, expect=_made_vm("new"),
+             submit=lambda c, w: c.post("/api/v1/backups/restore",
+                                        json={"path": w.vars["backup"], "name": w.vars["new"]})),
 ]
 
 
