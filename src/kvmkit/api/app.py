@@ -53,17 +53,20 @@ def create_app(db_url: str | None = None, uri: str | None = None, *, tls: bool =
     import kvmkit.api.routes_console as routes_console
     import kvmkit.api.routes_events as routes_events
     import kvmkit.api.routes_health as routes_health
+    import kvmkit.api.routes_images as routes_images
     import kvmkit.api.routes_networks as routes_networks
     import kvmkit.api.routes_pools as routes_pools
     import kvmkit.api.routes_snapshots as routes_snapshots
     import kvmkit.api.routes_tasks as routes_tasks
+    import kvmkit.api.routes_templates as routes_templates
     import kvmkit.api.routes_tokens as routes_tokens
     import kvmkit.api.routes_users as routes_users
     import kvmkit.api.routes_vms as routes_vms
+    import kvmkit.api.routes_volumes as routes_volumes
 
     app.include_router(routes_health.router)
     for mod in (routes_auth, routes_vms, routes_snapshots, routes_tasks, routes_events, routes_users, routes_tokens,
-                routes_audit, routes_pools, routes_networks):
+                routes_audit, routes_pools, routes_networks, routes_volumes, routes_images, routes_templates):
         app.include_router(mod.router, prefix=API)
     app.include_router(routes_console.router)  # its path carries the /api/v1 prefix itself
     return app
