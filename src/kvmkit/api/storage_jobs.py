@@ -130,9 +130,17 @@ class RequestBody:
         batch: list[bytes] = []
         batched = 0
         put = self.channel.put
+        receive = self.request.receive  # the ASGI channel itself: no generator layer per piece
         try:
-            async for piece in self.request.stream():
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise ClientDisconnect()
+                piece = message.get("body", b"")
+                more = message.get("more_body", False)
                 if not piece:
+                    if not more:
+                        break
                     continue
                 parts.append(piece)
                 have += len(piece)
@@ -145,6 +153,8 @@ class RequestBody:
                         if not await put(batch):
                             return
                         batch, batched = [], 0
+                if not more:
+                    break
             if parts:
                 batch.append(b"".join(parts))
             if batch and not await put(batch):
