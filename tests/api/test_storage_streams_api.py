@@ -275,3 +275,41 @@ def test_download_of_a_busy_volume_is_409_and_a_gone_client_fails_the_task(users
     assert task["state"] == "failed" and "went away" in task["error"], task
     got, down = download(admin, pool, "big.raw")
     assert got == data and down["result"]["sha256"] == sha(data)
+
+
+def test_a_server_killed_mid_upload_cleans_up_when_it_starts_again(prefix: str, workdir: Path) -> None:
+    """SIGKILL during an upload into a new volume and into an existing one: at the next start the task is
+    failed as interrupted, the new volume deleted, the existing one marked incomplete."""
+    srv = Server("sqlite")
+    srv.cli("user", "add", "admin", "--role", "admin")
+    srv.start()
+    token = srv.token("admin")
+    try:
+        with srv.client(token) as admin:
+            pool = make_pool(admin, f"{prefix}pool", workdir / "pool")
+            ok(admin.put(content_url(pool, "old.raw"), params={"format": "raw"}, content=os.urandom(4 * MiB)), 201)
+        for name, params in (("new.raw", {"format": "raw"}), ("old.raw", {})):
+            target = f"volume:{pool}/{name}"
+            with srv.client(token) as admin:
+
+                def receiving(admin: httpx.Client = admin, target: str = target) -> None:
+                    deadline = time.monotonic() + 120
+                    while not any(t["target"] == target and t["state"] == "running" and t["percent"] > 0
+                                  for t in ok(admin.get(f"{API}/tasks", params={"limit": 20}))):
+                        assert time.monotonic() < deadline
+                        time.sleep(0.1)
+                    srv.kill()
+
+                with pytest.raises(httpx.HTTPError):
+                    admin.put(content_url(pool, name), params=params, headers={"Content-Length": str(4 * MiB)},
+                              content=gated([os.urandom(2 * MiB), os.urandom(2 * MiB)], {1: receiving}))
+            srv.start()  # (on a new port)
+        with srv.client(token) as admin:
+            tasks = upload_tasks(admin, pool, "new.raw") + upload_tasks(admin, pool, "old.raw")
+            failed = [t for t in tasks if t["state"] == "failed"]
+            assert len(failed) == 2 and all("interrupted" in t["error"] for t in failed), tasks
+            assert any("deleted volume" in t["error"] for t in failed)
+            assert admin.get(f"{API}/pools/{pool}/volumes/new.raw").status_code == 404
+            assert "server stopped" in ok(admin.get(f"{API}/pools/{pool}/volumes/old.raw"))["incomplete"]
+    finally:
+        srv.cleanup()

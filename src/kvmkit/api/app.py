@@ -73,7 +73,7 @@ def create_app(db_url: str | None = None, uri: str | None = None, *, tls: bool =
 
 
 def build_state(db_url: str | None, uri: str, *, tls: bool = False, workers: int = 4) -> Any:
-    from kvmkit.api import vm_jobs
+    from kvmkit.api import storage_jobs, vm_jobs
     from kvmkit.api.state import Hypervisor, ServerState
     from kvmkit.api.vm_cache import VMListCache, invalidating_runner
     from kvmkit.service.tasks.events import EventHub, register_event_impl
@@ -88,6 +88,7 @@ def build_state(db_url: str | None, uri: str, *, tls: bool = False, workers: int
     hub.subscribe(vm_list.on_hub_event)
     runner = invalidating_runner(TaskRunner, vm_list)(store, workers=workers, publish=hub.publish)
     vm_jobs.register_recovery()
+    storage_jobs.register_recovery()
     st = ServerState(store=store, runner=runner, hub=hub, hv=hv, tls=tls, vm_list=vm_list)
     vm_list.observers = lambda: st.event_clients
     try:

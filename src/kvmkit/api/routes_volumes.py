@@ -295,7 +295,8 @@ async def upload_content(pool: str, name: str, request: Request,
 
         try:
             conn = worker_connection(st.hv.get())
-            ctx.step("upload", 0, f"receiving {pool}/{name}", pool=pool, volume=name, length=length, format=fmt)
+            ctx.step("upload", 0, f"receiving {pool}/{name}", pool=pool, volume=name, length=length, format=fmt,
+                     existed=plan.vol is not None)  # what recovery undoes after a crash (storage_jobs.py)
             d = streams.upload_chunks(conn, pool, name, body.chunks(), fmt=fmt, length=length, expected_sha256=sha256,
                                       progress=Throttled(ctx, "received"), what="the upload")
             if d["created"]:

@@ -249,3 +249,67 @@ async def final_task(runner: Any, task_id: str, ended: asyncio.Event) -> dict[st
             return task
         if ended.is_set():
             await asyncio.sleep(0.01)
+
+
+# --- recovery of storage tasks a previous server process left running ---------------------------------
+
+def _step(steps: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
+    found = next((s for s in steps if s["name"] == name), None)
+    return (found.get("data") or {}) if found is not None else None
+
+
+def recover_upload(conn: Any, task: dict[str, Any], steps: list[dict[str, Any]]) -> list[str]:
+    """An upload the server died in: the volume it made is deleted, an existing one is marked incomplete."""
+    from kvmkit.service.storage import volume_marks
+    from kvmkit.service.storage.volumes import get_pool, get_volume
+
+    intent = task.get("intent") or {}
+    pool, name = intent.get("pool"), intent.get("volume")
+    step = _step(steps, "upload")
+    if step is None or not pool or not name:
+        return ["the upload had not begun"]
+    try:
+        vol = get_volume(get_pool(conn, pool), name)
+    except KvmkitError:
+        return [f"no volume {pool}/{name} is left"]
+    if step.get("existed"):
+        volume_marks.set_mark(vol.path(), incomplete=f"the server stopped during an upload into it (task {task['id']})")
+        return [f"volume {pool}/{name} holds part of the upload: marked incomplete (upload it again or wipe it)"]
+    vol.delete(0)
+    return [f"deleted volume {pool}/{name}, which the upload had made"]
+
+
+def recover_pool_define(conn: Any, task: dict[str, Any], steps: list[dict[str, Any]]) -> list[str]:
+    """A define (build, start) the server died in: the pool is stopped and undefined again (its storage stays)."""
+    from kvmkit.service.storage.pools import rollback_define
+
+    name = (task.get("intent") or {}).get("name")
+    if _step(steps, "define") is None or not name:
+        return ["the define had not begun"]
+    rollback_define(conn, name)
+    return [f"pool {name} stopped and undefined (a directory or volume group it built stays)"]
+
+
+def recover_convert(conn: Any, task: dict[str, Any], steps: list[dict[str, Any]]) -> list[str]:
+    """A convert the server died in: its destination file is removed unless a VM was switched to it."""
+    from pathlib import Path
+
+    from kvmkit.service.storage.volumes import domains_using
+
+    step = _step(steps, "convert")
+    dst = step.get("dst") if step else None
+    if not dst or not Path(dst).exists():
+        return ["no destination file is left"]
+    users = domains_using(conn).get(dst)
+    if users:
+        return [f"kept {dst}: VM {', '.join(users)} uses it"]
+    Path(dst).unlink()
+    return [f"removed the partial destination {dst}"]
+
+
+def register_recovery() -> None:
+    from kvmkit.service.tasks.runner import RECOVERY
+
+    RECOVERY["volume.upload"] = recover_upload
+    RECOVERY["pool.define"] = recover_pool_define
+    RECOVERY["image.convert"] = recover_convert
