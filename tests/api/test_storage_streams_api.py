@@ -155,8 +155,12 @@ def test_refused_uploads_are_4xx_and_leave_nothing(users: Users, pool: str, work
         assert (body.get("error") and body.get("code")) or body.get("detail"), body
         return dict(body)
 
-    # larger than the volume: refused before a byte is read, the volume untouched
+    # larger than the volume: refused before a byte is read, the volume untouched; a client that waits for
+    # "100 Continue" gets the refusal without sending the body
     refused("small.raw", 413, "larger than volume 'small.raw'", content=os.urandom(2 * MiB))
+    answer = raw_put(users.server, _token(admin), content_url(pool, "small.raw"),
+                     {"Content-Length": str(2 * MiB), "Expect": "100-continue"}, b"")
+    assert answer.startswith("HTTP/1.1 413"), answer
     # ... and when the length is not announced (chunked), refused once it passes the capacity
     body = refused("small.raw", 413, "more than volume 'small.raw' can take",
                    content=iter([os.urandom(MiB // 2)] * 3))
