@@ -317,3 +317,30 @@ def test_a_server_killed_mid_upload_cleans_up_when_it_starts_again(prefix: str, 
             assert "server stopped" in ok(admin.get(f"{API}/pools/{pool}/volumes/old.raw"))["incomplete"]
     finally:
         srv.cleanup()
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_a_slow_download_does_not_fill_the_servers_memory(users: Users, pool: str) -> None:
+    """libvirt queues what a download's reader has not taken yet; the server asks for 8 MiB at a time, so a
+    client reading slowly (here: 64 KiB, then a look at the server's memory) never has the volume buffered."""
+    admin = users.admin
+    data = os.urandom(4 * MiB) * 40  # 160 MiB
+    ok(admin.put(content_url(pool, "slow.raw"), params={"format": "raw"}, content=data), 201)
+    assert users.server.proc is not None
+    pid = users.server.proc.pid
+    base = _rss_mib(pid)
+    peak = base
+    got = bytearray()
+    with admin.stream("GET", content_url(pool, "slow.raw")) as r:
+        task_id = r.headers["x-kvmkit-task"]
+        for piece in r.iter_raw(64 * 1024):
+            got += piece
+            peak = max(peak, _rss_mib(pid))
+    assert bytes(got) == data and wait_task(admin, task_id)["result"]["sha256"] == sha(data)
+    assert peak - base < 64, f"the server grew by {peak - base:.0f} MiB during a 160 MiB download"
