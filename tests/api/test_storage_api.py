@@ -138,12 +138,19 @@ def test_upload_download_convert_template_provision(users: Users, prefix: str, w
     assert full["info"]["backing_chain"] == []
     assert ok(admin.get(f"{API}/images/info", params={"pool": pool, "volume": "vm2.qcow2"}))["virtual_size"] == \
         64 * MiB
-    # a template cannot be deleted while marked, nor while linked clones use it
+    # a template cannot be deleted, wiped or overwritten while marked, nor while linked clones use it
     r = admin.delete(f"{API}/pools/{pool}/volumes/disk.qcow2")
     assert r.status_code == 409 and "template" in r.json()["error"]
+    r = admin.post(f"{API}/pools/{pool}/volumes/disk.qcow2/actions/wipe")
+    assert r.status_code == 409 and "cannot wipe" in r.json()["error"]
+    r = admin.put(content_url(pool, "disk.qcow2"), content=image)
+    assert r.status_code == 409 and "cannot upload into" in r.json()["error"]
     assert ok(admin.delete(f"{API}/templates/{prefix}t"))["unmarked"] is True
     r = admin.delete(f"{API}/pools/{pool}/volumes/disk.qcow2")
     assert r.status_code == 409 and "backing file of vm1.qcow2" in r.json()["error"]
+    r = admin.put(content_url(pool, "disk.qcow2"), content=image)
+    assert r.status_code == 409 and "backing file of vm1.qcow2" in r.json()["error"]
+    assert download(admin, pool, "disk.qcow2")[0] == image  # untouched
 
 
 def test_volume_create_clone_resize_wipe_delete(users: Users, prefix: str, workdir: Path) -> None:

@@ -103,6 +103,8 @@ def convert(body: ConvertSpec, request: Request, p: Principal = Depends(require(
     st = state(request)
     target = f"volume:{body.dest.pool}/{body.dest.volume}" if body.dest.path is None else f"file:{body.dest.path}"
     not_busy(st, target)
+    if body.source.path is None:  # an upload or wipe into the source meanwhile would tear the copy
+        not_busy(st, f"volume:{body.source.pool}/{body.source.volume}")
     conn = st.hv.get()
     src, src_fmt = _source(conn, body.source, body.source_format)
     dst = _dest(conn, body.dest)

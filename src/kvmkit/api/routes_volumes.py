@@ -158,6 +158,10 @@ def wipe_volume(pool: str, name: str, request: Request, p: Principal = Depends(r
     target = _target(pool, name)
     not_busy(st, target)
     may_change(p, st.hv.get(), pool, name, "wipe")
+    from kvmkit.service.storage.volumes import get_pool, get_volume, refuse_if_base
+
+    base = get_pool(st.hv.get(), pool)
+    refuse_if_base(base, get_volume(base, name), "wipe")  # 409 now (the task checks again)
 
     def run(ctx: Any) -> dict[str, Any]:
         from kvmkit.hypervisor.connection import worker_connection

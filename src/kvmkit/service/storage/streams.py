@@ -39,6 +39,7 @@ from kvmkit.service.storage.volumes import (
     check_format,
     get_pool,
     get_volume,
+    refuse_if_base,
     volume_format,
     volume_info,
     volume_users,
@@ -123,6 +124,7 @@ def plan_upload(conn: libvirt.virConnect, pool_name: str, name: str, *, fmt: str
         users = volume_users(conn, pool_name, vol)
         if users:
             raise Conflict(f"volume '{name}' is in use by VM {', '.join(users)}", hint="shut down and detach first")
+        refuse_if_base(pool, vol, "upload into")
         with libvirt_errors(f"volume {name}"):
             capacity = int(vol.info()[1])
         if declared == "raw" and length is not None and length > capacity:

@@ -260,6 +260,22 @@ def _backing_dependents(pool: libvirt.virStoragePool, vol: libvirt.virStorageVol
     return out
 
 
+def refuse_if_base(pool: libvirt.virStoragePool, vol: libvirt.virStorageVol, action: str) -> None:
+    """Refuse to ``action`` a volume that is a template or the backing file of another volume (its linked
+    clones would read changed or vanished data)."""
+    from kvmkit.service.storage.template_registry import template_for_path
+
+    name = vol.name()
+    tmpl = template_for_path(vol.path())
+    if tmpl:
+        raise Conflict(f"cannot {action} volume '{name}': it is template '{tmpl}'",
+                       hint=f"unmark it first: kvmkit template unmark {tmpl}")
+    deps = _backing_dependents(pool, vol)
+    if deps:
+        raise Conflict(f"cannot {action} volume '{name}': it is the backing file of {', '.join(deps)}",
+                       hint="delete those linked clones first")
+
+
 def delete_volume(conn: libvirt.virConnect, pool_name: str, name: str) -> dict[str, Any]:
     """Delete a volume; refused while a VM uses it, a template names it, or another volume is backed by it."""
     pool = get_pool(conn, pool_name)
@@ -268,15 +284,7 @@ def delete_volume(conn: libvirt.virConnect, pool_name: str, name: str) -> dict[s
     if users:
         raise Conflict(f"volume '{name}' is in use by VM {', '.join(users)}",
                        hint="detach the disk or delete the VM first")
-    from kvmkit.service.storage.template_registry import template_for_path
-
-    tmpl = template_for_path(vol.path())
-    if tmpl:
-        raise Conflict(f"volume '{name}' is template '{tmpl}'", hint=f"unmark it first: kvmkit template unmark {tmpl}")
-    deps = _backing_dependents(pool, vol)
-    if deps:
-        raise Conflict(f"volume '{name}' is the backing file of {', '.join(deps)}",
-                       hint="delete those linked clones first")
+    refuse_if_base(pool, vol, "delete")
     path = vol.path()
     with libvirt_errors(f"delete volume {name}"):
         vol.delete(0)
@@ -329,6 +337,7 @@ def wipe_volume(conn: libvirt.virConnect, pool_name: str, name: str) -> dict[str
     users = volume_users(conn, pool_name, vol)
     if users:
         raise Conflict(f"volume '{name}' is in use by VM {', '.join(users)}", hint="detach it or delete the VM first")
+    refuse_if_base(pool, vol, "wipe")
     fmt = volume_format(vol)
     path = vol.path()
     from kvmkit.service.storage import volume_marks
