@@ -47,6 +47,8 @@ def _locked() -> Iterator[dict[str, dict[str, Any]]]:
         fcntl.flock(fh, fcntl.LOCK_EX)
         data = _read()
         yield data
+        for path in [p for p, entry in data.items() if entry.get("file") is not None and not os.path.lexists(p)]:
+            del data[path]  # a file of this host that is gone (deleted by virsh, say): nothing to remember
         tmp = _path().with_suffix(".json.tmp")
         tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
         os.replace(tmp, _path())
