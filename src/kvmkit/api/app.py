@@ -67,11 +67,13 @@ def create_app(db_url: str | None = None, uri: str | None = None, *, tls: bool =
     import kvmkit.api.routes_events as routes_events
     import kvmkit.api.routes_health as routes_health
     import kvmkit.api.routes_host as routes_host
+    import kvmkit.api.routes_images as routes_images
     import kvmkit.api.routes_metrics as routes_metrics
     import kvmkit.api.routes_networks as routes_networks
     import kvmkit.api.routes_pools as routes_pools
     import kvmkit.api.routes_snapshots as routes_snapshots
     import kvmkit.api.routes_tasks as routes_tasks
+    import kvmkit.api.routes_templates as routes_templates
     import kvmkit.api.routes_tokens as routes_tokens
     import kvmkit.api.routes_users as routes_users
     import kvmkit.api.routes_vm_copies as routes_vm_copies
@@ -79,11 +81,13 @@ def create_app(db_url: str | None = None, uri: str | None = None, *, tls: bool =
     import kvmkit.api.routes_vm_runtime as routes_vm_runtime
     import kvmkit.api.routes_vm_xml as routes_vm_xml
     import kvmkit.api.routes_vms as routes_vms
+    import kvmkit.api.routes_volumes as routes_volumes
 
     app.include_router(routes_health.router)
     for mod in (routes_auth, routes_vms, routes_snapshots, routes_tasks, routes_events, routes_users, routes_tokens,
                 routes_audit, routes_pools, routes_networks,
-                routes_vm_copies, routes_vm_devices, routes_vm_runtime, routes_vm_xml, routes_host, routes_metrics):
+                routes_vm_copies, routes_vm_devices, routes_vm_runtime, routes_vm_xml, routes_host, routes_metrics,
+                routes_volumes, routes_images, routes_templates):
         app.include_router(mod.router, prefix=API)
     app.include_router(routes_console.router)  # its path carries the /api/v1 prefix itself
     app.include_router(routes_metrics.scrape_router)  # /metrics, outside /api/v1
@@ -104,7 +108,7 @@ def install_security(app: FastAPI) -> None:
 
 
 def build_state(db_url: str | None, uri: str, *, tls: bool = False, workers: int = 4) -> Any:
-    from kvmkit.api import crash_watch, snapshot_jobs, vm_copy_jobs, vm_jobs
+    from kvmkit.api import crash_watch, snapshot_jobs, storage_jobs, vm_copy_jobs, vm_jobs
     from kvmkit.api.state import Hypervisor, ServerState
     from kvmkit.api.vm_cache import VMListCache, invalidating_runner
     from kvmkit.service.tasks.events import EventHub, register_event_impl
@@ -121,6 +125,7 @@ def build_state(db_url: str | None, uri: str, *, tls: bool = False, workers: int
     vm_jobs.register_recovery()
     vm_copy_jobs.register()
     snapshot_jobs.register_recovery()
+    storage_jobs.register_recovery()
     st = ServerState(store=store, runner=runner, hub=hub, hv=hv, tls=tls, vm_list=vm_list)
     vm_list.observers = lambda: st.event_clients
     try:

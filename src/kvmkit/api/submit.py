@@ -38,6 +38,13 @@ def accepted(task: dict[str, Any]) -> JSONResponse:
 def submit(request: Request, st: ServerState, p: Principal, kind: str, target: str, body: Any,
            intent: dict[str, Any], task_id: str | None = None) -> JSONResponse:
     """Run ``body`` as a task holding ``target`` and audit its outcome when it ends."""
+    return accepted(start(request, st, p, kind, target, body, intent, task_id))
+
+
+def start(request: Request, st: ServerState, p: Principal, kind: str, target: str, body: Any,
+          intent: dict[str, Any], task_id: str | None = None, *, own_thread: bool = False) -> dict[str, Any]:
+    """Like :func:`submit` but return the task (for a route that answers when it ends, e.g. a streamed
+    upload: ``own_thread`` runs it at once in a thread of its own, see TaskRunner.submit)."""
     from kvmkit.service.access import audit
 
     def audited(ctx: Any) -> Any:
@@ -49,6 +56,7 @@ def submit(request: Request, st: ServerState, p: Principal, kind: str, target: s
         audit.record(st.store, p.name, kind, target, "ok", f"task {ctx.id}")
         return result
 
-    task = st.runner.submit(kind, target, audited, intent=intent, user=p.name, task_id=task_id)
+    task = st.runner.submit(kind, target, audited, intent=intent, user=p.name, task_id=task_id,
+                            own_thread=own_thread)
     request.state.audit_detail = f"task {task['id']}"
-    return accepted(task)
+    return task

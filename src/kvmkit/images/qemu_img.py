@@ -52,6 +52,11 @@ def probe_format(path: str | Path) -> str:
         raise InvalidInput(f"{p} is a directory, not an image file") from err
     except PermissionError as err:
         raise HostError(f"cannot read {p}: permission denied", hint="run as root") from err
+    return probe_bytes(head)
+
+
+def probe_bytes(head: bytes) -> str:
+    """The format an image's first bytes (at least 512, or the whole image if shorter) say it has."""
     for offset, magic, fmt in _MAGICS:
         if head[offset:offset + len(magic)] == magic:
             return fmt

@@ -19,7 +19,9 @@ _STATES = {libvirt.VIR_STORAGE_POOL_INACTIVE: "inactive", libvirt.VIR_STORAGE_PO
 
 def _need(value: str | None, flag: str, ptype: str) -> str:
     if not value:
-        raise InvalidInput(f"a {ptype} pool needs {flag}", hint=f"add {flag} (see `kvmkit pool define --help`)")
+        field = flag.split()[0].lstrip("-").replace("-", "_")
+        raise InvalidInput(f"a {ptype} pool needs {flag} (API field {field})",
+                           hint=f"add {flag} (see `kvmkit pool define --help`)")
     return value
 
 
@@ -32,7 +34,7 @@ def pool_xml(name: str, ptype: str, *, target: str | None = None, source_dev: st
     if ptype not in POOL_TYPES:
         raise InvalidInput(f"unknown pool type '{ptype}'", hint=f"use one of: {', '.join(POOL_TYPES)}")
     if target is not None and not target.startswith("/"):
-        raise InvalidInput(f"--target {target} must be an absolute path")
+        raise InvalidInput(f"--target {target} must be an absolute path", hint="e.g. --target /srv/vms")
     pool = etree.Element("pool", type=ptype)
     etree.SubElement(pool, "name").text = name
     source = etree.SubElement(pool, "source")

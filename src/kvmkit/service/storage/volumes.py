@@ -1,7 +1,7 @@
 """Storage volumes: create, clone (full or linked), resize, wipe, delete, info, list.
 
 Formats are always explicit: in the volume XML (<format type=.../>) and for backing stores (libvirt then
-passes ``-F`` to qemu-img). Upload and download through libvirt streams live in volume_streams.py.
+passes ``-F`` to qemu-img). Upload and download through libvirt streams live in streams.py.
 """
 
 from __future__ import annotations
@@ -260,6 +260,22 @@ def _backing_dependents(pool: libvirt.virStoragePool, vol: libvirt.virStorageVol
     return out
 
 
+def refuse_if_base(pool: libvirt.virStoragePool, vol: libvirt.virStorageVol, action: str) -> None:
+    """Refuse to ``action`` a volume that is a template or the backing file of another volume (its linked
+    clones would read changed or vanished data)."""
+    from kvmkit.service.storage.template_registry import template_for_path
+
+    name = vol.name()
+    tmpl = template_for_path(vol.path())
+    if tmpl:
+        raise Conflict(f"cannot {action} volume '{name}': it is template '{tmpl}'",
+                       hint=f"unmark it first: kvmkit template unmark {tmpl}")
+    deps = _backing_dependents(pool, vol)
+    if deps:
+        raise Conflict(f"cannot {action} volume '{name}': it is the backing file of {', '.join(deps)}",
+                       hint="delete those linked clones first")
+
+
 def delete_volume(conn: libvirt.virConnect, pool_name: str, name: str) -> dict[str, Any]:
     """Delete a volume; refused while a VM uses it, a template names it, or another volume is backed by it."""
     pool = get_pool(conn, pool_name)
@@ -268,18 +284,13 @@ def delete_volume(conn: libvirt.virConnect, pool_name: str, name: str) -> dict[s
     if users:
         raise Conflict(f"volume '{name}' is in use by VM {', '.join(users)}",
                        hint="detach the disk or delete the VM first")
-    from kvmkit.service.storage.template_registry import template_for_path
-
-    tmpl = template_for_path(vol.path())
-    if tmpl:
-        raise Conflict(f"volume '{name}' is template '{tmpl}'", hint=f"unmark it first: kvmkit template unmark {tmpl}")
-    deps = _backing_dependents(pool, vol)
-    if deps:
-        raise Conflict(f"volume '{name}' is the backing file of {', '.join(deps)}",
-                       hint="delete those linked clones first")
+    refuse_if_base(pool, vol, "delete")
     path = vol.path()
     with libvirt_errors(f"delete volume {name}"):
         vol.delete(0)
+    from kvmkit.service.storage import volume_marks
+
+    volume_marks.clear(path)
     return {"pool": pool_name, "name": name, "path": path, "deleted": True}
 
 
@@ -326,7 +337,12 @@ def wipe_volume(conn: libvirt.virConnect, pool_name: str, name: str) -> dict[str
     users = volume_users(conn, pool_name, vol)
     if users:
         raise Conflict(f"volume '{name}' is in use by VM {', '.join(users)}", hint="detach it or delete the VM first")
+    refuse_if_base(pool, vol, "wipe")
     fmt = volume_format(vol)
+    path = vol.path()
+    from kvmkit.service.storage import volume_marks
+
+    kept = {k: v for k, v in volume_marks.marks(path).items() if k != "incomplete"}  # e.g. its owner
     if fmt == "qcow2":
         root = etree.fromstring(vol.XMLDesc(0))
         backing = root.findtext("backingStore/path")
@@ -341,6 +357,9 @@ def wipe_volume(conn: libvirt.virConnect, pool_name: str, name: str) -> dict[str
     else:
         with libvirt_errors(f"wipe volume {name}"):
             vol.wipe(0)
+    volume_marks.clear(path)  # a wiped volume holds no half-uploaded image (and may be a new file)
+    if kept:
+        volume_marks.set_mark(path, **kept)
     return {"pool": pool_name, "name": name, "wiped": True, "format": fmt}
 
 
@@ -365,6 +384,11 @@ def volume_info(conn: libvirt.virConnect, pool_name: str, name: str) -> dict[str
         bfmt = root.find("backingStore/format")
         info["backing_chain"] = [{"path": root.findtext("backingStore/path"),
                                   "format": bfmt.get("type") if bfmt is not None else None}]
+    from kvmkit.service.storage import volume_marks
+
+    incomplete = volume_marks.marks(vol.path()).get("incomplete")
+    if incomplete:  # an upload into it stopped in the middle (streams.py)
+        info["incomplete"] = incomplete
     return info
 
 
@@ -373,6 +397,9 @@ def list_volumes(conn: libvirt.virConnect, pool_name: str) -> list[dict[str, Any
     with libvirt_errors(f"list volumes of {pool_name}"):
         pool.refresh(0)
         vols = pool.listAllVolumes(0)
+    from kvmkit.service.storage import volume_marks
+
+    marks = volume_marks.all_marks()
     out = []
     for vol in sorted(vols, key=lambda v: v.name()):
         try:
@@ -382,6 +409,10 @@ def list_volumes(conn: libvirt.virConnect, pool_name: str) -> list[dict[str, Any
             continue
         fmt_el = root.find("target/format")
         fmt = (fmt_el.get("type") if fmt_el is not None else None) or "raw"
-        out.append({"name": vol.name(), "path": root.findtext("target/path"), "format": fmt, "capacity": capacity,
-                    "allocation": allocation, "backing": root.findtext("backingStore/path")})
+        row = {"name": vol.name(), "path": root.findtext("target/path"), "format": fmt, "capacity": capacity,
+               "allocation": allocation, "backing": root.findtext("backingStore/path")}
+        incomplete = (marks.get(row["path"] or "") or {}).get("incomplete")
+        if incomplete:
+            row["incomplete"] = incomplete
+        out.append(row)
     return out

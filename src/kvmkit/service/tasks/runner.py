@@ -172,8 +172,11 @@ class TaskRunner:
             self._release(target, mine)
 
     def submit(self, kind: str, target: str, body: TaskBody, *, intent: dict[str, Any] | None = None,
-               user: str | None = None, task_id: str | None = None) -> dict[str, Any]:
-        """Record the task with its intent, then run ``body`` in the pool. Raises Busy if target is held."""
+               user: str | None = None, task_id: str | None = None, own_thread: bool = False) -> dict[str, Any]:
+        """Record the task with its intent, then run ``body`` in the pool. Raises Busy if target is held.
+
+        ``own_thread``: run it in a thread of its own instead, at once: for a task paced by a client (a
+        streamed upload or download) that must neither wait for a free worker nor hold one for hours."""
         task_id = task_id or str(uuid.uuid4())
         with self._lock:
             if target in self._busy:
@@ -187,7 +190,11 @@ class TaskRunner:
         except BaseException:
             self._release(target, task_id)
             raise
-        self._pool.submit(self._run, task_id, target, body)
+        if own_thread:
+            threading.Thread(target=self._run, args=(task_id, target, body), name=f"kvmkit-task-{kind}",
+                             daemon=True).start()
+        else:
+            self._pool.submit(self._run, task_id, target, body)
         return self.get(task_id)
 
     def _release(self, target: str, task_id: str) -> None:
