@@ -262,9 +262,12 @@ def test_volume_name_property(name):
 @settings(max_examples=200, deadline=None)
 @given(st.integers(min_value=-(2**40), max_value=2**40), st.sampled_from(["", "M", "G", "K", "B", "GiB"]))
 def test_size_property(number, unit):
+    from kvmkit.spec.common import MAX_SIZE_BYTES
+
     text = f"{number}{unit}"
-    if number <= 0:
+    factor = {"": 1024**2, "M": 1024**2, "G": 1024**3, "K": 1024, "B": 1, "GiB": 1024**3}[unit]
+    if number <= 0 or number * factor > MAX_SIZE_BYTES:  # nothing, or beyond any disk: refused, never overflowing
         with pytest.raises(InvalidInput):
             volumes.parse_size(text)
     else:
-        assert volumes.parse_size(text) > 0
+        assert volumes.parse_size(text) == number * factor
