@@ -59,7 +59,10 @@ def console_run(server: Server, token: str, vm: str, command: str, *, timeout: f
     tag = secrets.token_hex(4)
     rx = re.compile(rf"KT-OUT-{tag}<(.*?)>KT-END", re.S)
     line = f"echo \"KT-OUT-\"\"{tag}<$({command} | tr '\\n' ' ')>KT-\"END\n"
-    url = server.url.replace("http", "ws", 1) + f"/api/v1/vms/{vm}/console/ws?token={token}"
+    r = httpx.post(f"{server.url}/api/v1/vms/{vm}/console", json={"kind": "serial"},
+                   headers={"Authorization": f"Bearer {token}"}, verify=False)
+    assert r.status_code in (200, 201), r.text  # a single-use console ticket: tokens never go into a URL
+    url = server.url.replace("http", "ws", 1) + f"{r.json()['ws_path']}?ticket={r.json()['ticket']}"
     seen = ""
     deadline = time.monotonic() + timeout
     with connect(url, open_timeout=30, max_size=None) as ws:
