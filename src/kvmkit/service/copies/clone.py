@@ -24,6 +24,7 @@ from lxml import etree
 from kvmkit.errors import Conflict, InvalidState, OperationFailed
 from kvmkit.hypervisor.errors import libvirt_errors
 from kvmkit.service.copies import snapshots
+from kvmkit.xml.chardevs import keep_log_history
 
 Progress = Callable[[float], None]  # receives the overall percentage, 0..100
 
@@ -136,6 +137,7 @@ def clone_vm(conn: libvirt.virConnect, src: str, new: str, *, linked: bool = Fal
         root = etree.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE
                                             | libvirt.VIR_DOMAIN_XML_SECURE).encode())
         ident = rename_identity(root, src, new)
+        keep_log_history(root)  # the clone's own log, append-only from its first boot
         macs = new_macs(conn, root)
         disk_out = _copy_disks(conn, root, src, new, linked=linked, shared=bool(dom.isActive()), made=made_files,
                                progress=progress)
