@@ -36,7 +36,7 @@ def test_vm_created_through_api_boots_and_its_events_stream(server: Server, admi
         log.wait_for("KVMKIT-GUEST-READY", timeout=90)
         events.wait(kind="vm", vm=name, event="defined")
         events.wait(kind="vm", vm=name, event="started")
-        events.wait(kind="task", timeout=5)
+        events.wait(kind="task")
         shown = admin.get(f"/api/v1/vms/{name}").json()
         assert shown["state"] == "running"
 

@@ -17,7 +17,7 @@ from kvmkit.images import micro, minimal_kernel
 from tests.support.micro_domain import MicroDomain
 from tests.support.serial import SerialLog
 
-BOOT_TIMEOUT = 60
+BOOT_TIMEOUT = 180  # a guard, not a claim: ~1 s to the ready marker on an idle host
 
 
 @pytest.mark.fast
@@ -88,9 +88,11 @@ def built() -> tuple[minimal_kernel.MinimalKernel, micro.MicroImage]:
 @pytest.mark.full
 def test_build_is_cached_and_has_everything_built_in(built, tmp_path):
     kernel, image = built
-    start = time.monotonic()
+    entry = Path(kernel.vmlinux).parent
+    before = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in entry.iterdir()}
     again = minimal_kernel.build()
-    assert time.monotonic() - start < 5.0, "a cached kernel must not be rebuilt"
+    after = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in entry.iterdir()}
+    assert after == before, "a cached kernel must not be rebuilt (its cache entry was rewritten)"
     assert again == kernel
     assert set(micro.GUEST_MODULES) <= minimal_kernel.builtin_modules(kernel)
     config = Path(kernel.config).read_text()
