@@ -33,7 +33,7 @@ def test_vm_created_through_api_boots_and_its_events_stream(server: Server, admi
         assert task["state"] == "succeeded", task["error"]
         steps = [s["name"] for s in task["steps"]]
         assert steps[0] == "create" and "start" in steps
-        log.wait_for("KVMKIT-GUEST-READY", timeout=90)
+        log.wait_for("KVMKIT-GUEST-READY")
         events.wait(kind="vm", vm=name, event="defined")
         events.wait(kind="vm", vm=name, event="started")
         events.wait(kind="task")

@@ -22,7 +22,7 @@ def test_fast_boot_micro_guest_boots_lean_and_shuts_down_gracefully(conn, prefix
                             "--network", "none").stdout)
     assert out["started"] is True and out["profile"] == "fast-boot"
     log = SerialLog(out["serial_log"])
-    log.wait_for("KVMKIT-GUEST-READY", timeout=60)
+    log.wait_for("KVMKIT-GUEST-READY")
 
     dom = conn.lookupByName(name)
     root = parse(dom.XMLDesc(0))  # the live XML: what QEMU really got, after libvirt added its defaults
@@ -93,7 +93,7 @@ def test_fast_boot_guest_still_gets_its_network_and_hot_plugged_disks(conn, pref
     out = json.loads(kvmkit("--json", "vm", "create", name, "--micro", "--profile", "fast-boot", "--start",
                             "--network", "network=default").stdout)
     log = SerialLog(out["serial_log"])
-    log.wait_for(r"KVMKIT-IP \d+\.\d+\.\d+\.\d+", timeout=90)
+    log.wait_for(r"KVMKIT-IP \d+\.\d+\.\d+\.\d+")
     disk = workdir / "hot.raw"
     subprocess.run(["qemu-img", "create", "-f", "raw", str(disk), "16M"], check=True, capture_output=True)
     dom = conn.lookupByName(name)

@@ -175,7 +175,7 @@ def test_code_change_makes_the_server_step_aside_and_reload(warm):
 @pytest.mark.guest
 def test_ctrl_c_reaches_the_command(warm, micro_guest):
     guest = micro_guest("warm", extra_cmdline="acpi=off")  # ignores the power button: shutdown waits
-    guest.log.wait_for("KVMKIT-GUEST-READY", timeout=90)
+    guest.log.wait_for("KVMKIT-GUEST-READY")
     server = warm["server"].pid
     _wait(lambda: _children(server), "no spare forked ahead")
     [spare] = _children(server)  # the child that will run the command

@@ -134,7 +134,7 @@ def test_micro_guest_with_minimal_kernel_boots_and_shuts_down(conn, prefix, work
     dom.create()
     log.wait_for("KVMKIT-GUEST-READY", timeout=BOOT_TIMEOUT)
     log.wait_for(rf"KVMKIT-DISK vda {prefix}", timeout=BOOT_TIMEOUT)
-    log.wait_for(r"KVMKIT-IP \d+\.\d+\.\d+\.\d+", timeout=90)
+    log.wait_for(r"KVMKIT-IP \d+\.\d+\.\d+\.\d+")
     assert log.wait_status(timeout=BOOT_TIMEOUT, cpus=1).mem_total_kb > 100_000
     mark = log.offset()
     dom.setVcpusFlags(2, libvirt.VIR_DOMAIN_AFFECT_LIVE)  # ACPI CPU hot-plug; /init onlines it

@@ -56,7 +56,7 @@ def _ws_url(srv: Server, name: str) -> str:
 @pytest.mark.guest
 def test_browser_console_relays_the_serial_shell(portal, micro_guest):
     guest = micro_guest("portal")
-    guest.log.wait_for("KVMKIT-GUEST-READY", timeout=60)
+    guest.log.wait_for("KVMKIT-GUEST-READY")
     c = login(portal, "padmin")
     cookie = f"kvmkit_session={c.cookies['kvmkit_session']}"
     with ws_connect(_ws_url(portal, guest.name), additional_headers={"Cookie": cookie}, open_timeout=20) as ws:

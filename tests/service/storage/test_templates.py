@@ -90,7 +90,7 @@ def test_templates_and_vm_disks(conn, dir_pool, micro_guest, template_registry, 
     templates.mark(conn, dir_pool, "base.qcow2", name=f"{prefix}t")
     first = templates.provision_from_template(conn, f"{prefix}t", "vm1.qcow2")
     guest = micro_guest("fromtpl", disks=[{"path": first, "format": "qcow2"}])
-    guest.log.wait_for("KVMKIT-GUEST-READY", timeout=60)
+    guest.log.wait_for("KVMKIT-GUEST-READY")
     # a running VM on an overlay of the template does not stop the next VM from using the template
     second = templates.provision_from_template(conn, f"{prefix}t", "vm2.qcow2")
     assert volumes.volume_info(conn, dir_pool, "vm2.qcow2")["backing_chain"][0]["path"] == base["path"]

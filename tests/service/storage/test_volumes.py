@@ -234,7 +234,7 @@ def test_info_is_quick_for_20g_linked_clone(conn, dir_pool):
 def test_running_vm_blocks_resize_and_delete(conn, dir_pool, micro_guest):
     vol = volumes.create_volume(conn, dir_pool, "live.qcow2", "64M")
     guest = micro_guest("live", disks=[{"path": vol["path"], "format": "qcow2"}])
-    guest.log.wait_for("KVMKIT-GUEST-READY", timeout=60)
+    guest.log.wait_for("KVMKIT-GUEST-READY")
     with pytest.raises(InvalidState, match=f"running VM {guest.name}"):
         volumes.resize_volume(conn, dir_pool, "live.qcow2", "128M")
     with pytest.raises(Conflict, match=guest.name):

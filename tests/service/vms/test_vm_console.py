@@ -17,7 +17,7 @@ from kvmkit.service.vms import console as vm_console
 @pytest.mark.guest
 def test_serial_log_path_and_tail(conn, micro_guest):
     guest = micro_guest("log")
-    guest.log.wait_status(timeout=60)
+    guest.log.wait_status()
     assert vm_console.serial_log_path(conn, guest.name) == str(guest.log.path)
     full = vm_console.read_log(conn, guest.name)
     assert "KVMKIT-GUEST-READY" in full["text"] and full["path"] == str(guest.log.path)
@@ -45,7 +45,7 @@ def test_interactive_console_runs_a_command_and_leaves_on_ctrl_bracket(micro_gue
     conn = connect("qemu:///system")
     try:
         guest = micro_guest("tty")
-        guest.log.wait_status(timeout=60)
+        guest.log.wait_status()
         in_r, in_w = os.pipe()
         out_r, out_w = os.pipe()
         result: dict = {}

@@ -42,7 +42,7 @@ def test_list_and_show_real_guest(conn, micro_guest):
     guest = micro_guest("q", start=True, vcpus=1, max_vcpus=2, memory_mib=256, max_memory_mib=512,
                         networks=[{"network": "default", "mac": "52:54:00:11:22:33"}])
     off = micro_guest("off", start=False)
-    guest.log.wait_for("KVMKIT-GUEST-READY", timeout=60)
+    guest.log.wait_for("KVMKIT-GUEST-READY")
     deadline = time.monotonic() + 60
     while True:  # the balloon reaches its target once the guest's balloon driver runs
         rows = {r["name"]: r for r in list_vms(conn)}
