@@ -31,6 +31,21 @@ def test_build_is_cached_and_copies_to_out(micro_image, tmp_path):
     assert (tmp_path / "out" / "vmlinuz").stat().st_size > 1_000_000
 
 
+@pytest.mark.fast
+def test_every_input_is_in_the_cache_key(micro_image, monkeypatch):
+    """What the cached entry records (kernel, modules, init scripts, busybox, command line, format) keys it."""
+    from kvmkit.images.debian_kernel import fetch_kernel
+
+    kernel = fetch_kernel()
+    key = micro._input_key(kernel)
+    assert key == micro_image.key
+    for name, value in (("DEFAULT_CMDLINE", "console=ttyS0"), ("FORMAT_VERSION", -1),
+                        ("GUEST_MODULES", ["virtio_net"])):
+        with monkeypatch.context() as m:
+            m.setattr(micro, name, value)
+            assert micro._input_key(kernel) != key, name
+
+
 def _identity(cached: Path) -> dict[str, tuple[int, int]]:
     """(inode, mtime) of every file of a cache entry: a rebuild publishes new files, a reuse touches none."""
     return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in sorted(cached.iterdir())}
