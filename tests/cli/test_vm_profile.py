@@ -48,7 +48,9 @@ def test_fast_boot_micro_guest_boots_lean_and_shuts_down_gracefully(conn, prefix
     assert xml_to_spec(spec_to_xml(spec)).model_dump() == spec.model_dump()
     assert xml_to_spec(apply_spec(config, spec)).model_dump() == spec.model_dump()
 
-    # graceful shutdown: the ACPI power button reaches the guest's acpid (no --force)
+    # graceful shutdown: the ACPI power button reaches the guest's acpid (no --force), which runs once the
+    # first status line is out (the ready marker comes before it: a press then would be lost)
+    log.wait_for("KVMKIT-STATUS")
     res = kvmkit("--json", "vm", "shutdown", name, "--timeout", "60")
     assert dom.info()[0] == 5, res.stdout  # VIR_DOMAIN_SHUTOFF
     assert "KVMKIT-POWEROFF" in log.text(), "the guest powered itself off on the power button"
