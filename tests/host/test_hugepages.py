@@ -73,7 +73,7 @@ def test_hugepage_vm_takes_memory_over_2mib_pages(conn, micro_guest, hugepages_s
     assert need["pages"] == PAGES and need["size"] == "2M"
     free_before = _meminfo("HugePages_Free")
     dom.create()
-    log.wait_for("KVMKIT-GUEST-READY", timeout=60)
+    log.wait_for("KVMKIT-GUEST-READY")
     assert free_before - _meminfo("HugePages_Free") == PAGES
     dom.destroy()
     assert _meminfo("HugePages_Free") == free_before

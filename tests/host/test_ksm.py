@@ -32,7 +32,7 @@ def _wait(pred, timeout: float, what: str):
 def test_three_identical_guests_share_pages_and_unmerge(micro_guest, ksm_saved):
     guests = [micro_guest(f"ksm{i}", memory_mib=256) for i in range(3)]
     for g in guests:
-        g.log.wait_for("KVMKIT-GUEST-READY", timeout=60)
+        g.log.wait_for("KVMKIT-GUEST-READY")
     result = ksm.configure(run=1, sleep_ms=10, pages_to_scan=20000)
     assert result["run"] == 1 and result["sleep_millisecs"] == 10 and result["pages_to_scan"] == 20000
     assert {c["path"].rsplit("/", 1)[1] for c in result["changed"]} >= {"run"}

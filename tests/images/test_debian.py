@@ -82,8 +82,11 @@ def test_image_is_sealed(image, workdir, request):
 
 @pytest.mark.full
 def test_build_is_cached_and_out_copies(image, workdir):
+    entry = Path(image["path"]).parent
+    before = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in entry.iterdir()}
     again = debian.build(None)
     assert again == image
+    assert {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in entry.iterdir()} == before, "rebuilt"
     out = debian.build(str(workdir / "d12.qcow2"))
     assert Path(out["path"]).stat().st_size == Path(image["path"]).stat().st_size
     assert Path(out["kernel"]).exists() and Path(out["initrd"]).exists()

@@ -17,7 +17,7 @@ from kvmkit.images import micro, minimal_kernel
 from tests.support.micro_domain import MicroDomain
 from tests.support.serial import SerialLog
 
-BOOT_TIMEOUT = 60
+BOOT_TIMEOUT = 180  # a guard, not a claim: ~1 s to the ready marker on an idle host
 
 
 @pytest.mark.fast
@@ -88,9 +88,11 @@ def built() -> tuple[minimal_kernel.MinimalKernel, micro.MicroImage]:
 @pytest.mark.full
 def test_build_is_cached_and_has_everything_built_in(built, tmp_path):
     kernel, image = built
-    start = time.monotonic()
+    entry = Path(kernel.vmlinux).parent
+    before = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in entry.iterdir()}
     again = minimal_kernel.build()
-    assert time.monotonic() - start < 5.0, "a cached kernel must not be rebuilt"
+    after = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in entry.iterdir()}
+    assert after == before, "a cached kernel must not be rebuilt (its cache entry was rewritten)"
     assert again == kernel
     assert set(micro.GUEST_MODULES) <= minimal_kernel.builtin_modules(kernel)
     config = Path(kernel.config).read_text()
@@ -132,7 +134,7 @@ def test_micro_guest_with_minimal_kernel_boots_and_shuts_down(conn, prefix, work
     dom.create()
     log.wait_for("KVMKIT-GUEST-READY", timeout=BOOT_TIMEOUT)
     log.wait_for(rf"KVMKIT-DISK vda {prefix}", timeout=BOOT_TIMEOUT)
-    log.wait_for(r"KVMKIT-IP \d+\.\d+\.\d+\.\d+", timeout=90)
+    log.wait_for(r"KVMKIT-IP \d+\.\d+\.\d+\.\d+")
     assert log.wait_status(timeout=BOOT_TIMEOUT, cpus=1).mem_total_kb > 100_000
     mark = log.offset()
     dom.setVcpusFlags(2, libvirt.VIR_DOMAIN_AFFECT_LIVE)  # ACPI CPU hot-plug; /init onlines it

@@ -115,7 +115,12 @@ class NetLab:
         proc = subprocess.Popen(["ip", "netns", "exec", netns, BUSYBOX, "udhcpd", "-f", str(conf)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.procs.append(proc)
-        time.sleep(0.3)
+        pidfile = self.workdir / f"udhcpd-{netns}.pid"
+        deadline = time.monotonic() + 60  # a guard: udhcpd writes its pid file once it has read the config
+        while not pidfile.exists():
+            assert proc.poll() is None, "udhcpd exited at once"
+            assert time.monotonic() < deadline, "udhcpd never wrote its pid file"
+            time.sleep(0.05)
         assert proc.poll() is None, "udhcpd exited at once"
         return server
 

@@ -109,7 +109,8 @@ def _resource(name: str) -> bytes:
 
 def _input_key(kernel: KernelTree) -> str:
     h = hashlib.sha256()
-    h.update(f"v{FORMAT_VERSION} {kernel.version} {' '.join(GUEST_MODULES)}".encode())
+    # the command line is recorded in the cached manifest: a new one must not be served the old entry
+    h.update(f"v{FORMAT_VERSION} {kernel.version} {' '.join(GUEST_MODULES)} {DEFAULT_CMDLINE}".encode())
     h.update(_resource("micro_init.sh"))
     h.update(_resource("micro_udhcpc.sh"))
     h.update(hashlib.sha256(BUSYBOX.read_bytes()).digest())

@@ -2,6 +2,12 @@
 
 libvirt makes the first <console> an alias of the first <serial> when its target type is serial, and
 refuses a serial console anywhere else: one added here goes before other consoles (virtio, sclp).
+
+A serial log is append-only: libvirt (through virtlogd) truncates a character device's ``<log file=.../>``
+each time QEMU opens it (a boot, a revert to a running snapshot, a restore from a save image, an incoming
+migration) unless the element says ``append='on'``; a ``<serial type='file'>`` truncates its
+``<source path=.../>`` the same way. kvmkit writes ``append='on'`` on every log it defines, and
+:func:`keep_log_history` adds it to definitions written without it (older kvmkit, other tools).
 """
 
 from __future__ import annotations
@@ -14,6 +20,27 @@ from kvmkit.xml.util import ensure, insert_ordered, remove
 
 FIELDS = ("serial", "serial_log", "guest_agent")
 AGENT = "org.qemu.guest_agent.0"
+CHARDEVS = ("serial", "console", "parallel", "channel")
+
+
+def keep_log_history(root: etree._Element) -> list[str]:
+    """Give every log file of the character devices of a domain tree ``append='on'`` where the attribute is
+    missing (libvirt then truncates the file whenever QEMU starts); return those files. An explicit
+    ``append='off'`` is the definition's owner asking for a fresh file each time: it stays."""
+    devices = root.find("devices")
+    changed: set[str] = set()
+    for dev in devices if devices is not None else ():
+        if dev.tag not in CHARDEVS:
+            continue
+        targets = [dev.find("log")]
+        if dev.get("type") == "file":
+            targets.append(dev.find("source"))
+        for el in targets:
+            path = el.get("file" if el.tag == "log" else "path") if el is not None else None
+            if el is not None and path and el.get("append") is None:
+                el.set("append", "on")
+                changed.add(path)
+    return sorted(changed)
 
 
 def _agent(devices: etree._Element | None) -> etree._Element | None:

@@ -13,7 +13,7 @@ from lxml import etree
 from kvmkit.errors import InvalidState, NotFound
 from kvmkit.service.copies import snapshots as snaps
 
-BOOT_TIMEOUT = 60
+BOOT_TIMEOUT = 180  # a guard, not a claim: the micro-guest is ready in ~3 s on an idle host
 
 
 def make_disk(workdir: Path, name: str, fmt: str = "qcow2", size: str = "64M") -> str:
@@ -36,9 +36,9 @@ def test_revert_running_snapshot_continues_uptime(conn, micro_guest, workdir, pr
     snap = snaps.create_snapshot(conn, guest.name, "s1", description="running")
     assert snap["kind"] == "internal" and snap["memory"] and snap["state"] == "running" and snap["current"]
     after_snap = guest.log.statuses()[-1].uptime
-    # let the guest run on ~5 s past the snapshot
+    # let the guest run on ~8 s past the snapshot
     deadline = time.monotonic() + BOOT_TIMEOUT
-    while guest.log.statuses()[-1].uptime < after_snap + 5:
+    while guest.log.statuses()[-1].uptime < after_snap + 8:
         assert time.monotonic() < deadline, "guest stopped reporting status"
         time.sleep(0.3)
     late = guest.log.statuses()[-1].uptime
@@ -49,12 +49,13 @@ def test_revert_running_snapshot_continues_uptime(conn, micro_guest, workdir, pr
         offset = 0
     status = guest.log.wait_status(timeout=BOOT_TIMEOUT, after=offset)
     assert "KVMKIT-GUEST-READY" not in guest.log.text()[offset:], "the guest rebooted instead of resuming"
-    # The snapshot moment lies within 2 s (one status period) after `after_snap`; the first status after the
-    # revert comes within one more period. So the uptime continues from there: not ~0 (no reboot) and below
-    # the uptime the guest had reached before the revert.
+    # The snapshot moment lies after the status `before` (read before the snapshot began), and the guest
+    # carries on from it: its first status after the revert is past `before` (not ~0: no reboot) and below
+    # `late`, the uptime it had reached before the revert (~8 s past the snapshot, so a loaded host that
+    # delays the guest's next line by seconds cannot blur the two).
     print(f"uptime: snapshot at ~{after_snap}, before revert {late}, first after revert {status.uptime}")
-    assert after_snap - 0.5 <= status.uptime <= after_snap + 4.5, (before, after_snap, late, status)
-    assert status.uptime < late - 0.5 and status.uptime > 2
+    assert before < status.uptime < late, (before, after_snap, late, status)
+    assert status.uptime > 2
     # from a shut-off VM too: the running snapshot comes back running, not booting
     guest.dom.destroy()
     offset = guest.log.offset()
@@ -63,7 +64,7 @@ def test_revert_running_snapshot_continues_uptime(conn, micro_guest, workdir, pr
         offset = 0
     again = guest.log.wait_status(timeout=BOOT_TIMEOUT, after=offset)
     assert "KVMKIT-GUEST-READY" not in guest.log.text()[offset:]
-    assert after_snap - 0.5 <= again.uptime <= after_snap + 4.5, (after_snap, again)
+    assert before < again.uptime < late, (before, after_snap, late, again)
 
 
 @pytest.mark.guest

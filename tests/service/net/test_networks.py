@@ -152,7 +152,7 @@ def test_nat_two_guests_get_leases_in_range_and_ping_each_other(conn, netlab, mi
     macs = [random_mac(), random_mac()]  # noqa: F405
     guests = [micro_guest(s, networks=[{"network": net["name"], "mac": m}]) for s, m in zip("ab", macs, strict=True)]
     ips = [g.log.wait_for(IP_RE, 90)[1] for g in guests]
-    deadline = time.monotonic() + 20  # libvirt records a lease a moment after the guest has bound it
+    deadline = time.monotonic() + 120  # libvirt records a lease a moment after the guest has bound it
     while True:
         leases = {lease["mac"]: lease["ip"] for lease in networks.leases(conn, net["name"])}
         if set(macs) <= set(leases) or time.monotonic() > deadline:

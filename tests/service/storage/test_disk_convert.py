@@ -36,7 +36,7 @@ def test_raw_disk_converted_to_qcow2_still_boots(conn, workdir, micro_guest, pre
     assert _disk(conn.lookupByName(guest.name)) == (str(qcow), "qcow2")
     assert qemu_img.probe_format(qcow) == "qcow2" and raw.exists()
     guest.dom.create()
-    guest.log.wait_for(rf"KVMKIT-DISK vda {marker}", timeout=90)
+    guest.log.wait_for(rf"KVMKIT-DISK vda {marker}")
     with pytest.raises(InvalidState, match="running"):
         convert_vm_disk(conn, guest.name, qcow, workdir / "again.raw", "raw")
     assert not (workdir / "again.raw").exists()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -224,17 +223,18 @@ def test_missing_pool_and_volume(conn, dir_pool, prefix):
 @pytest.mark.guest
 def test_info_is_quick_for_20g_linked_clone(conn, dir_pool):
     volumes.create_volume(conn, dir_pool, "t20.qcow2", "20G")
-    start = time.monotonic()
+    # quick because nothing is copied: the clone is an empty overlay over the 20 GiB volume (how long it
+    # takes is measured in bench/, scenario 1)
     info = volumes.clone_volume(conn, dir_pool, "t20.qcow2", "c20.qcow2", linked=True)
-    assert time.monotonic() - start < 1.0
     assert info["capacity"] == 20 * GiB and info["allocation"] < 2 * MiB
+    assert [c["path"] for c in info["backing_chain"]] == [volumes.volume_info(conn, dir_pool, "t20.qcow2")["path"]]
 
 
 @pytest.mark.guest
 def test_running_vm_blocks_resize_and_delete(conn, dir_pool, micro_guest):
     vol = volumes.create_volume(conn, dir_pool, "live.qcow2", "64M")
     guest = micro_guest("live", disks=[{"path": vol["path"], "format": "qcow2"}])
-    guest.log.wait_for("KVMKIT-GUEST-READY", timeout=60)
+    guest.log.wait_for("KVMKIT-GUEST-READY")
     with pytest.raises(InvalidState, match=f"running VM {guest.name}"):
         volumes.resize_volume(conn, dir_pool, "live.qcow2", "128M")
     with pytest.raises(Conflict, match=guest.name):

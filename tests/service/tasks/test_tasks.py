@@ -31,7 +31,7 @@ def runner(tmp_path: Path) -> Iterator[tuple[TaskRunner, list[dict[str, Any]]]]:
     store.engine.dispose()
 
 
-def wait(r: TaskRunner, task_id: str, timeout: float = 30) -> dict[str, Any]:
+def wait(r: TaskRunner, task_id: str, timeout: float = 120) -> dict[str, Any]:  # a guard: milliseconds when idle
     deadline = time.monotonic() + timeout
     while (t := r.get(task_id, steps=True))["state"] in ("queued", "running"):
         assert time.monotonic() < deadline, t
@@ -52,6 +52,11 @@ def test_steps_are_journalled_in_order_and_published(runner) -> None:
     assert task["state"] == "succeeded" and task["percent"] == 100 and task["result"] == {"ok": True}
     assert [(s["seq"], s["name"]) for s in task["steps"]] == [(1, "one"), (2, "two")]
     assert task["steps"][0]["data"] == {"vm": "x"}
+    # the final event is published just after the task is recorded as finished: wait for it, then compare all
+    deadline = time.monotonic() + 120
+    while not [e for e in list(events) if e["id"] == task["id"] and e["state"] == "succeeded"]:
+        assert time.monotonic() < deadline, events
+        time.sleep(0.02)
     mine = [e for e in events if e["id"] == task["id"]]
     assert [(e["state"], e["percent"], e["message"]) for e in mine] == [
         ("running", 0, "running"), ("running", 10, "first"), ("running", 60, "two"), ("succeeded", 100, "done")]
@@ -64,7 +69,7 @@ def test_cancel_stops_at_the_next_step_and_journals_nothing_more(runner) -> None
 
     def body(ctx: TaskContext) -> None:
         ctx.step("before", 10)
-        gate.wait(10)
+        assert gate.wait(120)  # the test cancels, then opens the gate
         ctx.step("after", 50)  # raises Cancelled
 
     tid = r.submit("test.cancel", "vm:c", body)["id"]

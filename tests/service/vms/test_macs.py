@@ -78,22 +78,92 @@ def test_a_pass_sees_a_domain_defined_just_before_it_was_asked(conn, micro_guest
 
 @pytest.mark.fast
 def test_concurrent_callers_share_passes(conn, monkeypatch):
+    """Callers that ask while a pass is in flight cannot use it (it may have missed a domain defined just
+    before they asked): they wait, and all of them share the one next pass. The first pass is held open
+    until the nine other callers are all waiting, so the count is exact: one pass for the first caller,
+    one shared by the other nine."""
     import threading
-    from concurrent.futures import ThreadPoolExecutor
 
     from kvmkit.service.vms import macs
-    passes, lock = [0], threading.Lock()
-    real = macs.used_macs
 
-    def counted(c):  # the real pass over qemu:///system, counted
-        with lock:
-            passes[0] += 1
+    class Watched(threading.Condition):
+        """The host's condition, telling when ``target`` callers are blocked in wait() at once."""
+
+        def __init__(self, target: int) -> None:
+            super().__init__()
+            self.target, self.waiting, self.all_waiting = target, set(), threading.Event()
+
+        def wait(self, timeout=None):  # called with the lock held, like Condition.wait
+            self.waiting.add(threading.get_ident())
+            if len(self.waiting) == self.target:
+                self.all_waiting.set()
+            try:
+                return super().wait(timeout)
+            finally:
+                self.waiting.discard(threading.get_ident())
+
+    cond = Watched(9)
+    monkeypatch.setattr(macs, "_hosts", {conn.getURI(): macs._Host(cond=cond)})  # a host state of our own
+    real = macs.used_macs
+    passes: list[int] = []  # the thread that ran each pass
+    first_running, let_first_finish = threading.Event(), threading.Event()
+
+    def counted(c):  # the real pass over qemu:///system, counted; the first one held open
+        passes.append(threading.get_ident())
+        if len(passes) == 1:
+            first_running.set()
+            assert let_first_finish.wait(120), "the test never let the first pass finish"
         return real(c)
 
     monkeypatch.setattr(macs, "used_macs", counted)
-    with ThreadPoolExecutor(10) as pool:
-        list(pool.map(lambda _i: macs.fresh_used_macs(conn), range(10)))
-    assert 1 <= passes[0] <= 3  # one pass in flight, the waiters share the next one
+    results: dict[int, dict[str, str]] = {}
+    errors: list[BaseException] = []
+
+    def call(i: int) -> None:
+        try:
+            results[i] = macs.fresh_used_macs(conn)
+        except BaseException as err:
+            errors.append(err)
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(10)]
+    threads[0].start()
+    assert first_running.wait(120), "the first caller never started a pass"
+    for t in threads[1:]:  # they ask after the first pass began
+        t.start()
+    assert cond.all_waiting.wait(120), f"only {len(cond.waiting)} of 9 callers ever waited together"
+    let_first_finish.set()
+    for t in threads:
+        t.join(120)
+    assert not errors and not any(t.is_alive() for t in threads), errors
+    assert len(passes) == 2, passes  # not one (the nine need a newer pass), not ten (they share it)
+    assert passes[1] != threads[0].ident  # the second pass was run by one of the nine
+    assert all(results[i] == results[1] for i in range(1, 10))
+
+
+@pytest.mark.fast
+def test_reserve_sees_a_mac_defined_and_released_between_its_pass_and_its_hold(conn, prefix, micro_guest,
+                                                                                monkeypatch):
+    """reserve() reads a pass, then takes the lock to add its holds. If meanwhile another create held a
+    MAC, defined its domain with it and released it, and a newer pass dropped that hold (it saw the
+    definition), the MAC must still count as used: it is in the newer pass, not in ours."""
+    from kvmkit.service.vms import macs
+
+    mac = generate_mac(conn)
+    real = macs.fresh_used_macs
+
+    def interleaved(c):
+        used = real(c)  # the pass of the reserve() under test ...
+        monkeypatch.setattr(macs, "fresh_used_macs", real)
+        # ... then, before it takes the lock, another create runs to the end and a newer pass runs
+        assert macs.reserve(c, f"{prefix}other", [mac]) == [mac]
+        micro_guest("other", start=False, networks=[{"network": "default", "mac": mac}])
+        macs.release(c, [mac])
+        assert real(c)[mac] == f"{prefix}other"
+        return used
+
+    monkeypatch.setattr(macs, "fresh_used_macs", interleaved)
+    with pytest.raises(Conflict, match=f"{mac} is already used by domain '{prefix}other'"):
+        macs.reserve(conn, f"{prefix}first", [mac])
 
 
 def etree_mac(dom) -> str:

@@ -39,7 +39,7 @@ def host_cpus(conn) -> list[int]:
 @pytest.mark.guest
 def test_pin_vcpus_and_emulator_live_and_persistent(conn, micro_guest, host_cpus):
     g = micro_guest("pin", vcpus=2)
-    g.log.wait_for("KVMKIT-GUEST-READY", timeout=60)
+    g.log.wait_for("KVMKIT-GUEST-READY")
     last = host_cpus[-1]
     result = pinning.pin(conn, g.name, vcpus={0: str(last), 1: str(host_cpus[0])}, emulator=str(last))
     assert result["live"] and result["config"]
@@ -47,7 +47,7 @@ def test_pin_vcpus_and_emulator_live_and_persistent(conn, micro_guest, host_cpus
     live = g.dom.vcpuPinInfo(libvirt.VIR_DOMAIN_AFFECT_LIVE)
     assert _cpus(live[0]) == [last] and _cpus(live[1]) == [host_cpus[0]]
     assert _cpus(g.dom.emulatorPinInfo(libvirt.VIR_DOMAIN_AFFECT_LIVE)) == [last]
-    deadline = time.monotonic() + 30  # the CPU a thread last ran on updates when it next runs (every 2 s)
+    deadline = time.monotonic() + 120  # the CPU a thread last ran on updates when it next runs (every 2 s)
     while g.dom.vcpus()[0][0][3] != last and time.monotonic() < deadline:
         time.sleep(0.5)
     assert g.dom.vcpus()[0][0][3] == last  # vCPU 0 really runs on that host CPU
@@ -94,7 +94,7 @@ def test_auto_picks_the_node_with_most_free_memory(conn, micro_guest):
     assert (saved.get("mode"), saved.get("nodeset")) == ("strict", str(best.id)) and res["numatune"]
     g.dom.destroy()  # the saved placement boots
     g.dom.create()
-    g.log.wait_for("KVMKIT-GUEST-READY", timeout=60, after=0)
+    g.log.wait_for("KVMKIT-GUEST-READY", after=0)
     assert pinning.placement(conn, g.dom)["nodes"] == [best.id]
 
 

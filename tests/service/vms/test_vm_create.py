@@ -144,7 +144,7 @@ def test_new_qcow2_disk_in_default_pool_and_boot(conn, prefix, logs):
     assert out["virt_type"] in ("kvm", "qemu") and out["virt_type_reason"]
     dom = conn.lookupByName(out["name"])
     assert dom.isActive()
-    SerialLog(out["serial_log"]).wait_for("KVMKIT-GUEST-READY", timeout=60)
+    SerialLog(out["serial_log"]).wait_for("KVMKIT-GUEST-READY")
 
 
 @pytest.mark.guest
@@ -251,7 +251,7 @@ def test_wide_device_set_boots(conn, prefix, logs, workdir):
         nics=[{"source": "default", "model": m} for m in ("virtio", "e1000e", "rtl8139")],
         graphics={"type": "vnc", "password": "secret1"}, cpuset="0-1", vcpupin={0: "0"}, emulatorpin="0-1",
         nosharepages=True, on_crash="preserve"), start=True)
-    SerialLog(out["serial_log"]).wait_for("KVMKIT-GUEST-READY", timeout=60)
+    SerialLog(out["serial_log"]).wait_for("KVMKIT-GUEST-READY")
     root = etree.fromstring(conn.lookupByName(out["name"]).XMLDesc(0).encode())
     buses = sorted(t.get("bus") for t in root.iterfind("devices/disk/target"))
     assert buses == ["ide", "sata", "sata", "scsi", "virtio"]

@@ -44,7 +44,7 @@ def _qcow2(path) -> str:
 def test_disk_attach_and_detach_live_and_persistent(conn, micro_guest, workdir):
     disk = _qcow2(workdir / "hot.qcow2")
     guest = micro_guest("hotdisk")
-    guest.log.wait_status(timeout=60)
+    guest.log.wait_status()
     assert "vda" not in _run_in_guest(conn, guest, "ls /sys/block", "KT-BLK0")
     result = dev.attach_disk(conn, guest.name, path=disk, fmt="qcow2")
     assert result["target"] == "vda" and result["live"] and result["config"]
@@ -112,7 +112,7 @@ def test_nic_attach_detach_and_mac_clash(conn, micro_guest, prefix):
     with pytest.raises(InvalidInput, match="exactly one of"):
         dev.attach_nic(conn, b.name)
     assert _inactive(b.dom).find("./devices/interface") is None
-    a.log.wait_status(timeout=60)
+    a.log.wait_status()
     out = dev.attach_nic(conn, a.name, network="default")
     new_mac = out["mac"]
     assert re.fullmatch(r"52:54:00(:[0-9a-f]{2}){3}", new_mac) and new_mac != mac

@@ -12,11 +12,11 @@ from kvmkit.service.vms import resources as res
 @pytest.mark.guest
 def test_live_vcpu_hotplug_1_to_2_is_seen_by_the_guest(conn, micro_guest):
     guest = micro_guest("cpu", vcpus=1, max_vcpus=2)
-    guest.log.wait_status(timeout=60, cpus=1)
+    guest.log.wait_status(cpus=1)
     mark = guest.log.offset()
     result = res.set_vcpus(conn, guest.name, 2)  # running: live and config by default
     assert result["live"] and result["config"] and result["max_vcpus_raised_to"] is None
-    guest.log.wait_status(timeout=60, after=mark, cpus=2)
+    guest.log.wait_status(after=mark, cpus=2)
     assert guest.dom.vcpusFlags(libvirt.VIR_DOMAIN_AFFECT_CONFIG) == 2
     with pytest.raises(InvalidInput, match=r"cannot set vcpus to 3 live on VM .*: its maximum while running is 2") \
             as err:
@@ -33,13 +33,13 @@ def test_live_vcpu_hotplug_1_to_2_is_seen_by_the_guest(conn, micro_guest):
 @pytest.mark.guest
 def test_live_balloon_512_to_256_lowers_guest_memtotal(conn, micro_guest):
     guest = micro_guest("mem", memory_mib=512, max_memory_mib=512)
-    before = guest.log.wait_status(timeout=60)
+    before = guest.log.wait_status()
     mark = guest.log.offset()
     result = res.set_memory(conn, guest.name, 256, live=True)
     assert result["live"] and not result["config"]
     lowered = None
     for _ in range(30):
-        st = guest.log.wait_status(timeout=60, after=mark)
+        st = guest.log.wait_status(after=mark)
         mark = guest.log.offset()
         if st.mem_total_kb < before.mem_total_kb - 200 * 1024:
             lowered = st
@@ -80,7 +80,7 @@ def test_stats_for_all_vms_and_one(conn, micro_guest, workdir):
     disk = workdir / "s.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "16M"], check=True)
     guest = micro_guest("stats", disks=[{"path": str(disk), "format": "qcow2"}], networks=[{"network": "default"}])
-    guest.log.wait_status(timeout=60)
+    guest.log.wait_status()
     rows = res.stats(conn)
     mine = [r for r in rows if r["name"] == guest.name]
     assert len(mine) == 1

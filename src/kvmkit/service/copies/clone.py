@@ -31,6 +31,7 @@ from kvmkit.hypervisor.errors import libvirt_errors
 from kvmkit.images.plain_copy import copy_file
 from kvmkit.service.copies import snapshots
 from kvmkit.service.copies.clone_xml import DiskRef, disk_refs, point_disk, rename_identity, set_macs
+from kvmkit.xml.chardevs import keep_log_history
 
 __all__ = ["clone_vm", "convert", "new_macs", "rename_identity", "scaled", "virtual_size"]
 PATH_POOLS = ("dir", "fs", "netfs")                       # volumes are files in the pool's directory
@@ -119,6 +120,7 @@ def clone_vm(conn: libvirt.virConnect, src: str, new: str, *, linked: bool = Fal
         root = etree.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE
                                             | libvirt.VIR_DOMAIN_XML_SECURE).encode())
         ident = rename_identity(root, src, new)
+        keep_log_history(root)  # the clone's own log, append-only from its first boot
         macs = new_macs(conn, root)
         disk_out = _copy_disks(conn, disk_refs(root, src), new, linked=linked, shared=bool(dom.isActive()),
                                made=made, progress=progress)

@@ -22,6 +22,7 @@ from kvmkit.images.plain_copy import copy_file
 from kvmkit.service.copies import snapshots
 from kvmkit.service.copies.backup import read_manifest, sha256
 from kvmkit.service.copies.clone import Progress, convert, new_macs, rename_identity, scaled
+from kvmkit.xml.chardevs import keep_log_history
 from kvmkit.xml.osboot import nvram_path
 
 PATH_POOLS = ("dir", "fs", "netfs")
@@ -84,6 +85,7 @@ def restore_vm(conn: libvirt.virConnect, backup_dir: str | Path, *, name: str | 
         conn.lookupByName(new)
         raise Conflict(f"a VM named '{new}' exists already",
                        hint="restore under another name with --name NEW, or delete the existing VM first")
+    keep_log_history(root)  # a definition saved without append='on' would truncate the VM's serial log
     renamed = new != old
     if renamed:
         rename_identity(root, old, new)

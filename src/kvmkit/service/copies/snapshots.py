@@ -280,11 +280,30 @@ def revert_snapshot(conn: libvirt.virConnect, vm: str, name: str) -> dict[str, A
         for d in disks(etree.tostring(snap_dom, encoding="unicode"), conn):
             if d["path"]:
                 _ensure_not_shared(conn, dom, d["path"], f"revert '{vm}' to '{name}'")
+    snap = _keep_log_history(dom, snap)
     with libvirt_errors(f"revert {vm} to {name}"):
         dom.revertToSnapshot(snap, 0)
     state = "running" if dom.isActive() and dom.info()[0] == libvirt.VIR_DOMAIN_RUNNING else \
         ("paused" if dom.isActive() else "shut off")
     return {"vm": vm, "snapshot": name, "state": state}
+
+
+def _keep_log_history(dom: libvirt.virDomain, snap: libvirt.virDomainSnapshot) -> libvirt.virDomainSnapshot:
+    """A revert starts QEMU from the definition saved in the snapshot; saved without ``append='on'`` (by an
+    older kvmkit or another tool) it would truncate the serial log. Add it to the snapshot's saved
+    definition first (libvirt's snapshot redefine; nothing else of the snapshot changes)."""
+    from kvmkit.xml.chardevs import keep_log_history
+
+    root = etree.fromstring(snap.getXMLDesc(libvirt.VIR_DOMAIN_SNAPSHOT_XML_SECURE).encode())
+    changed = [f for saved in (root.find("domain"), root.find("inactiveDomain")) if saved is not None
+               for f in keep_log_history(saved)]
+    if not changed:
+        return snap
+    flags = libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE
+    if snap.isCurrent(0):
+        flags |= libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_CURRENT
+    with libvirt_errors(f"marking the serial log saved in snapshot {dom.name()}/{snap.getName()} append-only"):
+        return dom.snapshotCreateXML(etree.tostring(root, encoding="unicode"), flags)
 
 
 def _libvirt_version(conn: libvirt.virConnect) -> str:

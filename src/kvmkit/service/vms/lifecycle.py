@@ -29,7 +29,9 @@ def _refuse(action: str, dom: libvirt.virDomain, state: str, fix: str) -> Invali
 
 
 def start(conn: libvirt.virConnect, name: str) -> dict[str, Any]:
-    """Boot a shut-off VM (restoring its managed save image if it has one)."""
+    """Boot a shut-off VM (restoring its managed save image if it has one). A definition whose serial log
+    would be truncated (no ``append='on'``: an older kvmkit or another tool wrote it) gets ``append='on'``
+    first; the summary's ``log_append_set`` names the files."""
     dom = domain(conn, name)
     state = state_of(dom)
     if state == "paused":
@@ -37,12 +39,15 @@ def start(conn: libvirt.virConnect, name: str) -> dict[str, Any]:
     if dom.isActive():
         raise _refuse("start", dom, state, "it is already started")
     from kvmkit.host.hugepages import check_domain_can_start
+    from kvmkit.service.vms.serial_log import keep_history
 
     check_domain_can_start(conn, dom)
     restored = bool(dom.hasManagedSaveImage(0))
+    appended = keep_history(conn, dom)
     with libvirt_errors(f"starting VM {name}"):
         dom.create()
-    return _summary(dom, "start", restored_from_managed_save=restored)
+    return _summary(dom, "start", restored_from_managed_save=restored,
+                    **({"log_append_set": appended} if appended else {}))
 
 
 def _wait_shut_off(dom: libvirt.virDomain, timeout: float) -> bool:

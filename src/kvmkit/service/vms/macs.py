@@ -121,7 +121,10 @@ def reserve(conn: libvirt.virConnect, owner: str, wanted: Iterable[str | None]) 
     host = _host(conn)
     out: list[str] = []
     with host.cond:
-        for mac, (held_by, _released) in host.held.items():
+        # A newer pass may have finished since ours and dropped holds whose domains it saw defined (a create
+        # that reserved, defined and released meanwhile): take that pass and the holds under this one lock,
+        # so no MAC falls between our pass and the holds.
+        for mac, held_by in _with_held(host, host.last_started).items():
             used.setdefault(mac, held_by)
         try:
             for given in wanted:
