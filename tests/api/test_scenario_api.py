@@ -15,7 +15,6 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -81,8 +80,12 @@ def test_the_whole_product_over_http(srv: Server, prefix: str, workdir: Path, tu
         tmpl = f"{prefix}tmpl"
         ok(api.post(f"{API}/templates", json={"pool": pool, "volume": "data.qcow2", "name": tmpl}), 201)
 
-        # a micro-guest from the template boots and reads the template's data; a linked clone boots too
-        create_micro(api, vm, template=tmpl)
+        # a volume provisioned from the template (linked) is the disk of a micro-guest that boots and reads the
+        # template's data; a linked clone of that VM boots too
+        disk = done(api, api.post(f"{API}/templates/{tmpl}/provision",
+                                  json={"volume": f"{vm}-disk0.qcow2", "pool": pool}))["result"]
+        assert disk["linked"], disk
+        create_micro(api, vm, disks=[{"pool": pool, "volume": f"{vm}-disk0.qcow2", "format": "qcow2"}])
         wait_console(api, vm, rf"KVMKIT-DISK vda {marker}")
         ok_task(api, api.post(f"{API}/vms/{vm}/actions/shutdown", params={"timeout": 120, "force": True}))
         ok_task(api, api.post(f"{API}/vms/{vm}/clone", json={"name": clone, "linked": True}))
@@ -91,7 +94,8 @@ def test_the_whole_product_over_http(srv: Server, prefix: str, workdir: Path, tu
 
         # a backup restored under another name boots with the same data
         backup = ok_task(api, api.post(f"{API}/vms/{vm}/backups", json={}))["result"]["path"]
-        ok_task(api, api.post(f"{API}/backups/restore", json={"path": backup, "name": restored, "start": True}))
+        ok_task(api, api.post(f"{API}/backups/restore", json={"path": backup, "name": restored}))
+        ok_task(api, api.post(f"{API}/vms/{restored}/actions/start"))
         wait_console(api, restored, rf"KVMKIT-DISK vda {marker}")
 
         # a NAT network with a static reservation: the VM gets exactly the reserved address
@@ -117,9 +121,14 @@ def test_the_whole_product_over_http(srv: Server, prefix: str, workdir: Path, tu
             api.delete(f"{API}/networks/{net}")
 
         # a host profile applied and rolled back (the fixture checks every value is as before)
-        applied = ok(api.post(f"{API}/host/profiles/virtual-host/apply", json={}))
-        assert applied["changes"] or applied.get("unchanged") is not None, applied
-        ok(api.post(f"{API}/host/profiles/rollback"))
+        from tests.host.conftest import snapshot
+
+        try:
+            applied = ok(api.post(f"{API}/host/profiles/virtual-host/apply", json={}))
+            assert applied["profile"] == "virtual-host" and applied["changed"], applied
+        finally:
+            assert ok(api.post(f"{API}/host/profiles/rollback"))["profile"] == "virtual-host"
+        assert snapshot() == tunables_saved  # every value as it was
 
         # /metrics in Prometheus' format: the running VMs' series, with their host; a history with 2+ points
         scrape = api.get("/metrics")
