@@ -75,11 +75,6 @@ def _display(root: etree._Element, name: str, kind: str) -> dict[str, Any]:
     return found[0]
 
 
-def has_vnc(conn: libvirt.virConnect, name: str) -> None:
-    """NoDisplay unless the VM has a VNC display (checked when a console ticket is asked for)."""
-    _display(_live_root(domain(conn, name)), name, "vnc")
-
-
 def _running(dom: libvirt.virDomain, name: str, what: str) -> None:
     with libvirt_errors(f"reading the state of VM {name}"):
         active = dom.isActive()
@@ -92,8 +87,8 @@ def open_vnc(conn: libvirt.virConnect, name: str) -> socket.socket:
     """A socket connected to the VM's VNC server, authentication skipped (the caller's checks are the
     authentication). InvalidState when the VM is not running, NoDisplay without a VNC display."""
     dom = domain(conn, name)
+    index = _display(_live_root(dom), name, "vnc")["index"]  # first: a VM without one has none when it runs
     _running(dom, name, "VNC display")
-    index = _display(_live_root(dom), name, "vnc")["index"]
     if conn.getURI().split("?")[0] not in LOCAL_URIS:
         raise HostError(f"the graphical console of VM {name} needs a local libvirt connection",
                         hint="libvirt passes the display's socket only over its local UNIX socket; run kvmkit serve "

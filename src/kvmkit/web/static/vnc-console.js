@@ -227,8 +227,7 @@ export function mountVncConsole(element, vmName, { viewOnly = false, t = english
     try { body = await res.json(); } catch { /* not JSON */ }
     if (res.ok) return body;
     const key = res.status === 404 ? "vnc.status.not_found" : res.status === 403 ? "vnc.status.forbidden"
-      : body.code === "no_display" ? "vnc.status.no_display" : res.status === 401 ? "vnc.status.ticket_refused"
-        : "vnc.status.failed";
+      : res.status === 401 ? "vnc.status.ticket_refused" : "vnc.status.failed";
     const err = new Error(body.error || `HTTP ${res.status}`);
     err.key = key;
     throw err;
@@ -266,7 +265,7 @@ export function mountVncConsole(element, vmName, { viewOnly = false, t = english
       if (rfb !== mine || destroyed) return;  // a console replaced by reconnect, or unmounted
       rfb = null;
       const [key, extra] = closeReason(closeEvent);
-      setState(state === "connecting" && key === "vnc.status.closed" ? "failed" : "disconnected", key, extra);
+      setState(state === "connected" ? "disconnected" : "failed", key, extra);  // failed: it never opened
     });
     mine.addEventListener("securityfailure", (ev) => {
       note = ev.detail && ev.detail.reason ? ev.detail.reason : null;
