@@ -52,6 +52,29 @@ if [ -c /dev/kvm ] && getent group kvm >/dev/null && [ "$(stat -c %G:%a /dev/kvm
   chgrp kvm /dev/kvm && chmod 0660 /dev/kvm
 fi
 
+# 3b. noVNC for the graphical console (docs/console.md), pinned in web/novnc/package-lock.json: `npm ci`
+#     from the npm registry, then its ES modules (core/, vendor/) and licence are copied into
+#     src/kvmkit/web/static/novnc/ (not committed: it ignores itself), where kvmkit serve serves them;
+#     nothing is fetched at run time. Redone only when web/novnc's package files change.
+command -v npm >/dev/null || { log "installing npm"; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm >/dev/null; }
+novnc_out=src/kvmkit/web/static/novnc
+novnc_hash=$(cat web/novnc/package.json web/novnc/package-lock.json | sha256sum | cut -c1-16)
+if [ "$(cat $novnc_out/.kvmkit-lock 2>/dev/null)" != "$novnc_hash" ]; then
+  log "vendoring noVNC (npm ci in web/novnc/)"
+  npmlog=$(mktemp)
+  if ! npm ci --prefix web/novnc --no-audit --no-fund --ignore-scripts >"$npmlog" 2>&1; then
+    cat "$npmlog" >&2; die "npm ci in web/novnc/ failed (log above)"
+  fi
+  rm -f "$npmlog"
+  novnc_src=web/novnc/node_modules/@novnc/novnc
+  rm -rf "$novnc_out.new" && mkdir -p "$novnc_out.new"
+  cp -r "$novnc_src/core" "$novnc_src/vendor" "$novnc_src/LICENSE.txt" "$novnc_out.new/"
+  node -p "require('./$novnc_src/package.json').version" > "$novnc_out.new/VERSION"
+  printf '*\n' > "$novnc_out.new/.gitignore"
+  echo "$novnc_hash" > "$novnc_out.new/.kvmkit-lock"
+  rm -rf "$novnc_out" && mv "$novnc_out.new" "$novnc_out"
+fi
+
 # 4. Daemons: systemd where it runs, else start them directly (never restart a running one).
 if [ -d /run/systemd/system ]; then
   systemctl start virtlogd.socket libvirtd.socket libvirtd.service >/dev/null 2>&1 || systemctl start libvirtd

@@ -64,6 +64,7 @@ def create_app(db_url: str | None = None, uri: str | None = None, *, tls: bool =
     import kvmkit.api.routes_audit as routes_audit
     import kvmkit.api.routes_auth as routes_auth
     import kvmkit.api.routes_console as routes_console
+    import kvmkit.api.routes_console_vnc as routes_console_vnc
     import kvmkit.api.routes_events as routes_events
     import kvmkit.api.routes_health as routes_health
     import kvmkit.api.routes_host as routes_host
@@ -90,6 +91,7 @@ def create_app(db_url: str | None = None, uri: str | None = None, *, tls: bool =
                 routes_volumes, routes_images, routes_templates):
         app.include_router(mod.router, prefix=API)
     app.include_router(routes_console.router)  # its path carries the /api/v1 prefix itself
+    app.include_router(routes_console_vnc.router)  # the same
     app.include_router(routes_metrics.scrape_router)  # /metrics, outside /api/v1
     return app
 

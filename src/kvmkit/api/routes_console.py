@@ -1,12 +1,14 @@
 """VM consoles in the browser: single-use console tickets and the serial-console WebSocket.
 
 ``POST /api/v1/vms/{name}/console`` (operator allowed on that VM; body optional:
-``{"kind": "serial"|"vnc", "view_only": false}``) answers ``{"ticket", "expires_at", "ws_path", "kind",
-"view_only"}``; the page then opens ``ws_path + "?ticket=" + ticket`` within 60 s. A ticket works once, for
-that VM (name and UUID) and that kind only (service/access/tickets.py, kept in the database). The serial
-console lives at ``/api/v1/vms/{name}/console/ws``; the graphical console (issue 18) takes its tickets
-from the same route with ``kind: "vnc"`` and checks them with :func:`authorize` (kind ``"vnc"``) and
-:func:`watch_access` like the serial console does.
+``{"kind": "serial"|"vnc", "view_only": false}``; a viewer who may see the VM gets only
+``{"kind": "vnc", "view_only": true}``: it may watch the display, never type) answers
+``{"ticket", "expires_at", "ws_path", "kind", "view_only"}``; the page then opens
+``ws_path + "?ticket=" + ticket`` within 60 s. A ticket works once, for that VM (name and UUID) and that
+kind only (service/access/tickets.py, kept in the database). The serial console lives at
+``/api/v1/vms/{name}/console/ws``; the graphical console (issue 18) at ``.../console/vnc/ws``
+(api/routes_console_vnc.py, docs/console.md), which shares :func:`accept_console` and
+:func:`watch_access` with it.
 
 Every console WebSocket:
 - checks ``Origin`` at the handshake (:func:`kvmkit.api.security.origin_allowed`: the server's own
@@ -46,15 +48,18 @@ class ConsoleRequest(BaseModel):
 
 
 @router.post("/api/v1/vms/{name}/console", status_code=201,
-             responses={404: {"description": "no such VM (or not delegated to you)"}})
+             responses={404: {"description": "no such VM (or not delegated to you)"},
+                        403: {"description": "a viewer asked for more than a view-only graphical console"}})
 def console_ticket(name: str, request: Request, body: ConsoleRequest | None = None,
-                   p: Principal = Depends(require("operator"))) -> dict[str, Any]:
-    """A single-use ticket (60 s) that opens this VM's console: connect to ``ws_path?ticket=TICKET``."""
+                   p: Principal = Depends(require("viewer"))) -> dict[str, Any]:
+    """A single-use ticket (60 s) that opens this VM's console: connect to ``ws_path?ticket=TICKET``.
+    Operators allowed on the VM: any console; viewers who may see it: ``{"kind": "vnc", "view_only": true}``."""
     from kvmkit.service.access import tickets
     from kvmkit.service.vms.lifecycle import domain
 
     body = body or ConsoleRequest()
     check_vm_visible(p, name)
+    tickets.check_may_open(p, name, body.kind, body.view_only)
     st = state(request)
     uuid = str(domain(st.hv.get(), name).UUIDString())
     with st.store.session() as s:
@@ -100,7 +105,8 @@ def authorize(ws: WebSocket, name: str, kind: str) -> ConsoleAccess:
                 t = tickets.take(s, ticket, name, kind)
             except KvmkitError as err:
                 raise Refused(4401, err.message) from None
-            p, why = tickets.access_problem(s, t.user_id, t.token_id, name, t.vm_uuid)
+            need = "viewer" if t.view_only else "operator"
+            p, why = tickets.access_problem(s, t.user_id, t.token_id, name, t.vm_uuid, need=need)
             if p is None:
                 raise Refused(4403, why or "not allowed")
             if _current_uuid(st, name) != t.vm_uuid:
@@ -133,7 +139,8 @@ async def watch_access(ws: WebSocket, name: str, access: ConsoleAccess) -> str:
 
     def check() -> str | None:
         with st.store.session() as s:
-            _p, why = tickets.access_problem(s, access.user_id, access.token_id, name, access.vm_uuid)
+            need = "viewer" if access.view_only else "operator"  # a viewer watching stays while it is a viewer
+            _p, why = tickets.access_problem(s, access.user_id, access.token_id, name, access.vm_uuid, need=need)
             return why
 
     seen, last = st.access_generation, loop.time()
@@ -147,22 +154,27 @@ async def watch_access(ws: WebSocket, name: str, access: ConsoleAccess) -> str:
             return why
 
 
-async def accept_console(ws: WebSocket, name: str, kind: str) -> ConsoleAccess | None:
+async def accept_console(ws: WebSocket, name: str, kind: str,
+                         subprotocols: tuple[str, ...] = ()) -> ConsoleAccess | None:
     """The handshake every console WebSocket shares: Origin (403 before accepting), then authentication
-    and permission (accepted and closed with 44xx and a reason the page can show). None when refused."""
+    and permission (accepted and closed with 44xx and a reason the page can show). None when refused.
+    ``subprotocols``: those this console speaks; the first the client offers is accepted (a browser that
+    offered one drops a connection whose answer names none, before it could read the close code)."""
     from starlette.concurrency import run_in_threadpool
 
     st = ws.app.state.kvmkit
     if not origin_allowed(ws.headers, settings_of(ws.app), st.tls):
         await ws.close(code=1008)  # before accept: the handshake answers 403
         return None
+    offered = ws.scope.get("subprotocols") or []
+    chosen = next((sp for sp in offered if sp in subprotocols), None)
     try:
         access = await run_in_threadpool(authorize, ws, name, kind)
     except Refused as err:
-        await ws.accept()
+        await ws.accept(subprotocol=chosen)
         await ws.close(code=err.code, reason=err.reason[:120])
         return None
-    await ws.accept()
+    await ws.accept(subprotocol=chosen)
     return access
 
 

@@ -86,9 +86,15 @@ def register(app: typer.Typer) -> None:
         log: bool = typer.Option(False, "--log", help="print the serial log file instead of attaching"),
         tail: int | None = typer.Option(None, "--tail", help="with --log: only the last N lines"),
         force: bool = typer.Option(False, "--force", help="take the console over from another client"),
+        spice_file: str | None = typer.Option(None, "--spice-file", help="write remote-viewer's .vv file for the "
+                                              "VM's SPICE display (a fresh password, valid 120 s) to this path"),
     ) -> None:
-        """Attach to the VM's serial console (leave with Ctrl-]), or print its serial log with --log."""
+        """Attach to the VM's serial console (leave with Ctrl-]), print its serial log with --log, or write a
+        SPICE file for remote-viewer with --spice-file (the VNC console is in the portal: docs/console.md)."""
         from kvmkit.service.vms import console as vm_console
+        if spice_file:
+            _write_spice_file(name, spice_file)
+            return
         if log:
             emit(vm_console.read_log(connection(), name, tail=tail), lambda d: print(d["text"], end=""))
             return
@@ -114,3 +120,28 @@ def register(app: typer.Typer) -> None:
 
                 termios.tcsetattr(in_fd, termios.TCSADRAIN, saved)
         err.print(f"\n[dim]console closed ({result['ended']})[/]")
+
+
+def _write_spice_file(name: str, path: str) -> None:
+    """``vm console NAME --spice-file F``: the same file as GET /api/v1/vms/NAME/console/spice.vv (mode 0600:
+    it holds a password); prints where and how to connect, never the password."""
+    import os
+
+    from kvmkit.service.vms.graphics_console import spice_file
+
+    vv = spice_file(connection(), name)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(vv["text"])
+    data = {"name": name, "file": os.path.abspath(path), "host": vv["host"], "port": vv["port"],
+            "tls_port": vv["tls_port"], "tunnel": vv["tunnel"], "expires_at": vv["expires_at"]}
+
+    def human(d: dict[str, Any]) -> None:
+        from rich.markup import escape
+
+        out = console()
+        out.print(f"wrote {escape(d['file'])}: open it with remote-viewer before {d['expires_at']}")
+        if d["tunnel"]:
+            out.print(f"the display listens on loopback: from your machine first run  {escape(d['tunnel'])}")
+
+    emit(data, human)

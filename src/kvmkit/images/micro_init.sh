@@ -1,5 +1,6 @@
 #!/bin/busybox sh
 # kvmkit micro-guest /init: a busybox userland that reports what the guest sees on ttyS0.
+# Root shells on ttyS0 and, with a VGA console, tty1.
 # Markers: KVMKIT-GUEST-READY once; KVMKIT-STATUS every 2 s; KVMKIT-IP when DHCP binds;
 # KVMKIT-DISK when /dev/vda holds an ext4 file system with /kvmkit-marker; KVMKIT-POWEROFF on the power button.
 # Every command below before the ready marker is a shell builtin or one busybox process: under TCG each
@@ -62,6 +63,14 @@ fi
 
 # A root shell on the serial console for tests and operators (virsh console / kvmkit vm console).
 ( while true; do setsid cttyhack sh -l </dev/ttyS0 >/dev/ttyS0 2>&1; sleep 1; done ) &
+
+# And one on the VGA text console (tty1) when the kernel drives one (vgacon, or fbcon on a frame buffer): the
+# graphical console (VNC) types into it. Not cttyhack: it would reopen /dev/console, the serial port. The
+# inner shell opens tty1 after setsid, so tty1 becomes its controlling terminal (Ctrl-C works there).
+if grep -qsE 'VGA|frame buffer' /sys/class/vtconsole/vtcon*/name; then
+  ( while true; do setsid sh -c 'echo "kvmkit micro-guest $(hostname): root shell on tty1" >/dev/tty1
+      exec sh -l </dev/tty1 >/dev/tty1 2>&1'; sleep 1; done ) &
+fi
 
 # Status line every 2 s; online any vCPU that was hot-plugged.
 while true; do

@@ -3,6 +3,11 @@
 Only what differs is written: a password change leaves the listen and ports alone. A listen kvmkit
 cannot say (a UNIX socket, a libvirt network, none) reads as the default address and stays as it is
 until another address is asked for; then it becomes a plain address listen.
+
+A VNC display added to a domain without a <video> device brings QEMU's standard VGA (``<model
+type='vga'/>``) instead of libvirt's default Cirrus: a guest without any display driver still gets a text
+console on it (the micro-guest's VGA shell, docs/console.md), and every OS drives it. A SPICE display
+keeps libvirt's default (QXL). An existing <video> is never changed.
 """
 
 from __future__ import annotations
@@ -75,6 +80,9 @@ def write(root: etree._Element, spec: Any) -> None:
         el.set("passwd", want.password)
     else:
         el.attrib.pop("passwd", None)
+    if want.type == "vnc" and devices.find("video") is None:
+        video = insert_ordered(devices, etree.Element("video"))
+        etree.SubElement(video, "model", type="vga")
 
 
 def _socket_listen(el: etree._Element) -> bool:

@@ -8,7 +8,8 @@ AND UUID, the console kind (``serial`` or ``vnc``) and whether it is view-only. 
 in the same UPDATE that checks it is unused and unexpired, so with several servers on one database a
 ticket still opens exactly one console.
 
-Interface: :func:`issue` -> (secret, expires_at); :func:`take` -> :class:`Ticket` or Unauthorized;
+Interface: :func:`check_may_open` (who may have which console: operators any, viewers the graphical one
+view-only); :func:`issue` -> (secret, expires_at); :func:`take` -> :class:`Ticket` or Unauthorized;
 :func:`access_problem` -> why a console opened by a user/token must close now (None while it may stay).
 """
 
@@ -21,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from kvmkit.service.access.auth import Principal, Unauthorized, principal_for, sha256
+from kvmkit.service.access.auth import Forbidden, Principal, Unauthorized, principal_for, sha256
 from kvmkit.store.models import ConsoleTicket, Token, User
 
 TICKET_PREFIX = "kvt_"
@@ -37,6 +38,15 @@ class Ticket:
     vm_uuid: str
     kind: str
     view_only: bool
+
+
+def check_may_open(p: Principal, vm_name: str, kind: str, view_only: bool) -> None:
+    """Forbidden unless ``p`` may have that console of a VM it can see: operators any console, viewers only
+    the graphical one, view-only (they may watch, never type)."""
+    if p.at_least("operator") or (kind == "vnc" and view_only and p.at_least("viewer")):
+        return
+    raise Forbidden(f"user {p.name} is a {p.role}: viewers may only watch the graphical console of VM {vm_name}",
+                    hint='ask for {"kind": "vnc", "view_only": true}, or ask an admin for the operator role')
 
 
 def issue(s: Session, p: Principal, vm_name: str, vm_uuid: str, kind: str = "serial",
