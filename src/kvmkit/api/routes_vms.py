@@ -58,7 +58,7 @@ def show_vm(name: str, request: Request, p: Principal = Depends(require("viewer"
 def host_paths(spec: VMSpec) -> list[str]:
     """The spec fields that name files or devices on the host (read, attached or written by libvirt as root)."""
     fields = [f"disks[{i}].path" for i, d in enumerate(spec.disks) if d.path]
-    fields += [f for f in ("kernel", "initrd", "serial_log") if getattr(spec, f)]
+    fields += [f for f in ("kernel", "initrd", "serial_log", "virtio_win") if getattr(spec, f)]
     ci = spec.cloud_init
     if ci is not None:
         fields += [f"cloud_init.{f}" for f in ("user_data", "meta_data", "ssh_key") if getattr(ci, f, None)]
@@ -95,7 +95,8 @@ def create_vm(body: CreateVM, request: Request, p: Principal = Depends(require("
     except libvirt.libvirtError:
         pass
     task_id = str(uuid.uuid4())
-    data = body.model_dump(exclude={"start"})
+    # exclude_unset: the spec remembers which fields the caller gave (an --os preset fills only the others)
+    data = body.model_dump(exclude={"start"}, exclude_unset=True)
     data["metadata"] = {**data.get("metadata", {}), "task": task_id}
     spec = VMSpec.model_validate(data)
     pools = sorted({d.pool or "default" for d in spec.disks if d.size})
