@@ -112,6 +112,6 @@ def list_os(family: str | None = Query(None, description="only this family or di
                                                                               "series is known either)"}})
 def show_os(name: str, _p: Principal = Depends(require("viewer"))) -> OsDetail:
     """One OS: its entry, devices, resources, firmware and the preset ``os`` applies to a VM create."""
-    from kvmkit.service.osinfo.lookup import show_os as show
+    from kvmkit.service.osinfo.catalog import show_os as show
 
     return OsDetail.model_validate(show(name))

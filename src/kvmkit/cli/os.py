@@ -37,7 +37,7 @@ def list_(family: str = typer.Option(None, "--family", help="only this family or
 def show(name: str = typer.Argument(..., help="short id (debian12, win11) or osinfo id; a newer unknown release "
                                     "falls back to the nearest known one")) -> None:
     """One OS: identity, source, inheritance, devices, resources, firmware and the preset vm create applies."""
-    from kvmkit.service.osinfo.lookup import show_os
+    from kvmkit.service.osinfo.catalog import show_os
 
     emit(show_os(name), _human)
 

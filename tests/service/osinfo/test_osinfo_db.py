@@ -13,7 +13,8 @@ from lxml import etree
 from kvmkit.errors import NotFound
 from kvmkit.service.osinfo import db as osdb
 from kvmkit.service.osinfo import devices
-from kvmkit.service.osinfo.lookup import find, list_os, show_os
+from kvmkit.service.osinfo.catalog import show_os
+from kvmkit.service.osinfo.lookup import find, list_os
 
 pytestmark = pytest.mark.fast
 SCHEMA = Path("/usr/share/osinfo/schema/osinfo.rng")

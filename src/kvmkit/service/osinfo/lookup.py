@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from kvmkit.errors import NotFound
-from kvmkit.service.osinfo import devices
 from kvmkit.service.osinfo.db import Database, OsEntry, load
 
 _SERIES = re.compile(r"^(?P<prefix>[a-z][a-z-]*?)(?P<version>\d+(?:\.\d+)*)$")
@@ -103,33 +102,3 @@ def list_os(family: str | None = None) -> list[dict[str, Any]]:
             if family is None or family.lower() in ((e.family or "").lower(), (e.distro or "").lower())]
     rows.sort(key=lambda r: (r["distro"] or "", r["release_date"] or "", r["short_id"]))
     return rows
-
-
-def show_os(name: str) -> dict[str, Any]:
-    """One OS in full: identity, where it came from, what it derives from, devices kvmkit uses, resources,
-    firmware, variants and the preset ``vm create --os`` would apply."""
-    from kvmkit.service.osinfo.presets import preset_of
-
-    db = load()
-    match = find(name, db)
-    entry = match.entry
-    sup = devices.support(db, entry)
-    out = summary(entry, db)
-    out.update({
-        "requested": name, "fallback": match.fallback, "message": match.message, "short_ids": list(entry.short_ids),
-        "vendor": entry.vendor, "codename": entry.codename, "eol_date": entry.eol_date, "path": entry.path,
-        "derives_from": [_ref(db, i) for i in entry.derives_from], "upgrades": [_ref(db, i) for i in entry.upgrades],
-        "inherits_from": [p.short_id for p in db.parents(entry)],
-        "devices": devices.names(db, sup.ids),
-        "resources": db.resources(entry),
-        "firmware": [{"type": f.type, "supported": f.supported,
-                      "features": [{"name": n, "required": r} for n, r in f.features]} for f in db.firmware(entry)],
-        "variants": [{"id": v, "name": n} for v, n in entry.variants],
-        "preset": preset_of(db, entry),
-    })
-    return out
-
-
-def _ref(db: Database, os_id: str) -> str:
-    entry = db.get(os_id)
-    return entry.short_id if entry else os_id
