@@ -54,16 +54,18 @@ def create_app(db_url: str | None = None, uri: str | None = None, *, tls: bool =
     import kvmkit.api.routes_events as routes_events
     import kvmkit.api.routes_health as routes_health
     import kvmkit.api.routes_networks as routes_networks
+    import kvmkit.api.routes_os as routes_os
     import kvmkit.api.routes_pools as routes_pools
     import kvmkit.api.routes_snapshots as routes_snapshots
     import kvmkit.api.routes_tasks as routes_tasks
     import kvmkit.api.routes_tokens as routes_tokens
     import kvmkit.api.routes_users as routes_users
+    import kvmkit.api.routes_vm_import as routes_vm_import
     import kvmkit.api.routes_vms as routes_vms
 
     app.include_router(routes_health.router)
-    for mod in (routes_auth, routes_vms, routes_snapshots, routes_tasks, routes_events, routes_users, routes_tokens,
-                routes_audit, routes_pools, routes_networks):
+    for mod in (routes_auth, routes_vm_import, routes_vms, routes_snapshots, routes_tasks, routes_events, routes_users,
+                routes_tokens, routes_audit, routes_pools, routes_networks, routes_os):
         app.include_router(mod.router, prefix=API)
     app.include_router(routes_console.router)  # its path carries the /api/v1 prefix itself
     return app
