@@ -131,6 +131,11 @@ def _finish(conn: libvirt.virConnect, spec: ImportSpec, pkg: Any, name: str, poo
         guest = inspect_guest([p.path for p in placed], boot_dir=tmp)
         via = _choose_path(spec.via, guest)
         notes = list(pkg.notes) + list(guest.notes)
+        if spec.via == "auto" and via == "kvmkit" and _wants_v2v(guest):
+            from kvmkit.service.v2v.virtv2v import available
+
+            notes.append(f"this guest would be converted with virt-v2v, which cannot run here ({available()} "
+                         "missing): imported without converting it")
         system = pkg.system
         memory = spec.memory_mib or (system.memory_mib if system else None)
         vcpus = spec.vcpus or (system.vcpus if system else None)
@@ -165,11 +170,15 @@ def _finish(conn: libvirt.virConnect, spec: ImportSpec, pkg: Any, name: str, poo
                                                        ["no operating system found on the disks"])}
 
 
+def _wants_v2v(guest: Any) -> bool:
+    return bool(guest.os_type == "windows" or (guest.os_type == "linux" and guest.bootloader))
+
+
 def _choose_path(via: str, guest: Any) -> str:
     """kvmkit or virt-v2v (see the module docstring)."""
     if via != "auto":
         return via
-    if guest.os_type == "windows" or (guest.os_type == "linux" and guest.bootloader):
+    if _wants_v2v(guest):
         from kvmkit.service.v2v.virtv2v import available
 
         return "virt-v2v" if available() is None else "kvmkit"
