@@ -36,7 +36,7 @@ def _register_recovery() -> None:
 _register_recovery()
 
 
-@router.post("/import", status_code=202, responses={**TASK_RESPONSES, 400: {"description": "the package is "
+@router.post("/import", status_code=202, responses={**TASK_RESPONSES, 422: {"description": "the package is "
                                                     "refused (truncated, unsafe, unknown format, too large)"}})
 def import_vm(body: ImportSpec, request: Request, p: Principal = Depends(require("operator"))) -> JSONResponse:
     """Import a VM (OVA/OVF, VMDK, VHD/VHDX, VDI, QCOW2 or raw): checked, converted into a pool, inspected,
