@@ -79,8 +79,13 @@ def import_vm(conn: libvirt.virConnect, spec: ImportSpec, *, step: Step | None =
     into the VM's metadata (``task``), as for a create, so that an interrupted import can be recovered."""
     from kvmkit.service.v2v import disks as v2v_disks
     from kvmkit.service.v2v.package import open_source
+    from kvmkit.service.vms.create import LOCAL_URIS
 
     say: Step = step or (lambda _n, _p, _m: None)
+    uri = conn.getURI().split("?")[0]
+    if uri not in LOCAL_URIS and not uri.startswith("test:///"):  # libvirt's test driver lives in this process
+        raise InvalidInput(f"vm import converts disks with this host's qemu-img and libguestfs; {conn.getURI()} is "
+                           "another host", hint="run the import on that host (kvmkit there, or its API)")
     path = source_path(conn, spec)
     say("read", 2, f"reading {path.name}")
     pkg = open_source(path, progress=lambda m: say("read", None, m))
