@@ -128,3 +128,28 @@ def test_a_cancelled_import_leaves_nothing(slow_server: Server, conn, prefix, wo
     assert "inspect" not in [s["name"] for s in task["steps"]]  # stopped before it: the converted volume is undone
     assert leftovers(conn, prefix) == []
     assert not list(Path("/var/lib/libvirt/images").glob(f"{prefix}*"))
+
+
+@pytest.mark.guest
+def test_create_with_os_over_the_api_keeps_what_the_body_gives(server: Server, admin: httpx.Client, make_user,
+                                                               conn, prefix) -> None:
+    name = f"{prefix}w11"
+    r = admin.post("/api/v1/vms", json={"name": name, "os": "win11", "disks": [{"size": "1G", "bus": "virtio"}],
+                                        "nics": [{"type": "network", "source": "default"}]})
+    assert r.status_code == 202, r.text
+    task = wait_task(admin, r.json()["id"])
+    assert task["state"] == "succeeded", task["error"]
+    assert any("disk 1 GiB is below the minimum for win11" in w for w in task["result"]["warnings"])
+    shown = admin.get(f"/api/v1/vms/{name}").json()
+    assert [d["bus"] for d in shown["disks"]] == ["virtio"]      # given in the body: kept
+    assert [n["model"] for n in shown["nics"]] == ["e1000e"]     # not given: the preset's
+    assert (shown["firmware"], shown["secure_boot"], shown["memory_mib"]) == ("uefi", True, 4096)
+    assert shown["tpm"]["version"] == "2.0" and shown["os"]["short_id"] == "win11"
+    r = admin.post("/api/v1/vms", json={"name": f"{prefix}x", "os": "debian12", "virtio_win": "/nonexistent.iso"})
+    assert r.status_code == 202  # an admin may name host paths; this one does not exist
+    task = wait_task(admin, r.json()["id"])
+    assert task["state"] == "failed" and "/nonexistent.iso does not exist" in task["error"]
+    _, op = make_user("op2", "operator")
+    r = op.post("/api/v1/vms", json={"name": f"{prefix}y", "os": "win11", "virtio_win": "/etc/shadow"})
+    assert r.status_code == 403 and "virtio_win" in r.json()["error"]
+
