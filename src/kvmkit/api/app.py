@@ -71,6 +71,7 @@ def create_app(db_url: str | None = None, uri: str | None = None, *, tls: bool =
     import kvmkit.api.routes_images as routes_images
     import kvmkit.api.routes_metrics as routes_metrics
     import kvmkit.api.routes_networks as routes_networks
+    import kvmkit.api.routes_os as routes_os
     import kvmkit.api.routes_pools as routes_pools
     import kvmkit.api.routes_snapshots as routes_snapshots
     import kvmkit.api.routes_tasks as routes_tasks
@@ -79,14 +80,15 @@ def create_app(db_url: str | None = None, uri: str | None = None, *, tls: bool =
     import kvmkit.api.routes_users as routes_users
     import kvmkit.api.routes_vm_copies as routes_vm_copies
     import kvmkit.api.routes_vm_devices as routes_vm_devices
+    import kvmkit.api.routes_vm_import as routes_vm_import
     import kvmkit.api.routes_vm_runtime as routes_vm_runtime
     import kvmkit.api.routes_vm_xml as routes_vm_xml
     import kvmkit.api.routes_vms as routes_vms
     import kvmkit.api.routes_volumes as routes_volumes
 
     app.include_router(routes_health.router)
-    for mod in (routes_auth, routes_vms, routes_snapshots, routes_tasks, routes_events, routes_users, routes_tokens,
-                routes_audit, routes_pools, routes_networks,
+    for mod in (routes_auth, routes_vm_import, routes_vms, routes_snapshots, routes_tasks, routes_events,
+                routes_users, routes_tokens, routes_audit, routes_pools, routes_networks, routes_os,
                 routes_vm_copies, routes_vm_devices, routes_vm_runtime, routes_vm_xml, routes_host, routes_metrics,
                 routes_volumes, routes_images, routes_templates):
         app.include_router(mod.router, prefix=API)

@@ -79,7 +79,8 @@ def create_vm(body: CreateVM, request: Request, p: Principal = Depends(require("
     except libvirt.libvirtError:
         pass
     task_id = str(uuid.uuid4())
-    data = body.model_dump(exclude={"start"})
+    # exclude_unset: the spec remembers which fields the caller gave (an --os preset fills only the others)
+    data = body.model_dump(exclude={"start"}, exclude_unset=True)
     data["metadata"] = {**data.get("metadata", {}), "task": task_id}
     spec = VMSpec.model_validate(data)
     pools = sorted({d.pool or "default" for d in spec.disks if d.size})

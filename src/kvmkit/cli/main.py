@@ -21,6 +21,7 @@ GROUPS: dict[str, tuple[str, str]] = {
     "volume": ("volume", "storage volumes: create, clone, resize, upload, download"),
     "net": ("net", "virtual networks and host bridges"),
     "template": ("template", "templates: mark qcow2 volumes as templates for fast VM creation"),
+    "os": ("os", "guest operating systems: the presets of vm create --os (libosinfo + kvmkit's overlay)"),
     "serve": ("serve", "run the REST API server and web portal"),
     "user": ("user", "users of the server and portal"),
     "token": ("token", "API tokens"),

@@ -25,4 +25,5 @@ register_all(app, [
     "vm_xml",        # xml (read, --replace)
     "vm_migrate",    # migrate
     "vm_metrics",    # metrics (the history kvmkit serve records)
+    "vm_import",     # import (OVA/OVF, VMDK, VHD/VHDX, VDI, QCOW2, raw: service/v2v)
 ])

@@ -19,7 +19,8 @@ FLAG_OF = {
     "kernel": "--kernel", "initrd": "--initrd", "cmdline": "--cmdline", "template": "--template",
     "serial_log": "--serial-log", "cpu_model": "--cpu", "cpu_mode": "--cpu", "virt_type": "--virt-type",
     "uuid": "--uuid", "metadata": "--metadata", "title": "--title", "description": "--description",
-    "cloud_init": "--cloud-init", "profile": "--profile", "on_crash": "--on-crash",
+    "cloud_init": "--cloud-init", "profile": "--profile", "on_crash": "--on-crash", "os": "--os",
+    "virtio_win": "--virtio-win",
 }
 _CPU_MODES = ("host-passthrough", "host-model", "maximum")
 
@@ -108,6 +109,12 @@ def _cloud_init(value: str) -> dict[str, str]:
     return opts
 
 
+def _abs(path: str | None) -> str | None:
+    import os
+
+    return None if path is None else os.path.abspath(os.path.expanduser(path))
+
+
 def build_spec_data(name: str, *, memory: str | None, vcpus: str | None, disks: list[str], cdrom: str | None,
                     networks: list[str], graphics: str | None, **flat: Any) -> dict[str, Any]:
     """Turn create's flags into the dict that VMSpec validates."""
@@ -183,6 +190,8 @@ def to_spec(data: dict[str, Any]):  # -> VMSpec
 
 
 def _show_created(d: dict[str, Any]) -> None:
+    from rich.markup import escape
+
     out = console()
     if not d.get("defined"):
         text(d["xml"])
@@ -191,12 +200,23 @@ def _show_created(d: dict[str, Any]) -> None:
               f"{d['virt_type_reason']})")
     if d.get("profile"):
         out.print(f"  profile {d['profile']}")
+    if d.get("os"):
+        out.print(f"  os     {d['os']['short_id']} ({d['os']['name']}, from the {d['os']['source_name']})")
+    for note in d.get("notes", []):
+        out.print(f"  [dim]{escape(note)}[/]")
     for path in d["disks"]:
         out.print(f"  disk   {path}")
     for mac in d["macs"]:
         out.print(f"  nic    {mac}")
     if d.get("serial_log"):
         out.print(f"  serial log {d['serial_log']}  (kvmkit vm console {d['name']})")
+
+
+def _os_line(d: dict[str, Any]) -> str | None:
+    os_ = d.get("os")
+    if not os_:
+        return None
+    return f"{os_['short_id']} ({os_['name']})" if os_.get("short_id") else os_["id"]
 
 
 def _show_vm(d: dict[str, Any]) -> None:
@@ -208,7 +228,10 @@ def _show_vm(d: dict[str, Any]) -> None:
         ("uuid", d["uuid"]), ("title", d["title"]), ("virt type", f"{d['virt_type']} ({d['virt_type_reason']})"),
         ("vcpus", f"{d['vcpus']} (max {d['max_vcpus']})"),
         ("memory", f"{d['memory_mib']} MiB (max {d['max_memory_mib']} MiB)"),
-        ("profile", d.get("profile")), ("machine", d["machine"]), ("firmware", d["firmware"]),
+        ("profile", d.get("profile")), ("os", _os_line(d)), ("machine", d["machine"]),
+        ("firmware", f"{d['firmware']}{' (secure boot)' if d.get('secure_boot') else ''}"),
+        ("tpm", f"{d['tpm']['model']} {d['tpm']['backend']} {d['tpm']['version'] or ''}".strip() if d.get("tpm")
+         else None),
         ("autostart", d["autostart"]),
         ("persistent", d["persistent"]), ("kernel", d["kernel"]), ("serial log", d["serial_log"]),
     ]
@@ -275,6 +298,10 @@ def register(app: typer.Typer) -> None:
                                               "crashes or its QEMU process dies (same as --on-crash restart)"),
         on_crash: str = typer.Option(None, "--on-crash", help="destroy (default) | restart | preserve | "
                                      "coredump-destroy | coredump-restart"),
+        os_name: str = typer.Option(None, "--os", help="guest OS (debian12, ubuntu24.04, rhel9, win11 ...): its "
+                                    "devices, firmware and sizes from osinfo; explicit flags win (kvmkit os list)"),
+        virtio_win: str = typer.Option(None, "--virtio-win", help="virtio-win drivers ISO for a Windows guest: a "
+                                       "second CD-ROM, and virtio disk/NIC (docs/os-presets.md)"),
     ) -> None:
         """Create a VM (define it; --start boots it). Checks everything first; on failure nothing is left."""
         from kvmkit.cli.output import progress
@@ -292,7 +319,7 @@ def register(app: typer.Typer) -> None:
             serial_log=serial_log, hugepages=hugepages, nosharepages=nosharepages, cpuset=cpuset, cpu=cpu,
             autostart=autostart, virt_type=virt_type, title=title, description=description, machine=machine,
             firmware=firmware, boot=boot, uuid=uuid, metadata=metadata, cloud_init=cloud_init, profile=profile,
-            on_crash=on_crash)
+            on_crash=on_crash, os=os_name, virtio_win=_abs(virtio_win))
         if micro and memory is None:
             data["memory_mib"] = 256
         spec = to_spec(data)
@@ -305,7 +332,12 @@ def register(app: typer.Typer) -> None:
                 steps[0] += 1
                 advance(steps[0])
                 if not settings.json:
-                    console(stderr=True).print(f"[dim]{msg}[/]")
+                    from rich.markup import escape
+
+                    if msg.startswith("warning: "):
+                        console(stderr=True).print(f"[yellow]warning:[/] {escape(msg[9:])}")
+                    else:
+                        console(stderr=True).print(f"[dim]{escape(msg)}[/]")
 
             result = create_vm(connection(), spec, start=start, print_xml=print_xml, progress=say)
         if result.get("defined"):

@@ -31,6 +31,9 @@ LifecycleAction = Literal["destroy", "restart", "preserve", "rename-restart", "c
 BootDevice = Literal["hd", "cdrom", "network", "fd"]
 _META_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 _MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# an osinfo short id (debian12, win11, rhel9.1, dragonflybsd1.0A) or an osinfo id (http://debian.org/debian/12)
+_OS_SHORT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
+_OS_ID_RE = re.compile(r"^https?://[A-Za-z0-9.-]{1,100}(/[A-Za-z0-9._~+-]{1,64}){1,8}/?$")
 SERIAL_LOG_DIR = "/var/log/kvmkit"
 
 __all__ = ["DiskSpec", "GraphicsSpec", "NicSpec", "NumaTuneSpec", "VMSpec", "parse_spec"]
@@ -91,6 +94,9 @@ class VMSpec(BaseModel):
     full_clone: bool = False                          # copy the template instead of a linked overlay
     micro: bool = False                               # boot kvmkit's micro-guest (demos, tests)
     cloud_init: CloudInitSpec | None = None           # NoCloud seed disk <name>-cidata.img (create only)
+    os: str | None = None                             # osinfo short id (debian12, win11) or id; create applies
+    #                                                   its preset (docs/os-presets.md); kept as the osinfo id
+    virtio_win: str | None = None                     # virtio-win drivers ISO: a second CD-ROM (create only)
 
     # -- field checks ------------------------------------------------------------------------------
     @field_validator("name")
@@ -154,7 +160,12 @@ class VMSpec(BaseModel):
             raise ValueError(f"machine type {v!r} is not valid; e.g. pc, q35, pc-q35-7.2")
         return v
 
-    @field_validator("kernel", "initrd", "serial_log")
+    @field_validator("os")
+    @classmethod
+    def _os(cls, v: str | None) -> str | None:
+        return None if v is None else validate_os(v)
+
+    @field_validator("kernel", "initrd", "serial_log", "virtio_win")
     @classmethod
     def _abs_path(cls, v: str | None, info) -> str | None:
         if v is not None and (not v.startswith("/") or not v.strip("/")):
@@ -235,6 +246,14 @@ class VMSpec(BaseModel):
     def updated(self, **changes: Any) -> VMSpec:
         """A re-validated copy with ``changes`` applied."""
         return parse_spec({**self.model_dump(), **changes})
+
+
+def validate_os(v: str) -> str:
+    """An osinfo short id (debian12) or id (http://debian.org/debian/12); ValueError naming the fix else."""
+    if not (_OS_SHORT_RE.match(v) or _OS_ID_RE.match(v)):
+        raise ValueError(f"OS {v!r} is not an osinfo short id or id; e.g. debian12, win11, "
+                         "http://debian.org/debian/12 (see `kvmkit os list`)")
+    return v
 
 
 def parse_spec(data: dict[str, Any]) -> VMSpec:

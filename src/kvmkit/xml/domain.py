@@ -1,7 +1,7 @@
 """Domain XML <-> VMSpec, with lxml only.
 
 Each element family lives in its own module (general, memory, cpu, osboot, disks, nics, graphics,
-chardevs, misc_devices, metadata) exposing ``FIELDS``, ``read(root) -> dict`` and ``write(root, spec)``.
+chardevs, misc_devices, metadata, libosinfo) exposing ``FIELDS``, ``read(root) -> dict`` and ``write(root, spec)``.
 ``apply_spec`` re-reads the existing XML and calls ``write`` only for the families whose fields differ,
 so everything kvmkit does not model (sound, video, USB, other apps' metadata ...) stays as it was.
 """
@@ -16,10 +16,22 @@ from pydantic import ValidationError
 from kvmkit.errors import InvalidInput
 from kvmkit.spec.common import NAME_RE
 from kvmkit.spec.vm import VMSpec
-from kvmkit.xml import chardevs, cpu, disks, general, graphics, memory, metadata, misc_devices, nics, osboot
+from kvmkit.xml import (
+    chardevs,
+    cpu,
+    disks,
+    general,
+    graphics,
+    libosinfo,
+    memory,
+    metadata,
+    misc_devices,
+    nics,
+    osboot,
+)
 from kvmkit.xml.util import ensure, parse, to_string
 
-FAMILIES = (general, metadata, memory, cpu, osboot, disks, nics, graphics, chardevs, misc_devices)
+FAMILIES = (general, metadata, libosinfo, memory, cpu, osboot, disks, nics, graphics, chardevs, misc_devices)
 
 # Not modelled by the spec, written for new domains only: ACPI (graceful shutdown) and a UTC clock.
 

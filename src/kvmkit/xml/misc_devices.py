@@ -67,3 +67,23 @@ def _remove_usb_devices(devices: etree._Element) -> None:
     for path in USB_ONLY:
         for el in devices.xpath(path):
             remove(el)
+
+
+def tpm(root: etree._Element) -> dict[str, Any] | None:
+    """The domain's TPM: model, backend type and TPM version; None without one."""
+    el = root.find("devices/tpm")
+    if el is None:
+        return None
+    backend = el.find("backend")
+    return {"model": el.get("model"), "backend": backend.get("type") if backend is not None else None,
+            "version": backend.get("version") if backend is not None else None}
+
+
+def add_tpm(root: etree._Element, *, model: str = "tpm-crb", version: str = "2.0") -> None:
+    """A TPM emulated by swtpm (libvirt starts one per VM and keeps its state under /var/lib/libvirt/swtpm):
+    ``<tpm model='tpm-crb'><backend type='emulator' version='2.0'/></tpm>``. Nothing when one exists."""
+    devices = ensure(root, "devices")
+    if devices.find("tpm") is not None:
+        return
+    el = insert_ordered(devices, etree.Element("tpm", model=model))
+    etree.SubElement(el, "backend", type="emulator", version=version)

@@ -1,4 +1,5 @@
-"""<os>: machine type, firmware (BIOS or UEFI via firmware='efi'), boot order, direct kernel boot.
+"""<os>: machine type, firmware (BIOS or UEFI via firmware='efi'), boot order, direct kernel boot; and the secure-boot,
+SMM and Windows clock settings a guest OS may need (written by service/osinfo, not modelled by the spec).
 
 Switching firmware drops what belonged to the old one (a manual <loader>, <nvram>), since libvirt's
 firmware autoselection refuses a loader type beside firmware='efi'. A boot order set here replaces
@@ -98,3 +99,63 @@ def set_nvram_path(root: etree._Element, path: str) -> None:
         source.set("file", path)
     elif nvram is not None:
         nvram.text = path
+
+
+# -- what a guest OS needs beyond the spec (service/osinfo decides, these write it) -------------------------
+
+SECURE_BOOT_FEATURES = ("enrolled-keys", "secure-boot")
+
+
+def secure_boot(root: etree._Element) -> bool:
+    """Whether the domain asks for UEFI Secure Boot (firmware auto-selection feature or a secure loader)."""
+    os_el = root.find("os")
+    if os_el is None:
+        return False
+    feature = os_el.find("firmware/feature[@name='secure-boot']")
+    if feature is not None:
+        return feature.get("enabled") == "yes"
+    loader = os_el.find("loader")
+    return loader is not None and loader.get("secure") == "yes"
+
+
+def set_secure_boot(root: etree._Element) -> None:
+    """UEFI with Secure Boot and Microsoft's keys enrolled, chosen by libvirt's firmware auto-selection
+    (``<os firmware='efi'><firmware><feature enabled='yes' name='secure-boot'/>...``, OVMF's descriptors in
+    /usr/share/qemu/firmware), and SMM, which a secure-boot OVMF needs to protect its variable store."""
+    os_el = ensure(root, "os")
+    os_el.set("firmware", "efi")
+    firmware = ensure(os_el, "firmware")
+    for name in SECURE_BOOT_FEATURES:
+        feature = firmware.find(f"feature[@name='{name}']")
+        if feature is None:
+            feature = etree.SubElement(firmware, "feature")
+        feature.set("enabled", "yes")
+        feature.set("name", name)
+    features = ensure(root, "features")
+    smm = features.find("smm")
+    if smm is None:
+        smm = etree.SubElement(features, "smm")
+    smm.set("state", "on")
+
+
+def set_windows_time(root: etree._Element, *, hyperv: bool) -> None:
+    """Windows keeps the RTC in local time; with KVM it also gets the Hyper-V enlightenments it expects
+    (relaxed timing, virtual APIC, spinlock hints and the Hyper-V clock). QEMU offers those only with KVM,
+    so a TCG guest gets the clock offset alone."""
+    clock = ensure(root, "clock")
+    clock.set("offset", "localtime")
+    if not hyperv:
+        return
+    features = ensure(root, "features")
+    hv = features.find("hyperv")
+    if hv is None:
+        hv = etree.SubElement(features, "hyperv")
+    for name, attrs in (("relaxed", {}), ("vapic", {}), ("spinlocks", {"retries": "8191"})):
+        el = hv.find(name)
+        if el is None:
+            el = etree.SubElement(hv, name)
+        el.set("state", "on")
+        for key, value in attrs.items():
+            el.set(key, value)
+    if clock.find("timer[@name='hypervclock']") is None:
+        etree.SubElement(clock, "timer", name="hypervclock", present="yes")

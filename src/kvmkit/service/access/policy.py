@@ -51,7 +51,7 @@ def check_host_path(p: Principal, field: str) -> None:
 def host_path_fields(spec: Any) -> list[str]:
     """The fields of a VMSpec that name files or devices on the host."""
     fields = [f"disks[{i}].path" for i, d in enumerate(spec.disks) if d.path]
-    fields += [f for f in ("kernel", "initrd", "serial_log") if getattr(spec, f, None)]
+    fields += [f for f in ("kernel", "initrd", "serial_log", "virtio_win") if getattr(spec, f, None)]
     ci = getattr(spec, "cloud_init", None)
     if ci is not None:
         fields += [f"cloud_init.{f}" for f in ("user_data", "meta_data", "ssh_key") if getattr(ci, f, None)]

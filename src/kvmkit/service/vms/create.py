@@ -74,6 +74,14 @@ def resolve(conn: libvirt.virConnect, spec: VMSpec, progress: Progress) -> tuple
     from kvmkit.service.vms.macs import reserve
 
     local = _is_local(conn)
+    os_report: dict[str, Any] | None = None
+    if spec.os or spec.virtio_win:
+        from kvmkit.service.osinfo.presets import apply_preset
+
+        applied = apply_preset(spec)  # the OS's devices and sizes where the caller gave none
+        for warning in applied.warnings:
+            progress(f"warning: {warning}")
+        spec, os_report = applied.spec, applied.report()
     if _exists_by(conn.lookupByName, spec.name) is not None:
         raise Conflict(f"a VM named '{spec.name}' already exists",
                        hint="choose another name or delete it first (kvmkit vm delete NAME)")
@@ -189,6 +197,8 @@ def resolve(conn: libvirt.virConnect, spec: VMSpec, progress: Progress) -> tuple
     macs = reserve(conn, spec.name, [nic.mac for nic in spec.nics])
     nics: list[NicSpec] = [nic.model_copy(update={"mac": mac}) for nic, mac in zip(spec.nics, macs, strict=True)]
     changes["nics"] = [n.model_dump() for n in nics]
+    if os_report is not None:
+        plan.append({"kind": "os", **os_report})  # nothing to make: reported in the result
     try:
         return spec.updated(**changes), plan
     except BaseException:
@@ -209,7 +219,8 @@ def create_vm(conn: libvirt.virConnect, spec: VMSpec | dict[str, Any], *, start:
     final, plan = resolve(conn, spec, say)
     try:
         if print_xml:
-            return {"name": final.name, "defined": False, "xml": domain_xml(conn, _preview(final, plan))}
+            os_step = next(({k: p[k] for k in ("os", "warnings", "notes")} for p in plan if p["kind"] == "os"), {})
+            return {"name": final.name, "defined": False, "xml": domain_xml(conn, _preview(final, plan)), **os_step}
         return _make(conn, spec, final, plan, start, say)
     finally:
         from kvmkit.service.vms.macs import release
@@ -230,7 +241,13 @@ def domain_xml(conn: libvirt.virConnect, spec: VMSpec) -> str:
 
     xml = spec_to_xml(spec)
     root = parse(xml)
-    if keep_owner_of_shared_media(conn, root):
+    changed = bool(keep_owner_of_shared_media(conn, root))
+    if spec.os:
+        from kvmkit.service.osinfo.presets import apply_to_xml
+
+        changed = apply_to_xml(root, spec) or changed  # TPM, Secure Boot, Windows' clock: not in the spec
+    if changed:
+        etree.indent(root, space="  ")
         xml = etree.tostring(root, encoding="unicode")
     return xml
 
@@ -244,6 +261,8 @@ def _make(conn: libvirt.virConnect, spec: VMSpec, final: VMSpec, plan: list[dict
             os.makedirs(os.path.dirname(final.default_serial_log()), exist_ok=True)
         disks = list(final.disks)
         for step in plan:
+            if step["kind"] == "os":
+                continue
             if step["kind"] == "template":
                 from kvmkit.service.storage.templates import provision_from_template
 
@@ -285,11 +304,14 @@ def _make(conn: libvirt.virConnect, spec: VMSpec, final: VMSpec, plan: list[dict
         if isinstance(err, libvirt.libvirtError):
             raise OperationFailed(f"creating VM {spec.name}: {err.get_error_message()}") from err
         raise
+    os_step = next((p for p in plan if p["kind"] == "os"), None)
     return {
+        **({"os": os_step["os"], "warnings": os_step["warnings"], "notes": os_step["notes"]} if os_step else {}),
         "name": final.name, "uuid": dom.UUIDString(), "defined": True, "started": start,
         "state": "running" if start else "shut-off", "virt_type": final.virt_type,
         "virt_type_reason": final.metadata.get("virt_type_reason"),
-        "disks": [d.path for d in final.disks if d.path], "volumes_created": [p["volume"] for p in plan],
+        "disks": [d.path for d in final.disks if d.path],
+        "volumes_created": [p["volume"] for p in plan if p["kind"] != "os"],
         "macs": [n.mac for n in final.nics], "serial_log": final.serial_log, "autostart": final.autostart,
     }
 

@@ -91,6 +91,9 @@ def show_vm(conn: libvirt.virConnect, name: str, *, xml: bool = False) -> dict[s
         "guest_agent": spec.guest_agent, "usb": spec.usb, "profile": spec.profile, "metadata": meta,
         "host": conn.getURI(),
     }
+    from kvmkit.service.osinfo.presets import describe_vm
+
+    out.update(describe_vm(spec.os, parse(config)))  # os (libosinfo metadata), tpm, secure_boot
     out["addresses"] = _addresses(conn, dom) if active else []
     out["ip"] = next((a["addr"] for a in out["addresses"] if a["type"] == "ipv4"), None)
     if xml:
