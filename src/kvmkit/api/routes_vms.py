@@ -61,7 +61,8 @@ def host_paths(spec: VMSpec) -> list[str]:
     fields += [f for f in ("kernel", "initrd", "serial_log") if getattr(spec, f)]
     ci = spec.cloud_init
     if ci is not None:
-        fields += [f"cloud_init.{f}" for f in ("user_data", "meta_data", "ssh_key") if getattr(ci, f, None)]
+        fields += [f"cloud_init.{f}" for f in ("user_data", "meta_data", "ssh_key", "password_file")
+                   if getattr(ci, f, None)]
     return fields
 
 

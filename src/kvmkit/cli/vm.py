@@ -23,4 +23,5 @@ register_all(app, [
     "vm_pin",        # pin (vcpupin, emulatorpin, --auto)
     "vm_copy",       # clone, backup, restore
     "vm_migrate",    # migrate
+    "vm_agent",      # exec, set-password, eject-seed (guest agent)
 ])

@@ -89,6 +89,9 @@ def show_vm(conn: libvirt.virConnect, name: str, *, xml: bool = False) -> dict[s
         "host": conn.getURI(),
     }
     out["addresses"] = _addresses(conn, dom) if active else []
+    from kvmkit.service.vms.agent import summary
+
+    out["agent"] = summary(dom, live)  # channel state; OS, hostname, file systems ... when it answers
     out["ip"] = next((a["addr"] for a in out["addresses"] if a["type"] == "ipv4"), None)
     if xml:
         with libvirt_errors(f"reading VM '{name}'"):
