@@ -59,11 +59,12 @@ def create_app(db_url: str | None = None, uri: str | None = None, *, tls: bool =
     import kvmkit.api.routes_tasks as routes_tasks
     import kvmkit.api.routes_tokens as routes_tokens
     import kvmkit.api.routes_users as routes_users
+    import kvmkit.api.routes_vm_guest as routes_vm_guest
     import kvmkit.api.routes_vms as routes_vms
 
     app.include_router(routes_health.router)
     for mod in (routes_auth, routes_vms, routes_snapshots, routes_tasks, routes_events, routes_users, routes_tokens,
-                routes_audit, routes_pools, routes_networks):
+                routes_audit, routes_pools, routes_networks, routes_vm_guest):
         app.include_router(mod.router, prefix=API)
     app.include_router(routes_console.router)  # its path carries the /api/v1 prefix itself
     return app

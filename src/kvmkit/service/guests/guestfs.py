@@ -66,7 +66,7 @@ def _error(tool: str, stderr: str) -> KvmkitError:
         return InvalidInput(text, hint="check the guest path (a file or a directory?) with `kvmkit guest ls`")
     if "supermin" in low or ("kernel" in low and "find" in low):
         return HostError(f"libguestfs cannot build its appliance: {text}", hint=f"apt-get install {PACKAGES}")
-    if "locked" in low or "write lock" in low or "get shared" in low:
+    if "lock" in low and ("write" in low or "shared" in low or "locked" in low):
         return InvalidState(f"a disk is in use by another process: {text}",
                             hint="is the VM running (use --readonly), or another guest command still going?")
     return OperationFailed(f"{tool}: {text}", hint="LIBGUESTFS_DEBUG=1 LIBGUESTFS_TRACE=1 and the same tool by hand "

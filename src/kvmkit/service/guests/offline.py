@@ -55,12 +55,20 @@ def vm_disks(conn: libvirt.virConnect, name: str, *, readonly: bool, write: bool
         raise InvalidState(f"VM {name} is {state_of(dom)}: guest disk commands work on a shut-off VM",
                            hint=f"shut it down (`kvmkit vm shutdown {name}`), or pass --readonly to read its disks "
                                 "as they are now (what the guest has not written back yet is missing)")
+    from kvmkit.service.net.networks import is_local
+
+    if not is_local(conn):
+        raise InvalidState(f"VM {name} is on {conn.getURI()}: guest disk commands open the disk files with "
+                           "libguestfs on this host", hint="run kvmkit on the VM's host (or kvmkit serve there)")
     found = writable_disks(xml, conn)
     if not found:
         raise InvalidState(f"VM {name} has no writable disk to open", hint="see its disks with `kvmkit vm show`")
     for d in found:
         if not d["path"] or d["type"] not in ("file", "volume", "block", None):
             raise InvalidState(f"disk {d['target']} of VM {name} has no host path libguestfs can open")
+        if not os.path.exists(d["path"]):
+            raise InvalidState(f"disk {d['target']} of VM {name} is missing: {d['path']} does not exist",
+                               hint="fix the VM's disk (`kvmkit vm show` lists its disks)")
     if write:
         _check_writable(conn, dom, found)
     return found

@@ -35,6 +35,7 @@ RESULT = "/run/cloud-init/result.json"
 
 
 def _kvmkit_meta(dom: libvirt.virDomain, flags: int) -> etree._Element | None:
+    """kvmkit's metadata element as libvirt hands it out: ``<vm>`` with its children, without the namespace."""
     try:
         return etree.fromstring(dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, NS, flags).encode())
     except libvirt.libvirtError:
@@ -43,7 +44,7 @@ def _kvmkit_meta(dom: libvirt.virDomain, flags: int) -> etree._Element | None:
 
 def _meta_value(dom: libvirt.virDomain, key: str) -> str | None:
     root = _kvmkit_meta(dom, libvirt.VIR_DOMAIN_AFFECT_CONFIG if dom.isPersistent() else 0)
-    return None if root is None else root.findtext(f"{{{NS}}}{key}")
+    return None if root is None else root.findtext(key)
 
 
 def set_meta(dom: libvirt.virDomain, changes: dict[str, str | None]) -> None:
@@ -54,12 +55,12 @@ def set_meta(dom: libvirt.virDomain, changes: dict[str, str | None]) -> None:
     for flag in targets:
         root = _kvmkit_meta(dom, flag)
         if root is None:
-            root = etree.Element(f"{{{NS}}}vm", nsmap={PREFIX: NS})
+            root = etree.Element("vm")
         for key, value in changes.items():
-            for old in root.findall(f"{{{NS}}}{key}"):
+            for old in root.findall(key):
                 root.remove(old)
             if value is not None:
-                etree.SubElement(root, f"{{{NS}}}{key}").text = value
+                etree.SubElement(root, key).text = value  # libvirt puts it in kvmkit's namespace
         with libvirt_errors(f"updating the metadata of VM {dom.name()}"):
             dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, etree.tostring(root, encoding="unicode"), PREFIX,
                             NS, flag)
