@@ -121,19 +121,31 @@ class GuestDf(BaseModel):
     filesystems: list[GuestFilesystem]
 
 
+class GuestFs(BaseModel):
+    device: str | None = None
+    type: str | None = None
+    label: str | None = None
+    uuid: str | None = None
+
+
 class GuestOS(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    """One operating system as libguestfs inspection reports it (virt-inspector's fields)."""
 
     root: str | None = None
-    name: str | None = None
+    name: str | None = Field(None, description="linux, windows, freebsd ...")
+    arch: str | None = None
     distro: str | None = None
     product_name: str | None = None
+    product_variant: str | None = None
     major_version: str | None = None
     minor_version: str | None = None
+    package_format: str | None = None
+    package_management: str | None = None
     hostname: str | None = None
-    arch: str | None = None
-    mountpoints: dict[str, str | None] = Field(default_factory=dict)
-    filesystems: list[dict[str, str | None]] = Field(default_factory=list)
+    osinfo: str | None = Field(None, description="the libosinfo short id, e.g. debian12")
+    windows_systemroot: str | None = None
+    mountpoints: dict[str, str | None] = Field(default_factory=dict, description="mount point -> device")
+    filesystems: list[GuestFs] = Field(default_factory=list)
 
 
 class GuestInspection(BaseModel):
