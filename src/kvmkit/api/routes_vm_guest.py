@@ -303,20 +303,19 @@ def guest_cat(name: str, request: Request, path: str = Query(..., description="g
 def guest_copy_out(name: str, request: Request, path: str = Query(..., description="guest file or directory"),
                    readonly: bool = READONLY, p: Principal = Depends(require("operator"))) -> FileResponse:
     """A guest file as it is, or a guest directory as a tar archive."""
-    from kvmkit.service.guests.offline import cat, ls, tar_out
+    from kvmkit.service.guests.offline import cat, tar_out
 
     conn = _vm(request, p, name)
     tmp = tempfile.mkdtemp(prefix="kvmkit-guest-")
     out = os.path.join(tmp, "out")
     try:
         with _held(request, name, "guest.copy-out", readonly):
-            listing = ls(conn, name, path, readonly=readonly)
-            whole = listing["entries"] if listing["entries"] and listing["entries"][0]["path"] == listing["path"] \
-                else None
-            if whole is not None and whole[0]["type"] != "directory":
+            try:  # a file as it is; "is a directory": the directory as tar (one more appliance)
                 res = cat(conn, name, path, out, readonly=readonly)
                 media, fname = "application/octet-stream", os.path.basename(res["path"]) or "file"
-            else:
+            except InvalidInput as err:
+                if "directory" not in err.message.lower():
+                    raise
                 res = tar_out(conn, name, path, out, readonly=readonly)
                 media, fname = "application/x-tar", (os.path.basename(res["path"]) or "root") + ".tar"
     except BaseException:

@@ -96,3 +96,17 @@ def test_copy_in_to_a_disk_another_vm_has_is_refused(micro_guest, conn, workdir)
     two = micro_guest("two", start=False, disks=[{"path": str(shared), "format": "qcow2"}])
     with pytest.raises(Conflict, match=f"also a disk of VM '{two.name}'"):
         offline.vm_disks(conn, one.name, readonly=False, write=True)
+
+
+@pytest.mark.fast
+def test_listing_parses_names_and_stats_in_one_order() -> None:
+    out = ("/etc/ssh/./\n/etc/ssh/moduli\n/etc/ssh/ssh_config.d/\n/etc/ssh/.hidden\n"
+           + "".join(f"st_dev: 2048\nst_ino: {i}\nst_mode: {mode}\nst_uid: 0\nst_gid: 0\nst_size: {size}\n"
+                     f"st_mtime_sec: 1700000000\n" for i, (mode, size) in
+                     enumerate(((0o40755, 4096), (0o100644, 573928), (0o40755, 4096), (0o100600, 3)))))
+    names, stats = offline._parse_glob_listing(out)
+    assert names == ["/etc/ssh/.", "/etc/ssh/moduli", "/etc/ssh/ssh_config.d", "/etc/ssh/.hidden"]
+    entries = [offline._stat_entry(n, st) for n, st in zip(names, stats, strict=True)][1:]
+    assert [(e["name"], e["type"], e["mode"], e["size"]) for e in entries] == [
+        ("moduli", "file", "0644", 573928), ("ssh_config.d", "directory", "0755", 4096), (".hidden", "file", "0600", 3)]
+    assert offline._glob_quote("/a*b/{x,y}[1]") == "/a\\*b/\\{x\\,y\\}\\[1\\]"

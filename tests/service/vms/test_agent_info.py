@@ -67,6 +67,12 @@ def test_show_reports_no_agent_for_the_micro_guest(micro_guest, conn) -> None:
     assert shown == {"configured": False, "state": "none", "connected": False}
     with pytest.raises(InvalidState, match="no guest-agent channel"):
         exec_command(conn, g.name, ["true"])
+    from tests.support.cli_run import kvmkit
+
+    res = kvmkit("vm", "exec", g.name, "--", "sh", "-c", "exit 3", check=False)
+    assert res.returncode == 1 and res.stderr.startswith("error: cannot run a command in the guest")
+    res = kvmkit("vm", "exec", g.name, check=False)
+    assert res.returncode == 2  # no command: a usage error
 
 
 @pytest.mark.guest

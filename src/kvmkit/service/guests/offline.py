@@ -156,7 +156,12 @@ def inspect(conn: libvirt.virConnect, name: str, *, readonly: bool = False) -> d
 
 
 def _glob_quote(path: str) -> str:
-    return re.sub(r"([\\*?\[])", r"\\\1", path)
+    return re.sub(r"([\\*?\[\]{},])", r"\\\1", path)
+
+
+# '.' (always there in a directory, so the pattern never falls back to itself), the visible and the hidden
+# names ('..' left out): guestfish's glob expands braces, and both globs list the same names in one order
+_ALL = "{.,*,.[!.]*,..?*}"
 
 
 def _stat_entry(path: str, st: dict[str, str]) -> dict[str, Any]:
@@ -187,17 +192,17 @@ def ls(conn: libvirt.virConnect, name: str, path: str, *, recursive: bool = Fals
     disks = vm_disks(conn, name, readonly=readonly)
     if recursive:
         return {"vm": name, "path": path, "entries": _ls_recursive(disks, path)}
-    base = "" if path == "/" else _glob_quote(path)
-    out = guestfs.guestfish(disks, ["lstatns", path, ":", "glob", "echo", f"{base}/*", ":", "glob", "echo",
-                                    f"{base}/.*", ":", "glob", "lstatns", f"{base}/*", ":", "glob", "lstatns",
-                                    f"{base}/.*"]).decode("utf-8", errors="replace")
-    names, stats = _parse_glob_listing(out)
-    if not stats:
-        raise InvalidState(f"no listing of {path} came back from guestfish")
-    me, children = stats[0], stats[1:]
-    if _FTYPE.get(int(me.get("st_mode", "0")) & 0o170000) != "directory":
-        return {"vm": name, "path": path, "entries": [_stat_entry(path, me)]}
-    entries = [_stat_entry(n, st) for n, st in zip(names, children, strict=False)
+    pattern = ("" if path == "/" else _glob_quote(path)) + "/" + _ALL
+    try:
+        out = guestfs.guestfish(disks, ["glob", "echo", pattern, ":", "glob", "lstatns", pattern])
+    except InvalidInput as err:
+        if "not a directory" not in err.message.lower():
+            raise
+        st = guestfs.guestfish(disks, ["lstatns", path])  # a file (or a link ...): itself
+        _names, stats = _parse_glob_listing(st.decode("utf-8", errors="replace"))
+        return {"vm": name, "path": path, "entries": [_stat_entry(path, stats[0])] if stats else []}
+    names, stats = _parse_glob_listing(out.decode("utf-8", errors="replace"))
+    entries = [_stat_entry(n, st) for n, st in zip(names, stats, strict=False)
                if posixpath.basename(n) not in (".", "..")]
     entries.sort(key=lambda e: e["name"])
     return {"vm": name, "path": path, "entries": entries}
