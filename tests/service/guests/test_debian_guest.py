@@ -127,11 +127,24 @@ def deb() -> Iterator[Deb]:
         d.boots.append(_wait_ready(d))
         yield d
     finally:
-        stop_domains(live_conn(), prefix)
-        sweep(live_conn(), prefix)
-        import shutil
+        _clean(prefix, work)
 
-        shutil.rmtree(work, ignore_errors=True)
+
+def _clean(prefix: str, work: Path) -> None:
+    """Remove the module's VM, volumes and files; again on a fresh connection when libvirtd restarted meanwhile
+    (other work on this host may restart it during a long module)."""
+    import shutil
+
+    for attempt in range(3):
+        try:
+            stop_domains(live_conn(), prefix)
+            sweep(live_conn(), prefix)
+            break
+        except libvirt.libvirtError:
+            if attempt == 2:
+                raise
+            time.sleep(5)
+    shutil.rmtree(work, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
