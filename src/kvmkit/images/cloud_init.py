@@ -81,8 +81,13 @@ def _extras(spec: CloudInitSpec, meta_data: str) -> dict[str, Any]:
     keys = read_ssh_keys(spec.ssh_key) if spec.ssh_key else []
     if keys:
         extras["ssh_authorized_keys"] = keys
-    if spec.password_hash:
-        extras["password"] = spec.password_hash  # cloud-init sees the $6$ hash and sets it as a hash
+    try:
+        password_hash = spec.resolved_password_hash()  # password-file is read here, never while parsing
+    except ValueError as err:
+        raise InvalidInput(f"--cloud-init: {err}", hint="fix the password file (its first line is the password)") \
+            from None
+    if password_hash:
+        extras["password"] = password_hash  # cloud-init sees the $6$ hash and sets it as a hash
         extras["chpasswd"] = {"expire": False}
     if spec.eject:
         # the seed disk goes away after the first boot: a copy of its meta-data in the guest's NoCloud seed
@@ -128,7 +133,7 @@ def _user_data(spec: CloudInitSpec, meta_data: str) -> str:
     if not extras:
         return text  # passed through as written: cloud-config, a script, or a MIME multipart
     if not text.lstrip().startswith(CLOUD_CONFIG):
-        what = ", ".join(k for k, on in (("ssh-key", spec.ssh_key), ("password", spec.password_hash),
+        what = ", ".join(k for k, on in (("ssh-key", spec.ssh_key), ("password", "password" in extras),
                                          ("eject", spec.eject)) if on)
         raise InvalidInput(f"{what} can only be merged into #cloud-config user-data, and {spec.user_data} "
                            "does not start with #cloud-config",

@@ -5,7 +5,8 @@ parses into a :class:`CloudInitSpec`; :mod:`kvmkit.images.cloud_init` turns it i
 
 A password (``password`` or ``password_file``) is write-only: it is turned into a SHA-512 crypt hash while
 the spec is validated (``openssl passwd -6``, the clear text on its stdin, never on a command line) and
-then dropped; only ``password_hash`` is kept, dumped and written into the seed.
+then dropped; only ``password_hash`` is kept, dumped and written into the seed. ``password_file`` is read
+(and hashed) only when the seed is rendered: parsing a spec reads no host file.
 """
 
 from __future__ import annotations
@@ -119,13 +120,18 @@ class CloudInitSpec(BaseModel):
 
     @model_validator(mode="after")
     def _hash_the_password(self) -> CloudInitSpec:
-        """Replace a clear password by its hash (a spec that already carries a hash is not hashed again)."""
-        given = [f for f in ("password", "password_file") if getattr(self, f) is not None]
+        """Replace a clear password by its hash at once (no file is read here: ``password_file`` is read and
+        hashed when the seed is rendered, after the caller's right to name host files was checked)."""
+        given = [f for f in ("password", "password_file", "password_hash") if getattr(self, f) is not None]
         if len(given) > 1:
-            raise ValueError("give either password or password-file, not both")
-        if given and self.password_hash is None:
-            clear = self.password.get_secret_value() if self.password is not None \
-                else _password_from_file(str(self.password_file))
-            self.password_hash = hash_password(clear)
-        self.password = None
+            raise ValueError("give one of password, password-file or password-hash")
+        if self.password is not None:
+            self.password_hash = hash_password(self.password.get_secret_value())
+            self.password = None
         return self
+
+    def resolved_password_hash(self) -> str | None:
+        """The hash for the seed: ``password_hash``, or the hash of ``password_file``'s first line (read now)."""
+        if self.password_hash is None and self.password_file is not None:
+            return hash_password(_password_from_file(self.password_file))
+        return self.password_hash
