@@ -6,47 +6,15 @@ way scripts/setup.sh starts it when systemd does not manage it.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.api.server import EventReader, Server
+from tests.support import libvirtd
 
 pytestmark = pytest.mark.guest
-
-
-def _libvirtd_pids() -> list[int]:
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                if (proc / "comm").read_text().strip() == "libvirtd":
-                    pids.append(int(proc.name))
-            except OSError:
-                continue
-    return pids
-
-
-def _restart_libvirtd() -> None:
-    if subprocess.run(["systemctl", "is-active", "--quiet", "libvirtd"], check=False,
-                      capture_output=True).returncode == 0:
-        subprocess.run(["systemctl", "restart", "libvirtd"], check=True, timeout=120)
-    else:
-        pids = _libvirtd_pids()
-        assert pids, "libvirtd is not running"
-        for pid in pids:
-            os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 60
-        while _libvirtd_pids() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        for pid in _libvirtd_pids():  # did not stop in a minute
-            os.kill(pid, signal.SIGKILL)
-        subprocess.run(["libvirtd", "-d"], check=True, timeout=60)
 
 
 def test_events_resume_after_libvirtd_restart(micro_guest, micro_image) -> None:
@@ -56,7 +24,7 @@ def test_events_resume_after_libvirtd_restart(micro_guest, micro_image) -> None:
     events = EventReader(srv, srv.token("admin"))
     try:
         events.wait(kind="hello", connected=True, timeout=60)  # the event connection is up
-        _restart_libvirtd()  # the tests' shared connection (tests/conftest.py live_conn) reopens itself
+        libvirtd.restart()  # the tests' shared connection (tests/conftest.py live_conn) reopens itself
         events.wait(kind="host", event="disconnected", timeout=60)
         deadline = time.monotonic() + 60
         while not any(e["kind"] == "host" and e["event"] == "connected" for e in events.events):

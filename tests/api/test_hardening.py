@@ -107,6 +107,10 @@ def test_bodies_are_capped_before_parsing(fresh: Server) -> None:
 
         r = c.post("/api/v1/tokens", content=chunks(), headers={"content-type": "application/json"})
         assert r.status_code == 413, r.text[:200]
+        # routes that stream their body bound it themselves: a guest file of 4 MiB reaches the route (404: no VM)
+        r = c.post("/api/v1/vms/nope/guest/copy-in", params={"path": "/f"}, content=big,
+                   headers={"content-type": "application/octet-stream"})
+        assert r.status_code == 404, r.text[:200]
         assert c.get("/api/v1/auth/me").status_code == 200  # the server is fine
     # anonymous bodies are refused before they are read
     with fresh.client() as anon:

@@ -236,3 +236,66 @@ def test_debian_guest_takes_the_hostname_from_the_seed(conn, prefix, debian_imag
         fresh.close()
     assert not seed.exists()
     assert Path(debian_image["path"]).exists()
+
+
+@pytest.mark.fast
+def test_password_is_hashed_at_once_and_never_kept_in_clear(tmp_path):
+    spec = CloudInitSpec(password="clear-text-1")
+    assert spec.password is None and spec.password_hash.startswith("$6$")
+    dumped = spec.model_dump()
+    assert "clear-text-1" not in repr(dumped) + repr(spec) + spec.model_dump_json()
+    assert CloudInitSpec.model_validate(dumped).password_hash == spec.password_hash  # not hashed again
+    salt = spec.password_hash.split("$")[2]
+    again = subprocess.run(["openssl", "passwd", "-6", "-salt", salt, "-stdin"], input="clear-text-1\n",
+                           capture_output=True, text=True, check=True).stdout.strip()
+    assert again == spec.password_hash
+    pw = _write(tmp_path / "pw", "from-a-file\nsecond line ignored\n")
+    from_file = CloudInitSpec(password_file=pw)
+    assert from_file.password_file == pw and from_file.password_hash is None  # read when the seed is rendered
+    user_data = cloud_init.render(from_file, "v")["user-data"].decode()
+    config = yaml.safe_load(user_data)
+    assert config["chpasswd"] == {"expire": False} and "from-a-file" not in user_data
+    salt = config["password"].split("$")[2]
+    again = subprocess.run(["openssl", "passwd", "-6", "-salt", salt, "-stdin"], input="from-a-file\n",
+                           capture_output=True, text=True, check=True).stdout.strip()
+    assert again == config["password"]
+
+
+@pytest.mark.fast
+def test_bad_passwords(prefix, tmp_path):
+    with pytest.raises(ValueError, match="one of password, password-file or password-hash"):
+        CloudInitSpec(password="a", password_file=_write(tmp_path / "pw", "b\n"))
+    with pytest.raises(InvalidInput, match="is empty"):
+        cloud_init.render(CloudInitSpec(password_file=_write(tmp_path / "empty", "\n")), "v")
+    with pytest.raises(ValueError, match="one line"):
+        CloudInitSpec(password="two\nlines")
+    with pytest.raises(ValueError, match="SHA-512"):
+        CloudInitSpec(password_hash="$y$j9T$abc$def")  # yescrypt: cloud-init 22.4 would set it as clear text
+    res = kvmkit("vm", "create", f"{prefix}vm", "--micro", "--network", "none", "--print-xml", "--cloud-init",
+                 "password=x,password-file=/etc/hostname", check=False)
+    assert res.returncode != 0 and "one of password, password-file" in res.stderr
+
+
+@pytest.mark.fast
+def test_eject_keeps_a_seed_copy_in_the_guest_and_merges_into_user_data(tmp_path):
+    user = _write(tmp_path / "user.yaml", "#cloud-config\nwrite_files:\n  - {path: /etc/motd, content: hi}\n"
+                                          "chpasswd: {expire: true}\n")
+    files = cloud_init.render(CloudInitSpec(user_data=user, eject=True, password="p-1", hostname="h1"), "v")
+    config = yaml.safe_load(files["user-data"])
+    paths = [f["path"] for f in config["write_files"]]
+    assert paths == ["/etc/motd", f"{cloud_init.SEED_COPY_DIR}/meta-data", f"{cloud_init.SEED_COPY_DIR}/user-data"]
+    assert config["write_files"][1]["content"] == files["meta-data"].decode()  # same instance-id and hostname
+    assert config["chpasswd"] == {"expire": True}  # the user's own setting wins
+    script = _write(tmp_path / "user.sh", "#!/bin/sh\n")
+    with pytest.raises(InvalidInput, match="eject can only be merged"):
+        cloud_init.render(CloudInitSpec(user_data=script, eject=True), "v")
+
+
+@pytest.mark.fast
+def test_cli_parses_password_file_and_eject(conn, prefix, tmp_path):
+    pw = _write(tmp_path / "pw", "cli-secret\n")
+    res = kvmkit("vm", "create", f"{prefix}vm", "--micro", "--network", "none", "--print-xml",
+                 "--cloud-init", f"password-file={pw},eject=yes")
+    assert "cli-secret" not in res.stdout + res.stderr
+    assert "<kvmkit:cidata_eject>pending</kvmkit:cidata_eject>" in res.stdout
+    assert leftovers(conn, prefix) == []

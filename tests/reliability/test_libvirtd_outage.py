@@ -9,7 +9,6 @@ tests/api/test_events_reconnect.py restarts it): other tests running at that mom
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import subprocess
 import threading
@@ -23,6 +22,7 @@ import pytest
 
 from tests.api.conftest import wait_task
 from tests.api.server import KVMKIT, EventReader, Server
+from tests.support import libvirtd
 
 pytestmark = pytest.mark.guest
 NO_HANG_S = 60  # a request that takes longer than this counts as a hang
@@ -100,31 +100,6 @@ def test_stuck_libvirtd_gets_503_with_a_hint_not_a_hang(workdir) -> None:
         daemon.close()
 
 
-def _libvirtd_pids() -> list[int]:
-    from tests.api.test_events_reconnect import _libvirtd_pids as pids
-
-    return pids()
-
-
-def _stop_libvirtd() -> None:
-    import signal
-
-    pids = _libvirtd_pids()
-    assert pids, "libvirtd is not running"
-    for pid in pids:
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 60
-    while _libvirtd_pids() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    for pid in _libvirtd_pids():
-        os.kill(pid, signal.SIGKILL)
-
-
-def _start_libvirtd() -> None:
-    if not _libvirtd_pids():
-        subprocess.run(["libvirtd", "-d"], check=True, timeout=60)
-
-
 @pytest.fixture()
 def slow_server() -> Iterator[Server]:
     srv = Server("sqlite", env={"KVMKIT_TASK_STEP_DELAY": str(STEP_DELAY_S)})
@@ -135,8 +110,7 @@ def slow_server() -> Iterator[Server]:
 
 
 def test_libvirtd_restart_while_operations_run(slow_server: Server, micro_guest) -> None:
-    if subprocess.run(["systemctl", "is-active", "--quiet", "libvirtd"], capture_output=True,
-                      check=False).returncode == 0:
+    if libvirtd.under_systemd():
         pytest.fail("libvirtd runs under systemd here: this test stops it with SIGTERM and `libvirtd -d`")
     guest = micro_guest("stays")
     token = slow_server.token("admin")
@@ -148,7 +122,7 @@ def test_libvirtd_restart_while_operations_run(slow_server: Server, micro_guest)
         assert r.status_code == 202, r.text
         task_id = r.json()["id"]
         try:
-            _stop_libvirtd()
+            libvirtd.stop()
             gone = events.events.index(events.wait(kind="host", event="disconnected", timeout=60))
             for method, path in [("GET", f"/api/v1/vms/{guest.name}"), ("GET", "/api/v1/vms"),
                                  ("GET", f"/api/v1/vms/{guest.name}/snapshots"), ("GET", "/api/v1/pools")]:
@@ -160,7 +134,7 @@ def test_libvirtd_restart_while_operations_run(slow_server: Server, micro_guest)
             task = wait_task(c, task_id, timeout=120)  # its call came during the outage
             assert task["state"] == "failed" and "libvirtd" in task["error"], task
         finally:
-            _start_libvirtd()
+            libvirtd.start()
         deadline = time.monotonic() + 60
         while c.get("/readyz").status_code != 200:  # requests reconnect after the back-off
             assert time.monotonic() < deadline, c.get("/readyz").text

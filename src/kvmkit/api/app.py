@@ -80,6 +80,7 @@ def create_app(db_url: str | None = None, uri: str | None = None, *, tls: bool =
     import kvmkit.api.routes_users as routes_users
     import kvmkit.api.routes_vm_copies as routes_vm_copies
     import kvmkit.api.routes_vm_devices as routes_vm_devices
+    import kvmkit.api.routes_vm_guest as routes_vm_guest
     import kvmkit.api.routes_vm_import as routes_vm_import
     import kvmkit.api.routes_vm_runtime as routes_vm_runtime
     import kvmkit.api.routes_vm_xml as routes_vm_xml
@@ -90,7 +91,7 @@ def create_app(db_url: str | None = None, uri: str | None = None, *, tls: bool =
     for mod in (routes_auth, routes_vm_import, routes_vms, routes_snapshots, routes_tasks, routes_events,
                 routes_users, routes_tokens, routes_audit, routes_pools, routes_networks, routes_os,
                 routes_vm_copies, routes_vm_devices, routes_vm_runtime, routes_vm_xml, routes_host, routes_metrics,
-                routes_volumes, routes_images, routes_templates):
+                routes_volumes, routes_images, routes_templates, routes_vm_guest):
         app.include_router(mod.router, prefix=API)
     app.include_router(routes_console.router)  # its path carries the /api/v1 prefix itself
     app.include_router(routes_console_vnc.router)  # the same

@@ -40,6 +40,7 @@ def is_streaming(scope: dict[str, Any]) -> bool:
 
 
 register_streaming(r"/api/v1/pools/[^/]+/volumes/[^/]+/(content|upload)")
+register_streaming(r"/api/v1/vms/[^/]+/guest/copy-in")  # bounded by the route itself (1 GiB)
 
 
 class BodyTooLarge(Exception):

@@ -22,6 +22,7 @@ GROUPS: dict[str, tuple[str, str]] = {
     "net": ("net", "virtual networks and host bridges"),
     "template": ("template", "templates: mark qcow2 volumes as templates for fast VM creation"),
     "os": ("os", "guest operating systems: the presets of vm create --os (libosinfo + kvmkit's overlay)"),
+    "guest": ("guest", "a shut-off VM's guest file systems: inspect, ls, cat, df, copy-in, copy-out"),
     "serve": ("serve", "run the REST API server and web portal"),
     "user": ("user", "users of the server and portal"),
     "token": ("token", "API tokens"),

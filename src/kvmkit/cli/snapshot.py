@@ -20,7 +20,8 @@ def _group() -> None:
 def _line(s: dict[str, Any]) -> str:
     mark = " [bold green]<- current[/]" if s.get("current") else ""
     extra = f" [dim]{s['description']}[/]" if s.get("description") else ""
-    return f"{s['name']}  [cyan]{s['kind']}[/] {s['state']} {s['created']}{extra}{mark}"
+    how = f" [magenta]{s['consistency']}[/]" if s.get("consistency") else ""
+    return f"{s['name']}  [cyan]{s['kind']}[/] {s['state']}{how} {s['created']}{extra}{mark}"
 
 
 @app.command()
@@ -36,7 +37,9 @@ def create(vm: str = typer.Argument(..., help="the VM"),
 
     def show(r: dict[str, Any]) -> None:
         console().print(f"created snapshot {r['name']} of {r['vm']} ({r['kind']}, "
-                        f"{'with' if r['memory'] else 'without'} memory)")
+                        f"{'with' if r['memory'] else 'without'} memory, {r.get('consistency')})")
+        if r.get("quiesce_error"):
+            console().print(f"[yellow]not quiesced:[/] {r['quiesce_error']}")
         if r.get("note"):
             console().print(f"[yellow]note:[/] {r['note']}")
 

@@ -26,4 +26,5 @@ register_all(app, [
     "vm_migrate",    # migrate
     "vm_metrics",    # metrics (the history kvmkit serve records)
     "vm_import",     # import (OVA/OVF, VMDK, VHD/VHDX, VDI, QCOW2, raw: service/v2v)
+    "vm_agent",      # exec, set-password, eject-seed (guest agent)
 ])

@@ -93,19 +93,23 @@ def _graphics(value: str) -> dict[str, Any] | None:
     return opts
 
 
-def _cloud_init(value: str) -> dict[str, str]:
-    """'user-data=FILE,ssh-key=FILE,hostname=H' -> CloudInitSpec fields (paths made absolute)."""
+def _cloud_init(value: str) -> dict[str, Any]:
+    """'user-data=FILE,ssh-key=FILE,hostname=H,password-file=F,eject=yes' -> CloudInitSpec fields (paths made
+    absolute). ``password=`` works too but puts the password on the command line: prefer password-file."""
     import os
 
-    opts = parse_opts(value, "--cloud-init")
-    known = {"user_data", "meta_data", "ssh_key", "hostname"}
+    opts: dict[str, Any] = dict(parse_opts(value, "--cloud-init"))
+    known = {"user_data", "meta_data", "ssh_key", "hostname", "password", "password_file", "password_hash", "eject"}
     bad = set(opts) - known
     if bad:
         raise InvalidInput(f"--cloud-init: unknown option {sorted(bad)[0].replace('_', '-')!r}",
-                           hint="use user-data=FILE, meta-data=FILE, ssh-key=FILE, hostname=H")
-    for key in known - {"hostname"}:
+                           hint="use user-data=FILE, meta-data=FILE, ssh-key=FILE, hostname=H, password-file=FILE, "
+                                "password=P, password-hash=H, eject=yes")
+    for key in ("user_data", "meta_data", "ssh_key", "password_file"):
         if key in opts:
             opts[key] = os.path.abspath(os.path.expanduser(opts[key]))
+    if "eject" in opts:
+        opts["eject"] = _bool(opts["eject"], "--cloud-init eject")
     return opts
 
 
@@ -247,10 +251,31 @@ def _show_vm(d: dict[str, Any]) -> None:
     if d["graphics"]:
         g = d["graphics"]
         out.print(f"  graphics    {g['type']} {g['listen']}:{g['port'] or 'auto'}")
+    _show_agent(d.get("agent") or {})
     for key, value in d["metadata"].items():
         if key == "profile":
             continue  # shown above
         out.print(f"  meta        {key}={value}")
+
+
+def _show_agent(a: dict[str, Any]) -> None:
+    if not a or a.get("state") == "none":
+        return
+    out = console()
+    out.print(f"  agent       {a['state']}" + (f" ({a['error']})" if a.get("error") else ""))
+    if a.get("os"):
+        out.print(f"  guest os    {a['os'].get('pretty_name') or a['os'].get('name')} "
+                  f"(kernel {a['os'].get('kernel_release')})")
+    if a.get("hostname"):
+        out.print(f"  hostname    {a['hostname']}")
+    for i in a.get("interfaces") or []:
+        addrs = " ".join(f"{x['addr']}/{x['prefix']}" for x in i["addresses"])
+        if i["name"] != "lo":
+            out.print(f"  guest nic   {i['name']} {i['mac']} {addrs}")
+    for f in a.get("filesystems") or []:
+        used, total = f.get("used_bytes"), f.get("total_bytes")
+        size = f" {used // 2**20}/{total // 2**20} MiB used" if used is not None and total else ""
+        out.print(f"  guest fs    {f['mountpoint']} {f['fstype']} {f['device']}{size}")
 
 
 def register(app: typer.Typer) -> None:
@@ -291,7 +316,8 @@ def register(app: typer.Typer) -> None:
         uuid: str = typer.Option(None, "--uuid"),
         metadata: list[str] = typer.Option([], "--metadata", help="KEY=VALUE kept in kvmkit's domain metadata"),
         cloud_init: str = typer.Option(None, "--cloud-init", help="NoCloud seed disk: user-data=FILE[,meta-data="
-                                       "FILE,ssh-key=FILE,hostname=H] (each part optional)"),
+                                       "FILE,ssh-key=FILE,hostname=H,password-file=F,password-hash=H,eject=yes] "
+                                       "(each part optional; eject: docs/cloud-init.md)"),
         profile: str = typer.Option(None, "--profile", help="fast-boot: q35+SeaBIOS, no USB/balloon/RNG/agent, "
                                     "lean kernel args (docs/vm-profiles.md); explicit flags win, no UEFI"),
         restart_on_crash: bool = typer.Option(False, "--restart-on-crash", help="start the VM again when it "

@@ -30,7 +30,9 @@ def register(app: typer.Typer) -> None:
         """Press the ACPI power button and wait until the VM is shut off."""
         from kvmkit.service.vms import lifecycle as vm_lifecycle
         def human(d: dict[str, Any]) -> None:
-            how = "powered off after the timeout (--force)" if d["forced"] else "shut down by the guest"
+            how = {"forced": "powered off after the timeout (--force)",
+                   "agent": "shut down by the guest agent (the guest ignored the ACPI power button)"}.get(
+                d.get("method", ""), "shut down by the guest")
             console().print(f"VM [bold]{d['name']}[/]: {how} in {d['seconds']} s")
 
         with console(stderr=True).status(f"waiting up to {timeout:g} s for {name} to shut down"):

@@ -7,7 +7,9 @@ bus (kvmkit attaches it as a read-only virtio disk).
 :func:`render` produces the two files from a :class:`~kvmkit.spec.cloud_init.CloudInitSpec`:
 meta-data always has ``instance-id`` (a new UUID per VM unless the given meta-data has one) and
 ``local-hostname``; an ssh key is merged into #cloud-config user-data as ``ssh_authorized_keys`` (the
-distribution's default user); without user-data a minimal ``#cloud-config`` is written.
+distribution's default user), a password as its crypt hash (``password`` + ``chpasswd: {expire: false}``),
+and with ``eject`` a copy of the meta-data into the guest's NoCloud seed directory (so that the guest stays
+the same instance once the seed disk is gone); without user-data a minimal ``#cloud-config`` is written.
 """
 
 from __future__ import annotations
@@ -70,26 +72,73 @@ def read_ssh_keys(path: str) -> list[str]:
     return keys
 
 
-def _user_data(spec: CloudInitSpec) -> str:
+SEED_COPY_DIR = "/var/lib/cloud/seed/nocloud"  # NoCloud's seed directory inside the guest
+
+
+def _extras(spec: CloudInitSpec, meta_data: str) -> dict[str, Any]:
+    """What kvmkit adds to #cloud-config user-data: keys, the password hash, the seed copy for eject."""
+    extras: dict[str, Any] = {}
     keys = read_ssh_keys(spec.ssh_key) if spec.ssh_key else []
+    if keys:
+        extras["ssh_authorized_keys"] = keys
+    try:
+        password_hash = spec.resolved_password_hash()  # password-file is read here, never while parsing
+    except ValueError as err:
+        raise InvalidInput(f"--cloud-init: {err}", hint="fix the password file (its first line is the password)") \
+            from None
+    if password_hash:
+        extras["password"] = password_hash  # cloud-init sees the $6$ hash and sets it as a hash
+        extras["chpasswd"] = {"expire": False}
+    if spec.eject:
+        # the seed disk goes away after the first boot: a copy of its meta-data in the guest's NoCloud seed
+        # directory keeps the instance-id, so later boots stay the same instance (no re-run, no new host keys)
+        extras["write_files"] = [
+            {"path": f"{SEED_COPY_DIR}/meta-data", "content": meta_data, "permissions": "0600"},
+            {"path": f"{SEED_COPY_DIR}/user-data", "content": CLOUD_CONFIG + "\n", "permissions": "0600"}]
+    return extras
+
+
+def _merge(config: dict[str, Any], extras: dict[str, Any], path: str) -> dict[str, Any]:
+    for key, value in extras.items():
+        existing = config.get(key)
+        if key == "ssh_authorized_keys":
+            if isinstance(existing, str):
+                existing = [existing]
+            if existing is not None and not isinstance(existing, list):
+                raise InvalidInput(f"ssh_authorized_keys in {path} is not a list",
+                                   hint="write ssh_authorized_keys as a YAML list")
+            existing = existing or []
+            config[key] = existing + [k for k in value if k not in existing]
+        elif key == "write_files":
+            if existing is not None and not isinstance(existing, list):
+                raise InvalidInput(f"write_files in {path} is not a list", hint="write write_files as a YAML list")
+            config[key] = (existing or []) + value
+        elif key == "chpasswd":
+            if existing is not None and not isinstance(existing, dict):
+                raise InvalidInput(f"chpasswd in {path} is not a mapping", hint="write chpasswd as key: value lines")
+            config[key] = {**value, **(existing or {})}  # the user's own chpasswd settings win
+        elif key == "password" and existing is not None:
+            raise InvalidInput(f"{path} sets a password already, and --cloud-init password was given too",
+                               hint="keep one of them")
+        else:
+            config[key] = value
+    return config
+
+
+def _user_data(spec: CloudInitSpec, meta_data: str) -> str:
+    extras = _extras(spec, meta_data)
     if spec.user_data is None:
-        config: dict[str, Any] = {"ssh_authorized_keys": keys} if keys else {}
-        return CLOUD_CONFIG + "\n" + (yaml.safe_dump(config, sort_keys=False) if config else "")
+        return CLOUD_CONFIG + "\n" + (yaml.safe_dump(extras, sort_keys=False) if extras else "")
     text = _read(spec.user_data, "user-data")
-    if not keys:
+    if not extras:
         return text  # passed through as written: cloud-config, a script, or a MIME multipart
     if not text.lstrip().startswith(CLOUD_CONFIG):
-        raise InvalidInput(f"ssh-key can only be merged into #cloud-config user-data, and {spec.user_data} "
+        what = ", ".join(k for k, on in (("ssh-key", spec.ssh_key), ("password", "password" in extras),
+                                         ("eject", spec.eject)) if on)
+        raise InvalidInput(f"{what} can only be merged into #cloud-config user-data, and {spec.user_data} "
                            "does not start with #cloud-config",
-                           hint="add the key to your user-data yourself, or make it a #cloud-config file")
-    config = _yaml_mapping(text, spec.user_data, "user-data")
-    existing = config.get("ssh_authorized_keys") or []
-    if isinstance(existing, str):
-        existing = [existing]
-    if not isinstance(existing, list):
-        raise InvalidInput(f"ssh_authorized_keys in {spec.user_data} is not a list",
-                           hint="write ssh_authorized_keys as a YAML list")
-    config["ssh_authorized_keys"] = existing + [k for k in keys if k not in existing]
+                           hint="add it to your user-data yourself, or make it a #cloud-config file")
+    config = _merge(_yaml_mapping(text, spec.user_data, "user-data"), extras, spec.user_data)
     return CLOUD_CONFIG + "\n" + yaml.safe_dump(config, sort_keys=False)
 
 
@@ -106,7 +155,8 @@ def _meta_data(spec: CloudInitSpec, vm_name: str) -> str:
 def render(spec: CloudInitSpec, vm_name: str) -> dict[str, bytes]:
     """The seed's files: {'meta-data': ..., 'user-data': ...}. Raises InvalidInput for bad input."""
     spec.check_files()
-    return {"meta-data": _meta_data(spec, vm_name).encode(), "user-data": _user_data(spec).encode()}
+    meta = _meta_data(spec, vm_name)
+    return {"meta-data": meta.encode(), "user-data": _user_data(spec, meta).encode()}
 
 
 def _tool(cmd: list[str], what: str, package: str) -> None:

@@ -1,18 +1,56 @@
 """The cloud-init part of a VM spec: which files and hostname go into the VM's NoCloud seed.
 
-``kvmkit vm create --cloud-init user-data=FILE,meta-data=FILE,ssh-key=FILE,hostname=H`` parses into a
-:class:`CloudInitSpec`; :mod:`kvmkit.images.cloud_init` turns it into the seed image.
+``kvmkit vm create --cloud-init user-data=FILE,meta-data=FILE,ssh-key=FILE,hostname=H,password-file=F,eject=yes``
+parses into a :class:`CloudInitSpec`; :mod:`kvmkit.images.cloud_init` turns it into the seed image.
+
+A password (``password`` or ``password_file``) is write-only: it is turned into a SHA-512 crypt hash while
+the spec is validated (``openssl passwd -6``, the clear text on its stdin, never on a command line) and
+then dropped; only ``password_hash`` is kept, dumped and written into the seed. ``password_file`` is read
+(and hashed) only when the seed is rendered: parsing a spec reads no host file.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import subprocess
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 MAX_FILE_BYTES = 1024 * 1024  # NoCloud seeds carry configuration, not payloads
 _LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+# crypt(3) hashes cloud-init 22.4 recognises as hashed (anything else it would set as the clear password)
+_HASH = re.compile(r"^\$(5|6)\$(rounds=\d+\$)?[./A-Za-z0-9]{1,16}\$[./A-Za-z0-9]{43,86}$")
+MAX_PASSWORD = 256
+
+
+def hash_password(clear: str) -> str:
+    """A SHA-512 crypt hash (``$6$salt$...``) of ``clear``, made by ``openssl passwd -6`` reading it on stdin."""
+    if not clear:
+        raise ValueError("the password is empty; give a password (or leave password out)")
+    if "\n" in clear or "\r" in clear or len(clear) > MAX_PASSWORD:
+        raise ValueError(f"the password must be one line of at most {MAX_PASSWORD} characters")
+    try:
+        res = subprocess.run(["openssl", "passwd", "-6", "-stdin"], input=clear + "\n", capture_output=True,
+                             text=True, check=False, timeout=30)
+    except FileNotFoundError:
+        raise ValueError("openssl is not installed (needed to hash the password): apt-get install openssl") from None
+    out = res.stdout.strip()
+    if res.returncode != 0 or not _HASH.match(out):
+        raise ValueError("openssl passwd -6 did not produce a SHA-512 hash; check the openssl installation")
+    return out
+
+
+def _password_from_file(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read(MAX_PASSWORD + 2)
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"cannot read password-file {path}: {err}") from None
+    line = text.split("\n", 1)[0].rstrip("\r")
+    if not line:
+        raise ValueError(f"password-file {path} is empty; put the password on its first line")
+    return line
 
 
 def validate_hostname(value: str) -> str:
@@ -56,8 +94,14 @@ class CloudInitSpec(BaseModel):
     meta_data: str | None = None     # YAML; instance-id and local-hostname are added when missing
     ssh_key: str | None = None       # public key file(s) for the default user's authorized_keys
     hostname: str | None = None      # local-hostname; default: the VM name
+    password: SecretStr | None = Field(None, exclude=True, description=(
+        "the default user's password (write-only: hashed at once, never stored, logged or echoed)"))
+    password_file: str | None = Field(None, description="a host file whose first line is the password")
+    password_hash: str | None = Field(None, description="a SHA-512 or SHA-256 crypt hash ($6$... / $5$...)")
+    eject: bool = Field(False, description="detach and delete the seed once the guest agent reports that "
+                                           "cloud-init has finished (docs/cloud-init.md)")
 
-    @field_validator("user_data", "meta_data", "ssh_key")
+    @field_validator("user_data", "meta_data", "ssh_key", "password_file")
     @classmethod
     def _file(cls, v: str | None, info) -> str | None:
         from kvmkit.spec.common import as_value_error, validate_text
@@ -73,7 +117,7 @@ class CloudInitSpec(BaseModel):
         naming the field otherwise. Call it after the caller's permission to use host paths was checked."""
         from kvmkit.errors import InvalidInput
 
-        for field in ("user_data", "meta_data", "ssh_key"):
+        for field in ("user_data", "meta_data", "ssh_key", "password_file"):
             path = getattr(self, field)
             if path is None:
                 continue
@@ -87,3 +131,29 @@ class CloudInitSpec(BaseModel):
     @classmethod
     def _hostname(cls, v: str | None) -> str | None:
         return None if v is None else validate_hostname(v)
+
+    @field_validator("password_hash")
+    @classmethod
+    def _hash_format(cls, v: str | None) -> str | None:
+        if v is not None and not _HASH.match(v):
+            raise ValueError("password-hash must be a SHA-512 ($6$...) or SHA-256 ($5$...) crypt hash, "
+                             "e.g. from `openssl passwd -6`")
+        return v
+
+    @model_validator(mode="after")
+    def _hash_the_password(self) -> CloudInitSpec:
+        """Replace a clear password by its hash at once (no file is read here: ``password_file`` is read and
+        hashed when the seed is rendered, after the caller's right to name host files was checked)."""
+        given = [f for f in ("password", "password_file", "password_hash") if getattr(self, f) is not None]
+        if len(given) > 1:
+            raise ValueError("give one of password, password-file or password-hash")
+        if self.password is not None:
+            self.password_hash = hash_password(self.password.get_secret_value())
+            self.password = None
+        return self
+
+    def resolved_password_hash(self) -> str | None:
+        """The hash for the seed: ``password_hash``, or the hash of ``password_file``'s first line (read now)."""
+        if self.password_hash is None and self.password_file is not None:
+            return hash_password(_password_from_file(self.password_file))
+        return self.password_hash

@@ -54,7 +54,8 @@ def host_path_fields(spec: Any) -> list[str]:
     fields += [f for f in ("kernel", "initrd", "serial_log", "virtio_win") if getattr(spec, f, None)]
     ci = getattr(spec, "cloud_init", None)
     if ci is not None:
-        fields += [f"cloud_init.{f}" for f in ("user_data", "meta_data", "ssh_key") if getattr(ci, f, None)]
+        fields += [f"cloud_init.{f}" for f in ("user_data", "meta_data", "ssh_key", "password_file")
+                   if getattr(ci, f, None)]
     return fields
 
 

@@ -33,6 +33,7 @@ from kvmkit.hypervisor.errors import libvirt_errors
 from kvmkit.images.plain_copy import copy_file
 from kvmkit.service.copies import snapshots
 from kvmkit.service.copies.clone import Progress, convert, scaled, virtual_size
+from kvmkit.service.vms.agent import frozen as frozen_guest
 from kvmkit.xml.osboot import nvram_path
 
 FORMAT = "kvmkit-backup"
@@ -129,6 +130,7 @@ def _backup(conn: libvirt.virConnect, dom: libvirt.virDomain, out: Path, scratch
     manifest = {
         "format": FORMAT, "version": VERSION, "vm": name, "uuid": dom.UUIDString(),
         "created": datetime.now(UTC).isoformat(), "consistency": consistency, "frozen": frozen,
+        "quiesced": frozen,  # the same word as snapshots use
         "domain_xml": DOMAIN_XML, "domain_xml_secrets": True, "private_files": [DOMAIN_XML],
         "nvram": nvram, "disks": entries, "sha256": files,
         "sizes": {f: (out / f).stat().st_size for f in files},
@@ -153,20 +155,9 @@ def _live_copy(dom: libvirt.virDomain, disk_list: list[dict[str, Any]], scratch:
         el = etree.SubElement(dx, "disk", name=target, backup="yes", type="file")
         etree.SubElement(el, "target", file=str(scratch / f"{target}.qcow2"))
         etree.SubElement(el, "driver", type="qcow2")
-    frozen = False
-    if snapshots.has_agent(dom):
-        try:
-            dom.fsFreeze(None, 0)
-            frozen = True
-        except libvirt.libvirtError:
-            frozen = False  # the agent did not answer: fall back to a crash-consistent copy
-    try:
-        with libvirt_errors(f"start backup of {dom.name()}"):
-            dom.backupBegin(etree.tostring(root, encoding="unicode"), None, 0)
-    finally:
-        if frozen:
-            with contextlib.suppress(libvirt.libvirtError):
-                dom.fsThaw(None, 0)
+    # frozen while the job begins, thawed right after it and on every error
+    with frozen_guest(dom) as frozen, libvirt_errors(f"start backup of {dom.name()}"):
+        dom.backupBegin(etree.tostring(root, encoding="unicode"), None, 0)
     try:
         _wait_backup(dom, progress)
     except BaseException:

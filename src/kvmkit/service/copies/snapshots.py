@@ -7,6 +7,8 @@
   commit`` for a shut-off one) and removes the file, without stopping the VM.
 - VMs with pflash (UEFI) firmware cannot have internal snapshots on this libvirt, so kvmkit makes
   external snapshots for them (plus a memory file when running) and says so in the result.
+- Disk-only snapshots of a running VM are quiesced through the guest agent when it answers; every
+  snapshot records how consistent it is (``quiesced``, ``consistency``: service/copies/quiesce.py).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from lxml import etree
 from kvmkit.errors import Conflict, InvalidInput, InvalidState, NotFound, OperationFailed
 from kvmkit.hypervisor.errors import libvirt_errors
 from kvmkit.images.qcow2_header import backing_files
+from kvmkit.service.copies import quiesce
 from kvmkit.service.vms.domains import domain
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -134,6 +137,7 @@ def describe(snap: libvirt.virDomainSnapshot) -> dict[str, Any]:
         "memory": mem is not None and mem.get("snapshot") in ("internal", "external"),
         "memory_file": mem.get("file") if mem is not None and mem.get("snapshot") == "external" else None,
         "overlays": overlays, "current": bool(snap.isCurrent(0)),
+        **quiesce.note_of(snap.getDomain(), snap.getName()),  # quiesced, consistency (service/copies/quiesce.py)
     }
 
 
@@ -198,12 +202,13 @@ def create_snapshot(conn: libvirt.virConnect, vm: str, name: str | None = None, 
     say("files", {"snapshot": name, "external": external, "files": created_files})
     try:
         with libvirt_errors(f"snapshot {vm}/{name}"):
-            snap = _create_quiesced(dom, snap_xml, flags, running and external)
+            snap, note = quiesce.create(dom, snap_xml, flags, running=running)
     except Exception:
         for f in created_files:  # ATOMIC: libvirt undoes its part; remove what might be left on disk
             with contextlib.suppress(OSError):
                 os.unlink(f)
         raise
+    quiesce.record(dom, name, note)
     if external:
         say("refresh", {"snapshot": name})
         refresh_pools(conn)
@@ -214,24 +219,6 @@ def create_snapshot(conn: libvirt.virConnect, vm: str, name: str | None = None, 
                           "libvirt, so kvmkit made an external snapshot (overlay files"
                           + (" and a memory file)" if running and not disk_only else ")"))
     return result
-
-
-def _create_quiesced(dom: libvirt.virDomain, xml: str, flags: int, try_quiesce: bool) -> libvirt.virDomainSnapshot:
-    """Freeze guest file systems through the guest agent when one answers; otherwise snapshot as is."""
-    if try_quiesce and flags & libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY and has_agent(dom):
-        with contextlib.suppress(libvirt.libvirtError):
-            return dom.snapshotCreateXML(xml, flags | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_QUIESCE)
-    return dom.snapshotCreateXML(xml, flags)
-
-
-def has_agent(dom: libvirt.virDomain) -> bool:
-    """True when the domain's qemu-guest-agent channel is connected."""
-    root = etree.fromstring(dom.XMLDesc(0).encode())
-    for ch in root.iterfind("devices/channel"):
-        tgt = ch.find("target")
-        if tgt is not None and tgt.get("name") == "org.qemu.guest_agent.0":
-            return tgt.get("state") == "connected"
-    return False
 
 
 def list_snapshots(conn: libvirt.virConnect, vm: str) -> list[dict[str, Any]]:
@@ -325,6 +312,7 @@ def delete_snapshot(conn: libvirt.virConnect, vm: str, name: str, *,
     if info["kind"] == "internal":
         with libvirt_errors(f"delete snapshot {vm}/{name}"):
             snap.delete(0)
+        quiesce.forget(dom, name)
         return {"vm": vm, "deleted": name, "kind": "internal", "merged": []}
     _ensure_no_internal_inside(dom, name, set(info["overlays"].values()))
     plans = [_plan_merge(conn, dom, target, overlay) for target, overlay in info["overlays"].items()]
@@ -337,6 +325,7 @@ def delete_snapshot(conn: libvirt.virConnect, vm: str, name: str, *,
     say("delete-metadata", {"snapshot": name})
     with libvirt_errors(f"delete snapshot metadata {vm}/{name}"):
         snap.delete(libvirt.VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY)
+    quiesce.forget(dom, name)
     mem = info.get("memory_file")
     if mem:
         with contextlib.suppress(OSError):

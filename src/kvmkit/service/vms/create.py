@@ -183,6 +183,8 @@ def resolve(conn: libvirt.virConnect, spec: VMSpec, progress: Progress) -> tuple
         step = _plan_cidata(conn, spec)
         plan.append(step)
         changes["metadata"]["cidata"] = step["volume"]
+        if spec.cloud_init.eject:
+            changes["metadata"]["cidata_eject"] = "pending"  # service/vms/seed.py ejects it after cloud-init
         disks.append(DiskSpec(path=step["path"], format="raw", bus="virtio", readonly=True))
     changes["disks"] = [d.model_dump() for d in disks]
 

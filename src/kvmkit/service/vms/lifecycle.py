@@ -66,11 +66,17 @@ def _wait_shut_off(dom: libvirt.virDomain, timeout: float) -> bool:
 
 
 def shutdown(conn: libvirt.virConnect, name: str, *, timeout: float = 60, force: bool = False) -> dict[str, Any]:
-    """Press the ACPI power button and wait up to ``timeout`` s for the VM to be shut off.
+    """Press the ACPI power button and wait up to ``timeout`` s for the VM to be shut off; when the guest
+    ignores the button and its guest agent is connected, ask the agent to power off and wait up to
+    ``timeout`` s again.
 
     With ``force`` the VM is destroyed (power cut) when the guest has not stopped in time; without it a
-    timeout is an OperationFailed error that says so (the VM keeps running).
+    timeout is an OperationFailed error that says so (the VM keeps running). The result's ``method`` says
+    which way it went: acpi, agent or forced. A cloud-init seed marked for eject is ejected first when the
+    agent reports cloud-init done (service/vms/seed.py).
     """
+    from kvmkit.service.vms import agent, seed
+
     dom = domain(conn, name)
     state = state_of(dom)
     if not dom.isActive():
@@ -78,38 +84,65 @@ def shutdown(conn: libvirt.virConnect, name: str, *, timeout: float = 60, force:
     if timeout < 0:
         raise InvalidInput(f"invalid timeout {timeout}: it must be 0 or more seconds")
     began = time.monotonic()
+
+    def done(method: str, **extra: Any) -> dict[str, Any]:
+        return {"name": name, "action": "shutdown", "state": "shut-off", "forced": method == "forced",
+                "method": method, "seconds": round(time.monotonic() - began, 1), **extra}
+
     if state == "paused" and not force:
         raise _refuse("shut down", dom, state, f"a paused guest cannot react to the power button: resume it "
                       f"first (`kvmkit vm resume {name}`) or pass --force to power it off")
+    tried_agent = False
     if state != "paused":
+        ejected = seed.eject_if_done(conn, dom)
+        extra = {"seed_ejected": ejected["volume"]} if ejected else {}
         with libvirt_errors(f"sending the ACPI power button to VM {name}"):
             _with_fallback(lambda: dom.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN), dom.shutdown)
         if _wait_shut_off(dom, timeout):
-            return {"name": name, "action": "shutdown", "state": "shut-off", "forced": False,
-                    "seconds": round(time.monotonic() - began, 1)}
+            return done("acpi", **extra)
+        if agent.connected(dom):  # the guest ignored the button: its agent can still power it off
+            tried_agent = True
+            with contextlib.suppress(libvirt.libvirtError):
+                dom.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_GUEST_AGENT)
+                if _wait_shut_off(dom, timeout):
+                    return done("agent", **extra)
         if not force:
+            also = " and the guest agent's power-off" if tried_agent else " (no guest agent connected)"
             raise OperationFailed(
-                f"VM {name} did not shut down within {timeout:g} s after the ACPI power button; it is still "
+                f"VM {name} did not shut down within {timeout:g} s after the ACPI power button{also}; it is still "
                 f"{state_of(dom)}",
                 hint="the guest may ignore ACPI (no acpid?); wait longer with --timeout, or add --force to power "
                      "it off after the timeout")
     with libvirt_errors(f"powering off VM {name}"):
         dom.destroy()
-    return {"name": name, "action": "shutdown", "state": "shut-off", "forced": True,
-            "seconds": round(time.monotonic() - began, 1)}
+    return done("forced", agent_tried=tried_agent)
 
 
 def reboot(conn: libvirt.virConnect, name: str) -> dict[str, Any]:
-    """Ask the guest to reboot (ACPI, or the guest agent when it has one)."""
+    """Ask the guest to reboot: through the guest agent when it is connected (it does not depend on the guest
+    handling ACPI), else by ACPI (libvirt presses the power button and starts the VM again once it is off).
+
+    An ACPI reboot is not tried first: libvirt would keep a pending "start again" mark for a guest that
+    ignores the button, turning its next real power-off into a restart."""
+    from kvmkit.service.vms import agent, seed
+
     dom = domain(conn, name)
     state = state_of(dom)
     if state != "running":
         fix = f"resume it first (`kvmkit vm resume {name}`)" if state == "paused" else \
             f"start it with `kvmkit vm start {name}`"
         raise _refuse("reboot", dom, state, fix)
+    ejected = seed.eject_if_done(conn, dom)
+    extra: dict[str, Any] = {"seed_ejected": ejected["volume"]} if ejected else {}
+    if agent.connected(dom):
+        try:
+            dom.reboot(libvirt.VIR_DOMAIN_REBOOT_GUEST_AGENT)
+            return _summary(dom, "reboot", method="agent", **extra)
+        except libvirt.libvirtError:
+            pass  # the agent did not answer: ACPI then
     with libvirt_errors(f"rebooting VM {name}"):
-        dom.reboot(0)
-    return _summary(dom, "reboot")
+        _with_fallback(lambda: dom.reboot(libvirt.VIR_DOMAIN_REBOOT_ACPI_POWER_BTN), lambda: dom.reboot(0))
+    return _summary(dom, "reboot", method="acpi", **extra)
 
 
 def destroy(conn: libvirt.virConnect, name: str) -> dict[str, Any]:

@@ -95,6 +95,9 @@ def show_vm(conn: libvirt.virConnect, name: str, *, xml: bool = False) -> dict[s
 
     out.update(describe_vm(spec.os, parse(config)))  # os (libosinfo metadata), tpm, secure_boot
     out["addresses"] = _addresses(conn, dom) if active else []
+    from kvmkit.service.vms.agent import summary
+
+    out["agent"] = summary(dom, live)  # channel state; OS, hostname, file systems ... when it answers
     out["ip"] = next((a["addr"] for a in out["addresses"] if a["type"] == "ipv4"), None)
     if xml:
         with libvirt_errors(f"reading VM '{name}'"):

@@ -1,0 +1,150 @@
+"""The guest routes over HTTP: exec and password through the agent, the seed eject task, guest disks offline.
+
+Guest tier (micro-guest, no agent, no appliance): who may call them, and what is refused before anything
+runs. Full tier: a VM on an overlay of the cached debian-12 image, never booted, whose disk is written and
+read over HTTP (libguestfs). Exec and passwords on a booted Debian guest: tests/service/guests/test_debian_guest.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import secrets
+import tarfile
+
+import httpx
+import pytest
+
+from kvmkit.images import qemu_img
+from tests.api.conftest import wait_task
+
+
+@pytest.mark.guest
+def test_viewers_get_no_exec_password_or_guest_files(micro_guest, make_user) -> None:
+    vm = micro_guest("v", start=False).name
+    _, viewer = make_user("viewer", "viewer")
+    calls = [("POST", f"/api/v1/vms/{vm}/exec", {"json": {"command": ["id"]}}),
+             ("POST", f"/api/v1/vms/{vm}/password", {"json": {"user": "root", "password": "x"}}),
+             ("POST", f"/api/v1/vms/{vm}/seed/eject", {"json": {}}),
+             ("GET", f"/api/v1/vms/{vm}/guest/inspect", {}), ("GET", f"/api/v1/vms/{vm}/guest/ls", {}),
+             ("GET", f"/api/v1/vms/{vm}/guest/df", {}),
+             ("GET", f"/api/v1/vms/{vm}/guest/cat", {"params": {"path": "/etc/shadow"}}),
+             ("GET", f"/api/v1/vms/{vm}/guest/copy-out", {"params": {"path": "/root"}}),
+             ("POST", f"/api/v1/vms/{vm}/guest/copy-in", {"params": {"path": "/root/x"}, "content": b"x"})]
+    for method, url, kw in calls:
+        r = viewer.request(method, url, **kw)
+        assert r.status_code == 403, (url, r.text)
+        assert "needs role operator" in r.json()["error"]
+
+
+@pytest.mark.guest
+def test_exec_needs_a_connected_agent_and_the_password_is_never_echoed(micro_guest, make_user) -> None:
+    vm = micro_guest("x").name  # running, without an agent channel
+    _, op = make_user("op", "operator")
+    r = op.post(f"/api/v1/vms/{vm}/exec", json={"command": ["sh", "-c", "exit 3"], "timeout": 5})
+    assert r.status_code == 409 and "guest-agent channel" in r.json()["error"], r.text
+    r = op.post(f"/api/v1/vms/{vm}/password", json={"user": "root", "password": "never-echoed-1"})
+    assert r.status_code == 409 and "never-echoed-1" not in r.text
+    r = op.post(f"/api/v1/vms/{vm}/exec", json={"command": [], "timeout": 5})
+    assert r.status_code == 422
+    r = op.post(f"/api/v1/vms/{vm}/seed/eject", json={"wait": 0})
+    task = wait_task(op, r.json()["id"])
+    assert task["state"] == "failed" and "no cloud-init seed" in task["error"]
+
+
+@pytest.mark.guest
+def test_guest_files_of_a_running_vm_need_readonly_and_copy_in_never(micro_guest, make_user, workdir) -> None:
+    disk = workdir / "d.qcow2"
+    qemu_img.create(disk, "qcow2", 64 * 1024**2)
+    disk.chmod(0o666)
+    vm = micro_guest("r", disks=[{"path": str(disk), "format": "qcow2"}]).name
+    _, op = make_user("op", "operator")
+    for url, kw in ((f"/api/v1/vms/{vm}/guest/ls", {"params": {"path": "/"}}), (f"/api/v1/vms/{vm}/guest/df", {}),
+                    (f"/api/v1/vms/{vm}/guest/cat", {"params": {"path": "/etc/hostname"}})):
+        r = op.get(url, **kw)
+        assert r.status_code == 409 and "readonly" in r.json()["hint"], r.text
+    r = op.post(f"/api/v1/vms/{vm}/guest/copy-in", params={"path": "/root/x"}, content=b"data")
+    assert r.status_code == 409 and "shut it down" in r.json()["hint"]
+    r = op.get(f"/api/v1/vms/{vm}/guest/ls", params={"path": "etc"})
+    assert r.status_code in (409, 422)
+
+
+@pytest.mark.guest
+def test_copy_in_to_a_template_a_linked_clone_uses_is_refused(micro_guest, admin: httpx.Client, workdir) -> None:
+    base = workdir / "base.qcow2"
+    qemu_img.create(base, "qcow2", 64 * 1024**2)
+    overlay = workdir / "clone.qcow2"
+    qemu_img.create(overlay, "qcow2", 0, backing=str(base), backing_fmt="qcow2")
+    for f in (base, overlay):
+        f.chmod(0o666)
+    tmpl = micro_guest("tmpl", start=False, disks=[{"path": str(base), "format": "qcow2"}]).name
+    clone = micro_guest("clone", start=False, disks=[{"path": str(overlay), "format": "qcow2"}]).name
+    r = admin.post(f"/api/v1/vms/{tmpl}/guest/copy-in", params={"path": "/root/x"}, content=b"data")
+    assert r.status_code == 409 and clone in r.json()["error"], r.text
+
+
+@pytest.mark.guest
+def test_the_openapi_document_types_the_guest_routes(admin: httpx.Client) -> None:
+    doc = admin.get("/api/v1/openapi.json").json()
+    paths = doc["paths"]
+    for path, method in (("/api/v1/vms/{name}/exec", "post"), ("/api/v1/vms/{name}/guest/ls", "get"),
+                         ("/api/v1/vms/{name}/guest/df", "get"), ("/api/v1/vms/{name}/guest/inspect", "get"),
+                         ("/api/v1/vms/{name}/password", "post")):
+        schema = paths[path][method]["responses"]["200"]["content"]["application/json"]["schema"]
+        assert "$ref" in schema, (path, schema)
+    body = doc["components"]["schemas"]["PasswordBody"]["properties"]["password"]
+    assert body.get("writeOnly") or body.get("format") == "password"
+
+
+# --- full: a never-booted debian-12 VM, written and read over HTTP -----------------------------------
+
+@pytest.fixture()
+def offline_debian(conn, prefix, micro_guest, workdir):
+    from kvmkit.images import debian
+
+    image = debian.build(None)  # cached
+    disk = workdir / "root.qcow2"
+    qemu_img.create(disk, "qcow2", 0, backing=image["path"], backing_fmt="qcow2")  # the image stays pristine
+    disk.chmod(0o666)
+    return micro_guest("deb", start=False, disks=[{"path": str(disk), "format": "qcow2"}]).name
+
+
+@pytest.fixture()
+def sqlite_admin():
+    """A server of this test's own (one database backend: the libguestfs work is the same on both)."""
+    from tests.api.server import Server
+
+    srv = Server("sqlite")
+    srv.cli("user", "add", "admin", "--role", "admin", "--password-stdin", stdin="admin-pass-123\n")
+    srv.start()
+    try:
+        with srv.client(srv.token("admin")) as c:
+            c.timeout = httpx.Timeout(900)
+            yield c
+    finally:
+        srv.cleanup()
+
+
+@pytest.mark.full
+@pytest.mark.timeout(1800)
+def test_copy_in_ls_cat_copy_out_over_http(offline_debian: str, sqlite_admin: httpx.Client) -> None:
+    vm, op = offline_debian, sqlite_admin
+    payload = secrets.token_bytes(70_000)
+    r = op.post(f"/api/v1/vms/{vm}/guest/copy-in", params={"path": "/root/payload.bin"}, content=payload)
+    assert r.status_code == 200, r.text
+    assert r.json()["sha256"] == hashlib.sha256(payload).hexdigest()
+    r = op.get(f"/api/v1/vms/{vm}/guest/ls", params={"path": "/root"})
+    assert r.status_code == 200, r.text
+    entry = next(e for e in r.json()["entries"] if e["name"] == "payload.bin")
+    assert entry["size"] == len(payload) and entry["type"] == "file"
+    r = op.get(f"/api/v1/vms/{vm}/guest/copy-out", params={"path": "/root/payload.bin"})
+    assert r.status_code == 200 and r.content == payload
+    r = op.get(f"/api/v1/vms/{vm}/guest/copy-out", params={"path": "/root"})
+    assert r.status_code == 200 and r.headers["content-type"] == "application/x-tar"
+    with tarfile.open(fileobj=io.BytesIO(r.content)) as tar:
+        member = next(m for m in tar.getmembers() if m.name.endswith("payload.bin"))
+        assert tar.extractfile(member).read() == payload
+    r = op.get(f"/api/v1/vms/{vm}/guest/cat", params={"path": "/etc/nope"})
+    assert r.status_code == 404 and "/etc/nope" in r.json()["error"]
+    r = op.get(f"/api/v1/vms/{vm}/guest/inspect")
+    assert r.status_code == 200 and r.json()["operating_systems"][0]["distro"] == "debian"
