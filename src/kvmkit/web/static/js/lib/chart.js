@@ -48,11 +48,11 @@ export function Chart({ doc, lines, unit, title, id, max }) {
       const width = Math.max(200, box.current.clientWidth);
       const opts = {
         width, height: 160, legend: { show: false }, cursor: { y: false },
-        scales: { x: { time: true }, y: max ? { range: [0, max] } : { range: (u, lo, hi) => [0, Math.max(hi * 1.1, 1)] } },
+        scales: { x: { time: true, range: (u, lo, hi) => (hi - lo < 60 ? [hi - 300, hi + 10] : [lo, hi]) }, y: max ? { range: [0, max] } : { range: (u, lo, hi) => [0, Math.max(hi * 1.1, 1)] } },
         axes: [
           { values: (u, ticks) => ticks.map((v) => fmtTime(v, { date: (u.scales.x.max - u.scales.x.min) > 86400 })),
             stroke: "#4a5260", grid: { stroke: "#e4e8ee" } },
-          { values: (u, ticks) => ticks.map(fmt), size: 70, stroke: "#4a5260", grid: { stroke: "#e4e8ee" } },
+          { values: (u, ticks) => ticks.map(fmt), size: 86, stroke: "#4a5260", grid: { stroke: "#e4e8ee" } },
         ],
         series: [{}, ...lines.map((l, i) => ({ label: l.label, stroke: COLORS[i % COLORS.length], width: 2,
           fill: i === 0 ? "rgba(31,95,168,0.08)" : undefined, spanGaps: false }))],

@@ -18,7 +18,7 @@ export function ErrorBox({ error, compact }) {
 
 /** A labelled form field; `error` is a 422 field message (shown under it and announced). */
 export function Field({ label, id, error, help, children, wide }) {
-  const d = error ? describeFieldMessage(error) : null;
+  const d = error ? (error.local ? { text: error.local, original: null } : describeFieldMessage(error)) : null;
   return html`<div class=${"field" + (error ? " invalid" : "") + (wide ? " wide" : "")}>
     <label for=${id}>${label}</label>
     ${children}
@@ -148,7 +148,7 @@ export function TaskProgress({ task }) {
 }
 
 /** One task: what, on what, its state and progress, the server's message, a cancel button while it runs. */
-export function TaskItem({ task, canCancel, showTime = true }) {
+export function TaskItem({ task, canCancel, showTime = true, children }) {
   const error = task.error ? { message: task.error, code: "failed" } : null;
   return html`<li class=${"task task-" + task.state}>
     <div class="task-line">
@@ -160,5 +160,6 @@ export function TaskItem({ task, canCancel, showTime = true }) {
     </div>
     ${isActive(task) && html`<div class="task-progress"><${TaskProgress} task=${task} /> <span lang="en" class="muted">${task.message || ""}</span></div>`}
     ${error && html`<${ErrorBox} error=${error} compact />`}
+    ${children}
   </li>`;
 }

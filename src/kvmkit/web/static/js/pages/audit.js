@@ -25,7 +25,7 @@ export function Audit() {
     <${Section} id="audit-list" title=${t("audit.entries")}>
       ${list.loading && !list.data && html`<${Loading} />`}
       <${ErrorBox} error=${list.error} />
-      ${list.data && (list.data.length ? html`<div class="table-wrap"><table><thead><tr><th scope="col">${t("audit.when")}</th><th scope="col">${t("audit.user")}</th>
+      ${list.data && (list.data.length ? html`<div class="table-wrap" tabindex="0"><table><thead><tr><th scope="col">${t("audit.when")}</th><th scope="col">${t("audit.user")}</th>
         <th scope="col">${t("audit.action")}</th><th scope="col">${t("audit.target")}</th><th scope="col">${t("audit.result")}</th><th scope="col" class="hide-sm">${t("audit.address")}</th></tr></thead>
         <tbody>${list.data.map((a, i) => html`<tr key=${a.id || i}><td>${fmtDate(a.at)}</td><td>${a.user || "—"}</td>
           <td><code>${a.action}</code></td><td>${a.target || "—"}</td><td><span class=${"badge audit-" + a.result}>${result(a.result)}</span></td>

@@ -29,7 +29,7 @@ export function wizardField(loc) {
   if (a === "template") return "template";
   if (a === "nics") return "network";
   if (a === "cloud_init") return { hostname: "ci_hostname", user_data: "ci_user_data", meta_data: "ci_meta_data", ssh_key: "ci_ssh_key" }[b] || "ci_hostname";
-  if (a === "disks") return c === "size" || b === 1 ? "disk_size" : "source_volume";
+  if (a === "disks") return c === "size" || b === 1 || loc.length === 1 ? "disk_size" : "source_volume";
   if (a === "graphics") return "graphics";
   return null;
 }
@@ -37,7 +37,11 @@ export function wizardField(loc) {
 export function buildSpec(f, source) {
   const spec = { name: String(f.get("vm_name") || "").trim(), memory_mib: String(f.get("memory") || "").trim(),
     vcpus: Number(f.get("vcpus") || 1), start: f.get("start") === "on", autostart: f.get("autostart") === "on" };
-  if (source === "micro") spec.micro = true;
+  if (source === "micro") {
+    spec.micro = true;
+    const size = String(f.get("disk_size") || "").trim();
+    if (size) spec.disks = [{ size, pool: f.get("disk_pool") || "default" }];
+  }
   if (source === "template") spec.template = f.get("template") || "";
   if (source === "iso") {
     const [pool, volume] = String(f.get("iso") || "/").split("/");
@@ -105,20 +109,24 @@ export function CreateVm({ me }) {
         <${Field} id="vm_name" label=${t("word.vm_name")} error=${errors.vm_name} help=${t("hint.name")}>
           <input ...${inputProps("vm_name", errors)} required autocomplete="off" /><//>
         <${Field} id="memory" label=${t("vm.memory")} error=${errors.memory} help=${t("wiz.memory_help")}>
-          <input ...${inputProps("memory", errors)} value=${source === "micro" ? "256M" : "1G"} /><//>
+          <input ...${inputProps("memory", errors)} defaultValue=${source === "micro" ? "256M" : "1G"} /><//>
         <${Field} id="vcpus" label=${t("vm.vcpus")} error=${errors.vcpus}>
-          <input ...${inputProps("vcpus", errors)} type="number" min="1" value="1" /><//>
+          <input ...${inputProps("vcpus", errors)} type="number" min="1" defaultValue="1" /><//>
       </div>
     <//>
     <${Section} id="wiz-source" title=${t("wiz.source")}>
       <fieldset class="radios"><legend class="sr-only">${t("wiz.source")}</legend>${SOURCES.map(([id, key]) => src(id, key))}</fieldset>
       <div class="form-grid">
-        ${source === "micro" && html`<p class="help wide">${t("wiz.micro_help")}</p>`}
+        ${source === "micro" && html`<p class="help wide">${t("wiz.micro_help")}</p>
+          <${Field} id="disk_size" label=${t("wiz.data_disk")} error=${errors.disk_size} help=${t("wiz.data_disk_help")}>
+            <input ...${inputProps("disk_size", errors)} placeholder="64M" /><//>
+          <${Field} id="disk_pool" label=${t("wiz.disk_pool")}>
+            <select id="disk_pool" name="disk_pool">${(pools.data || []).map((p) => html`<option key=${p.name} value=${p.name} selected=${p.name === "default"}>${p.name}</option>`)}</select><//>`}
         ${source === "iso" && html`
           <${Field} id="iso" label=${t("wiz.iso")} error=${errors.source_volume} help=${isos.data && !isos.data.length ? t("wiz.no_isos") : t("wiz.iso_help")}>
             <select ...${inputProps("iso", errors)}>${(isos.data || []).map((v) => html`<option key=${v.pool + v.name} value=${v.pool + "/" + v.name}>${v.name} (${v.pool}, ${fmtBytes(v.capacity)})</option>`)}</select><//>
           <${Field} id="disk_size" label=${t("wiz.disk_size")} error=${errors.disk_size} help=${t("hint.size_short")}>
-            <input ...${inputProps("disk_size", errors)} value="10G" /><//>
+            <input ...${inputProps("disk_size", errors)} defaultValue="10G" /><//>
           <${Field} id="disk_pool" label=${t("wiz.disk_pool")}>
             <select id="disk_pool" name="disk_pool">${(pools.data || []).map((p) => html`<option key=${p.name} value=${p.name}>${p.name}</option>`)}</select><//>`}
         ${source === "disk" && html`
@@ -138,10 +146,10 @@ export function CreateVm({ me }) {
           <select ...${inputProps("network", errors)}>
             ${(nets.data || []).map((n) => html`<option key=${n.name} value=${n.name} selected=${n.name === "default"}>${n.name}</option>`)}
             <option value="">${t("wiz.no_network")}</option></select><//>
-        <div class="field check"><input type="checkbox" id="graphics" name="graphics" checked=${source !== "micro"} />
-          <label for="graphics">${t("wiz.graphics")}</label>${errors.graphics && html`<p class="field-error" id="graphics-error">${errors.graphics}</p>`}</div>
+        <div class="field check"><input type="checkbox" id="graphics" name="graphics" defaultChecked=${source !== "micro"} />
+          <label for="graphics">${t("wiz.graphics")}</label></div>
         <div class="field check"><input type="checkbox" id="autostart" name="autostart" /><label for="autostart">${t("vm.autostart")}</label></div>
-        <div class="field check"><input type="checkbox" id="start" name="start" checked /><label for="start">${t("wiz.start")}</label></div>
+        <div class="field check"><input type="checkbox" id="start" name="start" defaultChecked=${true} /><label for="start">${t("wiz.start")}</label></div>
       </div>
     <//>
     <${Section} id="wiz-ci" title=${t("wiz.cloud_init")}>

@@ -25,7 +25,7 @@ export function Dashboard({ me }) {
   const pools = useLoad(() => (hostAllowed ? get("/pools") : null), []);
   useEffect(() => {
     document.title = `${t("nav.dashboard")} · kvmkit`;
-    const timer = setInterval(() => { if (hostAllowed) metrics.reload(); }, 15000);
+    const timer = setInterval(() => { if (hostAllowed) metrics.reload(); }, 10000);
     return () => clearInterval(timer);
   }, []);
   const counts = {};

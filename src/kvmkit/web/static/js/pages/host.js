@@ -65,7 +65,7 @@ function HugePages({ pools, admin, reload }) {
     catch (err) { setError(err); }
   };
   return html`<${Section} id="host-hugepages" title=${t("host.hugepages")}>
-    <div class="table-wrap"><table><thead><tr><th scope="col">${t("word.size")}</th><th scope="col" class="num">${t("host.hp_total")}</th>
+    <div class="table-wrap" tabindex="0"><table><thead><tr><th scope="col">${t("word.size")}</th><th scope="col" class="num">${t("host.hp_total")}</th>
       <th scope="col" class="num">${t("host.hp_free")}</th><th scope="col" class="num">${t("host.hp_bytes")}</th></tr></thead>
       <tbody>${pools.map((p) => html`<tr key=${p.size}><td>${p.size}</td><td class="num">${fmtNumber(p.total)}</td><td class="num">${fmtNumber(p.free)}</td><td class="num">${fmtBytes(p.total_bytes)}</td></tr>`)}</tbody></table></div>
     ${admin && html`<form class="form-grid" onSubmit=${submit}>

@@ -54,12 +54,12 @@ function NetworkDetail({ name, me, onChange }) {
         <div><dt>${t("net.vms")}</dt><dd>${(n.vms || []).join(", ") || "—"}</dd></div>
       </dl>
       <h3>${t("net.leases")}</h3>
-      ${(n.leases || []).length ? html`<div class="table-wrap"><table><thead><tr><th scope="col">${t("word.ip")}</th><th scope="col">${t("word.mac")}</th>
+      ${(n.leases || []).length ? html`<div class="table-wrap" tabindex="0"><table><thead><tr><th scope="col">${t("word.ip")}</th><th scope="col">${t("word.mac")}</th>
         <th scope="col" class="hide-sm">${t("word.hostname")}</th><th scope="col" class="hide-sm">${t("net.expiry")}</th></tr></thead>
         <tbody>${n.leases.map((l) => html`<tr key=${l.mac + l.ip}><td>${l.ip}/${l.prefix}</td><td class="mono">${l.mac}</td><td class="hide-sm">${l.hostname || "—"}</td><td class="hide-sm">${fmtDate(l.expiry)}</td></tr>`)}</tbody></table></div>`
         : html`<p class="muted">${t("net.no_leases")}</p>`}
       <h3>${t("net.reservations")}</h3>
-      ${(n.hosts || []).length ? html`<div class="table-wrap"><table><thead><tr><th scope="col">${t("word.ip")}</th><th scope="col">${t("word.mac")}</th><th scope="col">${t("word.name")}</th>
+      ${(n.hosts || []).length ? html`<div class="table-wrap" tabindex="0"><table><thead><tr><th scope="col">${t("word.ip")}</th><th scope="col">${t("word.mac")}</th><th scope="col">${t("word.name")}</th>
         ${admin && html`<th scope="col"><span class="sr-only">${t("vms.actions")}</span></th>`}</tr></thead>
         <tbody>${n.hosts.map((h) => html`<tr key=${h.mac}><td>${h.ip}</td><td class="mono">${h.mac}</td><td>${h.name || "—"}</td>
           ${admin && html`<td class="act"><button type="button" class="small danger" onClick=${() => removeHost(h)} aria-label=${t("net.unreserve_one", { ip: h.ip })}>${t("action.delete")}</button></td>`}</tr>`)}</tbody></table></div>`
@@ -91,7 +91,7 @@ function NewNetwork({ onDone }) {
     <${Field} id="net_mode" label=${t("net.mode")} error=${errors.net_mode}><select ...${inputProps("net_mode", errors)}>
       ${["nat", "isolated", "route"].map((m) => html`<option value=${m}>${t("net.mode." + m)}</option>`)}</select><//>
     <${Field} id="net_subnet" label=${t("net.subnet")} error=${errors.net_subnet} help=${t("net.subnet_help")}><input ...${inputProps("net_subnet", errors)} placeholder="10.77.0.0/24" /><//>
-    <div class="field check"><input type="checkbox" id="net_autostart" name="net_autostart" checked /><label for="net_autostart">${t("vm.autostart")}</label></div>
+    <div class="field check"><input type="checkbox" id="net_autostart" name="net_autostart" defaultChecked=${true} /><label for="net_autostart">${t("vm.autostart")}</label></div>
     <div class="buttons wide"><button type="submit">${t("action.create")}</button></div>
     <div class="wide"><${ErrorBox} error=${error} /></div>
   </form>`;
@@ -105,7 +105,7 @@ export function Networks({ parts, me }) {
     <${Section} id="net-list" title=${t("net.list")}>
       ${nets.loading && !nets.data && html`<${Loading} />`}
       <${ErrorBox} error=${nets.error} />
-      ${nets.data && html`<div class="table-wrap"><table><thead><tr><th scope="col">${t("word.name")}</th><th scope="col">${t("net.mode")}</th>
+      ${nets.data && html`<div class="table-wrap" tabindex="0"><table><thead><tr><th scope="col">${t("word.name")}</th><th scope="col">${t("net.mode")}</th>
         <th scope="col">${t("net.subnet")}</th><th scope="col" class="hide-sm">${t("net.bridge")}</th><th scope="col">${t("vm.state")}</th>
         <th scope="col" class="hide-sm">${t("vm.autostart")}</th></tr></thead>
         <tbody>${nets.data.map((n) => html`<tr key=${n.name} class=${n.name === selected ? "selected" : ""}>

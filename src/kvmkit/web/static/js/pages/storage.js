@@ -19,6 +19,7 @@ function Usage({ used, total }) {
 
 function Upload({ pools, onDone, defaultPool }) {
   const [file, setFile] = useState(null);
+  const [name, setName] = useState("");
   const [progress, setProgress] = useState(null);
   const [error, setError] = useState(null);
   const [errors, setErrors] = useState({});
@@ -27,31 +28,31 @@ function Upload({ pools, onDone, defaultPool }) {
     e.preventDefault();
     const f = new FormData(e.target);
     const chosen = f.get("up_file");
-    if (!chosen || !chosen.size) { setErrors({ up_file: t("upload.pick_file") }); return; }
+    if (!chosen || !chosen.size) { setErrors({ up_file: { local: t("upload.pick_file") } }); return; }
     const pool = f.get("up_pool");
-    const name = String(f.get("up_name") || chosen.name).trim();
+    const volName = String(f.get("up_name") || chosen.name).trim();
     const format = f.get("up_format");
     setError(null); setErrors({});
-    setProgress({ loaded: 0, total: chosen.size, name });
-    job.current = upload(`/pools/${enc(pool)}/volumes/${enc(name)}/content?format=${enc(format)}`, chosen,
-      (loaded, total) => setProgress({ loaded, total, name }));
+    setProgress({ loaded: 0, total: chosen.size, name: volName });
+    job.current = upload(`/pools/${enc(pool)}/volumes/${enc(volName)}/content?format=${enc(format)}`, chosen,
+      (loaded, total) => setProgress({ loaded, total, name: volName }));
     job.current.promise.then((task) => {
-      notify(t("upload.done", { name, size: fmtBytes(chosen.size) }));
-      setProgress(null); setFile(null); e.target.reset();
+      notify(t("upload.done", { name: volName, size: fmtBytes(chosen.size) }));
+      setProgress(null); setFile(null); setName(""); e.target.reset();
       onDone(task);
     }, (err) => {
       setProgress(null);
-      if (err.code === "aborted") notify(t("upload.cancelled", { name }));
+      if (err.code === "aborted") notify(t("upload.cancelled", { name: volName }));
       else { setError(err); setErrors(fieldErrors(err, () => null)); }
     });
   };
   const pct = progress && progress.total ? 100 * progress.loaded / progress.total : 0;
-  return html`<form class="form-grid" onSubmit=${submit} aria-labelledby="upload-h">
-    <h3 id="upload-h" class="wide">${t("upload.title")}</h3>
+  return html`<form class="form-grid" onSubmit=${submit}>
+    <p class="help wide">${t("upload.title")}</p>
     <${Field} id="up_file" label=${t("upload.file")} error=${errors.up_file}>
-      <input ...${inputProps("up_file", errors)} type="file" onChange=${(e) => setFile(e.target.files[0] || null)} /><//>
+      <input ...${inputProps("up_file", errors)} type="file" onChange=${(e) => { const f = e.target.files[0] || null; setFile(f); setName(f ? f.name : ""); }} /><//>
     <${Field} id="up_name" label=${t("word.volume_name")} help=${t("upload.name_help")}>
-      <input id="up_name" name="up_name" value=${file ? file.name : ""} /><//>
+      <input id="up_name" name="up_name" value=${name} onInput=${(e) => setName(e.target.value)} /><//>
     <${Field} id="up_pool" label=${t("word.pool")}><select id="up_pool" name="up_pool">
       ${(pools || []).filter((p) => p.state === "running").map((p) => html`<option key=${p.name} value=${p.name} selected=${p.name === defaultPool}>${p.name}</option>`)}</select><//>
     <${Field} id="up_format" label=${t("word.format")} help=${t("upload.format_help")}><select id="up_format" name="up_format">
@@ -103,7 +104,7 @@ function Volumes({ pool, me, version }) {
   return html`<${Section} id="pool-volumes" title=${t("storage.volumes_of", { pool })}>
     ${vols.loading && !vols.data && html`<${Loading} />`}
     <${ErrorBox} error=${vols.error} />
-    ${vols.data && (vols.data.length ? html`<div class="table-wrap"><table><thead><tr><th scope="col">${t("word.name")}</th><th scope="col">${t("word.format")}</th>
+    ${vols.data && (vols.data.length ? html`<div class="table-wrap" tabindex="0"><table><thead><tr><th scope="col">${t("word.name")}</th><th scope="col">${t("word.format")}</th>
       <th scope="col" class="num">${t("word.capacity")}</th><th scope="col" class="num hide-sm">${t("storage.allocation")}</th>
       ${can && html`<th scope="col"><span class="sr-only">${t("vms.actions")}</span></th>`}</tr></thead>
       <tbody>${vols.data.map((v) => html`<tr key=${v.name}><td class="path">${v.name}${v.incomplete && html` <span class="badge warn">${t("storage.incomplete")}</span>`}</td>
@@ -129,7 +130,7 @@ export function Storage({ parts, me }) {
     <${Section} id="pools" title=${t("storage.pools")}>
       ${pools.loading && !pools.data && html`<${Loading} />`}
       <${ErrorBox} error=${pools.error} />
-      ${pools.data && html`<div class="table-wrap"><table><thead><tr><th scope="col">${t("word.name")}</th><th scope="col" class="hide-sm">${t("storage.type")}</th>
+      ${pools.data && html`<div class="table-wrap" tabindex="0"><table><thead><tr><th scope="col">${t("word.name")}</th><th scope="col" class="hide-sm">${t("storage.type")}</th>
         <th scope="col">${t("vm.state")}</th><th scope="col">${t("storage.use")}</th><th scope="col" class="num hide-sm">${t("storage.volumes")}</th>
         ${admin && html`<th scope="col"><span class="sr-only">${t("vms.actions")}</span></th>`}</tr></thead>
         <tbody>${pools.data.map((p) => html`<tr key=${p.name} class=${p.name === selected ? "selected" : ""}>

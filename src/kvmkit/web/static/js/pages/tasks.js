@@ -26,9 +26,8 @@ export function Tasks({ me }) {
       <select id="task-state" value=${state} onChange=${(e) => setState(e.target.value)}><option value="">${t("vms.state_all")}</option>
         ${["queued", "running", "succeeded", "failed", "cancelled"].map((s) => html`<option value=${s}>${taskState(s)}</option>`)}</select></div></div>
     <${Section} id="task-list" title=${t("tasks.list")}>
-      ${rows.length ? html`<ul class="tasks">${rows.map((x) => html`<div key=${x.id}>
-        <${TaskItem} task=${x} canCancel=${atLeast(me, "operator")} />
+      ${rows.length ? html`<ul class="tasks">${rows.map((x) => html`<${TaskItem} key=${x.id} task=${x} canCancel=${atLeast(me, "operator")}>
         <button type="button" class="link small" aria-expanded=${open === x.id ? "true" : "false"} onClick=${() => setOpen(open === x.id ? null : x.id)}>${t("tasks.steps")}</button>
-        ${open === x.id && html`<${Steps} id=${x.id} />`}</div>`)}</ul>` : html`<p class="muted">${t("tasks.none")}</p>`}
+        ${open === x.id && html`<${Steps} id=${x.id} />`}<//>`)}</ul>` : html`<p class="muted">${t("tasks.none")}</p>`}
     <//>`;
 }

@@ -35,7 +35,7 @@ export function Templates({ me }) {
     <${Section} id="tpl-list" title=${t("tpl.list")}>
       ${list.loading && !list.data && html`<${Loading} />`}
       <${ErrorBox} error=${list.error} />
-      ${list.data && (list.data.length ? html`<div class="table-wrap"><table><thead><tr><th scope="col">${t("word.name")}</th>
+      ${list.data && (list.data.length ? html`<div class="table-wrap" tabindex="0"><table><thead><tr><th scope="col">${t("word.name")}</th>
         <th scope="col" class="hide-sm">${t("word.pool")}</th><th scope="col" class="num">${t("word.capacity")}</th><th scope="col" class="hide-sm">${t("tpl.created")}</th>
         <th scope="col">${t("snap.description")}</th><th scope="col"><span class="sr-only">${t("vms.actions")}</span></th></tr></thead>
         <tbody>${list.data.map((x) => html`<tr key=${x.name}><td>${x.name}</td><td class="hide-sm">${x.pool}/${x.volume}</td><td class="num">${fmtBytes(x.capacity)}</td>
@@ -47,7 +47,7 @@ export function Templates({ me }) {
       <p class="help">${t("tpl.help")}</p>
     <//>
     ${admin && html`<${Section} id="tpl-mark" title=${t("tpl.mark")}><form class="form-grid" onSubmit=${mark}>
-      <${Field} id="tpl_pool" label=${t("word.pool")} error=${errors.tpl_pool}><input ...${inputProps("tpl_pool", errors)} value="default" required /><//>
+      <${Field} id="tpl_pool" label=${t("word.pool")} error=${errors.tpl_pool}><input ...${inputProps("tpl_pool", errors)} defaultValue="default" required /><//>
       <${Field} id="tpl_volume" label=${t("word.volume")} error=${errors.tpl_volume}><input ...${inputProps("tpl_volume", errors)} required /><//>
       <${Field} id="tpl_name" label=${t("word.template_name")} error=${errors.tpl_name}><input ...${inputProps("tpl_name", errors)} /><//>
       <${Field} id="tpl_desc" label=${t("snap.description")} error=${errors.tpl_desc}><input ...${inputProps("tpl_desc", errors)} /><//>

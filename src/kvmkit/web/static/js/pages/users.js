@@ -123,7 +123,7 @@ export function Users({ me }) {
     <${Section} id="users" title=${t("users.title")}>
       ${users.loading && !users.data && html`<${Loading} />`}
       <${ErrorBox} error=${users.error} />
-      ${users.data && html`<div class="table-wrap"><table><thead><tr><th scope="col">${t("word.name")}</th><th scope="col">${t("users.role")}</th>
+      ${users.data && html`<div class="table-wrap" tabindex="0"><table><thead><tr><th scope="col">${t("word.name")}</th><th scope="col">${t("users.role")}</th>
         <th scope="col" class="hide-sm">${t("users.scope")}</th><th scope="col">${t("vm.state")}</th><th scope="col" class="hide-sm">${t("tpl.created")}</th>
         <th scope="col"><span class="sr-only">${t("vms.actions")}</span></th></tr></thead>
         <tbody>${users.data.map((u) => html`<${UserRow} key=${u.name} u=${u} me=${me} reload=${users.reload} />`)}</tbody></table></div>`}

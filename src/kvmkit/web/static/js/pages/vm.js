@@ -102,12 +102,12 @@ function Settings({ vm, me, reload }) {
   return html`<${Section} id="vm-settings" title=${t("vm.tab.settings")}>
     <form class="form-grid" onSubmit=${submit}>
       <${Field} id="vcpus" label=${t("vm.vcpus")} error=${errors.vcpus} help=${t("settings.vcpus_help", { max: vm.max_vcpus })}>
-        <input ...${inputProps("vcpus", errors)} type="number" min="1" value=${vm.vcpus} disabled=${!can} /><//>
+        <input ...${inputProps("vcpus", errors)} type="number" min="1" defaultValue=${vm.vcpus} disabled=${!can} /><//>
       <${Field} id="memory" label=${t("settings.memory")} error=${errors.memory} help=${t("settings.memory_help", { max: fmtMiB(vm.max_memory_mib) })}>
-        <input ...${inputProps("memory", errors)} value=${vm.memory_mib} disabled=${!can} /><//>
-      <div class="field check"><input type="checkbox" id="autostart" name="autostart" checked=${vm.autostart} disabled=${!can} />
+        <input ...${inputProps("memory", errors)} defaultValue=${vm.memory_mib} disabled=${!can} /><//>
+      <div class="field check"><input type="checkbox" id="autostart" name="autostart" defaultChecked=${vm.autostart} disabled=${!can} />
         <label for="autostart">${t("vm.autostart")}</label></div>
-      ${running && html`<div class="field check"><input type="checkbox" id="live" name="live" checked disabled=${!can} />
+      ${running && html`<div class="field check"><input type="checkbox" id="live" name="live" defaultChecked=${true} disabled=${!can} />
         <label for="live">${t("settings.live")}</label></div>`}
       <div class="field wide"><span class="label">${t("vm.boot")}</span>
         <p>${(vm.boot || []).map((b) => t("boot." + b)).join(" → ") || "—"}</p>

@@ -101,7 +101,7 @@ export function SerialConsole({ vm, me }) {
       actions=${running && can && html`<span class="muted" role="status">${t("serial.status." + status)}</span>
         <button type="button" class="small secondary" onClick=${open}>${t("serial.reconnect")}</button>`}>
     ${note ? html`<p class="notice-inline" role="status">${note}</p>` : html`
-      <pre class="terminal" ref=${out} tabindex="0" onKeyDown=${onKey} aria-label=${t("serial.aria")} aria-describedby="serial-help"></pre>
+      <pre class="terminal" ref=${out} tabindex="0" role="log" onKeyDown=${onKey} aria-label=${t("serial.aria")} aria-describedby="serial-help"></pre>
       <p class="help" id="serial-help">${t("serial.help")}</p>
       <form class="line-form" onSubmit=${sendLine}>
         <label for="serial-line">${t("serial.line")}</label>

@@ -90,7 +90,7 @@ function AttachDisk({ vm, pools, reload }) {
     <${Field} id="disk_mode" label=${t("dev.disk_source")}><select id="disk_mode" value=${mode} onChange=${(e) => setMode(e.target.value)}>
       <option value="new">${t("dev.new_volume")}</option><option value="existing">${t("dev.existing_volume")}</option></select><//>
     ${mode === "new" ? html`
-      <${Field} id="disk_name" label=${t("word.volume_name")} error=${errors.disk_name}><input ...${inputProps("disk_name", errors)} required value=${`${vm.name}-data.qcow2`} /><//>
+      <${Field} id="disk_name" label=${t("word.volume_name")} error=${errors.disk_name}><input ...${inputProps("disk_name", errors)} required defaultValue=${`${vm.name}-data.qcow2`} /><//>
       <${Field} id="disk_size" label=${t("word.size")} error=${errors.disk_size} help=${t("hint.size_short")}><input ...${inputProps("disk_size", errors)} required placeholder="10G" /><//>
       <${Field} id="disk_format" label=${t("word.format")}><select id="disk_format" name="disk_format"><option value="qcow2">qcow2</option><option value="raw">raw</option></select><//>`
     : html`<${Field} id="disk_volume" label=${t("word.volume")} error=${errors.disk_volume}><select ...${inputProps("disk_volume", errors)} required>
@@ -128,7 +128,7 @@ export function Devices({ vm, me, reload }) {
   const unrestricted = me.vm_scope !== "granted";
   const pools = useLoad(() => (unrestricted ? get("/pools") : []), []);
   return html`<${Section} id="vm-disks" title=${t("dev.disks")}>
-      <div class="table-wrap"><table><thead><tr><th scope="col">${t("dev.target")}</th><th scope="col">${t("dev.device")}</th>
+      <div class="table-wrap" tabindex="0"><table><thead><tr><th scope="col">${t("dev.target")}</th><th scope="col">${t("dev.device")}</th>
         <th scope="col" class="hide-sm">${t("dev.bus")}</th><th scope="col" class="hide-sm">${t("word.format")}</th><th scope="col">${t("dev.source")}</th>
         ${can && html`<th scope="col"><span class="sr-only">${t("vms.actions")}</span></th>`}</tr></thead>
       <tbody>${(vm.disks || []).map((d) => {
@@ -142,7 +142,7 @@ export function Devices({ vm, me, reload }) {
       ${can && unrestricted && html`<${AttachDisk} vm=${vm} pools=${pools.data} reload=${reload} />`}
     <//>
     <${Section} id="vm-nics" title=${t("dev.nics")}>
-      <div class="table-wrap"><table><thead><tr><th scope="col">${t("word.mac")}</th><th scope="col">${t("dev.nic_type")}</th>
+      <div class="table-wrap" tabindex="0"><table><thead><tr><th scope="col">${t("word.mac")}</th><th scope="col">${t("dev.nic_type")}</th>
         <th scope="col">${t("dev.source")}</th><th scope="col" class="hide-sm">${t("dev.model")}</th>
         ${can && html`<th scope="col"><span class="sr-only">${t("vms.actions")}</span></th>`}</tr></thead>
       <tbody>${(vm.nics || []).map((n) => html`<tr key=${n.mac}><td class="mono">${n.mac}</td><td>${t("dev.nic." + n.type)}</td><td>${n.source}</td>

@@ -86,7 +86,6 @@ export function Snapshots({ vm, me }) {
         <div class="field check"><input type="checkbox" id="disk_only" name="disk_only" /><label for="disk_only">${t("snap.disk_only")}</label></div>
         <div class="buttons wide"><button type="submit" disabled=${!!busy}>${busy === "create" ? t("snap.creating") : t("snap.create")}</button></div>
       </form>
-      ${errors._form && html`<p class="field-error">${errors._form}</p>`}
       <${ErrorBox} error=${error} />
     <//>`}`;
 }

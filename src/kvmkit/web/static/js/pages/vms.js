@@ -108,7 +108,7 @@ export function VmList({ me, query }) {
         disabled=${!picked.length} onClick=${() => bulk(a)}>${t(BULK[a].key)}</button>`)}
     </div>`}
     <${ErrorBox} error=${error} />
-    ${!loaded ? html`<${Loading} />` : html`<div class="table-wrap"><table class="vms">
+    ${!loaded ? html`<${Loading} />` : html`<div class="table-wrap" tabindex="0"><table class="vms">
       <caption class="sr-only">${t("nav.vms")}</caption>
       <thead><tr>
         ${canAct && html`<th scope="col" class="sel"><input type="checkbox" checked=${allOn} aria-label=${t("vms.select_all")}
