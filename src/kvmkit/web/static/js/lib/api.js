@@ -2,11 +2,15 @@
 // CSRF header on changes), and uploads streamed with XMLHttpRequest for their progress events.
 export const API = "/api/v1";
 
+// the API's codes for answers that carry none (e.g. a route that does not exist on this server)
+const STATUS_CODES = { 400: "invalid", 401: "unauthorized", 403: "forbidden", 404: "not_found", 409: "conflict",
+  413: "too_large", 422: "invalid", 429: "rate_limited", 500: "internal", 503: "host" };
+
 export class ApiError extends Error {
   constructor(status, body) {
     super((body && (body.error || body.detail)) || `HTTP ${status}`);
     this.status = status;
-    this.code = (body && body.code) || (status === 0 ? "network" : `http_${status}`);
+    this.code = (body && body.code) || (status === 0 ? "network" : (STATUS_CODES[status] || `http_${status}`));
     this.hint = (body && body.hint) || null;
     this.fields = (body && Array.isArray(body.fields)) ? body.fields : [];
     this.taskId = (body && body.task_id) || null;
