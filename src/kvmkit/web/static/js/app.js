@@ -9,14 +9,14 @@ import { app, atLeast, taskStore, useStore, vmStore } from "./lib/store.js";
 import { DialogHost, ErrorBox, Notices } from "./lib/ui.js";
 import { PAGES } from "./pages/index.js";
 
-async function startSession(me) {
-  app.set({ me, checked: true });
+async function startSession(me, listing = null) {
   const want = preferredLang(me.name);
   if (want !== i18n.get().lang) await loadLang(want);
   rememberLang(want, me.name);
-  connect();
-  loadVms();
-  loadTasks();
+  app.set({ me, checked: true });
+  connect();  // before the list arrives, so that no change between the two is missed
+  const vms = listing || loadVms();
+  vms.finally(() => loadTasks());  // the first paint of a long list comes first
 }
 
 function endSession() {
@@ -52,9 +52,10 @@ function Login() {
     setBusy(true);
     try {
       await api("POST", "/auth/login", { name: f.get("name"), password: f.get("password") }, { quiet401: true });
+      const listing = loadVms();  // in parallel with who-am-I: the session cookie is set
       const me = await api("GET", "/auth/me");
       setError(null);
-      await startSession(me);
+      await startSession(me, listing);
     } catch (err) {
       setError(err);
     } finally {

@@ -60,8 +60,16 @@ function numberFormat(opts) {
   if (!nf.has(id)) nf.set(id, new Intl.NumberFormat(lang, opts));
   return nf.get(id);
 }
-export const fmtNumber = (n, digits = 0) => (n === null || n === undefined || Number.isNaN(n)) ? "—"
-  : numberFormat({ maximumFractionDigits: digits }).format(n);
+const plain = new Map();  // digits -> formatter of the current language (fmtNumber runs per table cell)
+export function fmtNumber(n, digits = 0) {
+  if (n === null || n === undefined || Number.isNaN(n)) return "—";
+  let f = plain.get(digits);
+  if (!f || f.lang !== lang) {
+    f = { lang, fmt: new Intl.NumberFormat(lang, { maximumFractionDigits: digits }) };
+    plain.set(digits, f);
+  }
+  return f.fmt.format(n);
+}
 export const fmtPercent = (p, digits = 1) => (p === null || p === undefined) ? "—"
   : numberFormat({ style: "percent", maximumFractionDigits: digits }).format(p / 100);
 
@@ -73,7 +81,16 @@ export function fmtBytes(bytes, digits = 1) {
   while (v >= 1024 && i < UNITS.length - 1) { v /= 1024; i++; }
   return t("unit.bytes", { n: fmtNumber(Math.sign(bytes) * v, i === 0 ? 0 : digits), unit: UNITS[i] });
 }
-export const fmtMiB = (mib) => fmtBytes(mib === null || mib === undefined ? mib : mib * 1024 * 1024);
+const mibCache = new Map();  // VMs share a few sizes: the long list formats each once per language
+export function fmtMiB(mib) {
+  const id = lang + ":" + mib;
+  let text = mibCache.get(id);
+  if (text === undefined) {
+    text = fmtBytes(mib === null || mib === undefined ? mib : mib * 1024 * 1024);
+    if (mibCache.size < 10000) mibCache.set(id, text);
+  }
+  return text;
+}
 export const fmtRate = (bps) => t("unit.rate", { size: fmtBytes(bps) });
 
 const dfs = new Map();

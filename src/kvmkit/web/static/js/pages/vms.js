@@ -43,23 +43,27 @@ async function runBulk(action, names) {
   return true;
 }
 
+// One row: a component that renders again only when its row object (replaced by live.js on a change) or
+// its selection changes. Its controls carry data-* attributes; the table body handles their events.
 class Row extends Component {
   shouldComponentUpdate(next) { return next.vm !== this.props.vm || next.selected !== this.props.selected || next.canAct !== this.props.canAct; }
-  render({ vm, selected, onSelect, canAct }) {
-    const id = "sel-" + vm.name;
+  render({ vm, selected, canAct }) {
     const quick = vm.state === "running" ? "shutdown" : (vm.state === "shut-off" ? "start" : null);
     return html`<tr class=${selected ? "selected" : ""}>
-      ${canAct && html`<td class="sel"><input type="checkbox" id=${id} checked=${selected} onChange=${(e) => onSelect(vm.name, e.target.checked)}
+      ${canAct && html`<td class="sel"><input type="checkbox" data-vm=${vm.name} checked=${selected}
         aria-label=${t("vms.select_one", { name: vm.name })} /></td>`}
-      <td class="name"><a href=${href("vms", vm.name)}>${vm.name}</a></td>
-      <td><${StateBadge} state=${vm.state} /></td>
+      <td class="name"><a href=${"#/vms/" + encodeURIComponent(vm.name)}>${vm.name}</a></td>
+      <td><span class=${"badge vm-" + vm.state}>${stateLabel(vm.state)}</span></td>
       <td class="num hide-sm">${fmtNumber(vm.vcpus)}</td>
       <td class="num hide-sm">${fmtMiB(vm.memory_mib)}</td>
-      ${canAct && html`<td class="act">${quick && html`<button type="button" class="small secondary" onClick=${() => vmAction(vm.name, quick).catch((e) => notify(t("vms.action_failed", { action: t("action." + quick), name: vm.name }), "error", e))}
+      ${canAct && html`<td class="act">${quick && html`<button type="button" class="small secondary" data-vm=${vm.name} data-action=${quick}
         aria-label=${t("vms.action_on", { action: t("action." + quick), name: vm.name })}>${t("action." + quick)}</button>`}</td>`}
     </tr>`;
   }
 }
+
+const FIRST_ROWS = 60;  // painted at once; the rest follow in chunks of CHUNK rows, one per frame
+const CHUNK = 500;
 
 export function VmList({ me, query }) {
   const { vms, loaded, error } = useStore(vmStore);
@@ -76,11 +80,28 @@ export function VmList({ me, query }) {
       if (state && (state === "other" ? ["running", "shut-off", "paused"].includes(vm.state) : vm.state !== state)) continue;
       out.push(vm);
     }
-    out.sort((a, b) => a.name.localeCompare(b.name));
+    out.sort((a, b) => (a.name < b.name ? -1 : (a.name > b.name ? 1 : 0)));
     return out;
   }, [vms, search, state]);
   const picked = rows.filter((vm) => selected.has(vm.name));
-  const onSelect = useMemo(() => (name, on) => setSelected((s) => { const n = new Set(s); if (on) n.add(name); else n.delete(name); return n; }), []);
+  const [limit, setLimit] = useState(FIRST_ROWS);
+  useEffect(() => {
+    if (limit >= rows.length) return undefined;
+    const id = requestAnimationFrame(() => setLimit((l) => l + CHUNK));
+    return () => cancelAnimationFrame(id);
+  }, [limit, rows.length]);
+  const onChange = (e) => {
+    const name = e.target.dataset && e.target.dataset.vm;
+    if (!name || e.target.type !== "checkbox") return;
+    const on = e.target.checked;
+    setSelected((sel) => { const n = new Set(sel); if (on) n.add(name); else n.delete(name); return n; });
+  };
+  const onClick = (e) => {
+    const btn = e.target.closest && e.target.closest("button[data-action]");
+    if (!btn) return;
+    const { vm: name, action } = btn.dataset;
+    vmAction(name, action).catch((err) => notify(t("vms.action_failed", { action: t("action." + action), name }), "error", err));
+  };
   const allOn = rows.length > 0 && picked.length === rows.length;
   const bulk = async (action) => {
     const names = picked.filter(BULK[action].can).map((vm) => vm.name);
@@ -113,11 +134,11 @@ export function VmList({ me, query }) {
       <thead><tr>
         ${canAct && html`<th scope="col" class="sel"><input type="checkbox" checked=${allOn} aria-label=${t("vms.select_all")}
           onChange=${(e) => setSelected(e.target.checked ? new Set(rows.map((vm) => vm.name)) : new Set())} /></th>`}
-        <th scope="col">${t("vm.name")}</th><th scope="col">${t("vm.state")}</th>
+        <th scope="col">${t("vm.name")}</th><th scope="col" class="st">${t("vm.state")}</th>
         <th scope="col" class="num hide-sm">${t("vm.vcpus")}</th><th scope="col" class="num hide-sm">${t("vm.memory")}</th>
-        ${canAct && html`<th scope="col"><span class="sr-only">${t("vms.actions")}</span></th>`}
+        ${canAct && html`<th scope="col" class="act"><span class="sr-only">${t("vms.actions")}</span></th>`}
       </tr></thead>
-      <tbody>${rows.map((vm) => html`<${Row} key=${vm.name} vm=${vm} selected=${selected.has(vm.name)} onSelect=${onSelect} canAct=${canAct} />`)}</tbody>
+      <tbody onChange=${onChange} onClick=${onClick}>${rows.slice(0, limit).map((vm) => html`<${Row} key=${vm.name} vm=${vm} selected=${selected.has(vm.name)} canAct=${canAct} />`)}</tbody>
     </table></div>
     ${rows.length === 0 && html`<p class="muted">${vms.size ? t("vms.none_match") : t("vms.none")}</p>`}`}`;
 }
