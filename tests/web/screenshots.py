@@ -38,7 +38,7 @@ def main(out: Path) -> None:
     try:
         api = srv.client(srv.token("admin"))
         api.post("/api/v1/vms", json={"name": vm, "micro": True, "memory_mib": "256M", "start": True,
-                                      "disks": [{"size": "64M"}]}).raise_for_status()
+                                      "disks": [{"size": "64M"}], "graphics": {"type": "vnc"}}).raise_for_status()
         for _ in range(300):
             if api.get(f"/api/v1/vms/{vm}").json().get("state") == "running":
                 break
@@ -65,7 +65,7 @@ def main(out: Path) -> None:
                         page.goto(f"{srv.url}/#/{route}")
                         page.wait_for_selector("main h1")
                         page.wait_for_load_state("networkidle")
-                        page.wait_for_timeout(1500)
+                        page.wait_for_timeout(4000 if name == "vm-console" else 1500)
                         page.screenshot(path=str(out / f"{name}-{lang}-{size}.png"))
                         print("saved", name, lang, size, flush=True)
                     ctx.close()

@@ -16,8 +16,8 @@ from tests.web.conftest import catalogs
 JS = ROOT / "src" / "kvmkit" / "web" / "static" / "js"
 PLACEHOLDER = re.compile(r"\{(\w+)\}")
 CJK = re.compile(r"[\u3400-\u9fff\uff00-\uffef\u3000-\u303f]")
-# the same in every language: language names (each in its own script), pure formats
-SAME_EVERYWHERE = {"lang.en", "lang.zh-CN", "unit.bytes", "vms.action_on"}
+# the same in every language: language names (each in its own script), pure formats, key names
+SAME_EVERYWHERE = {"lang.en", "lang.zh-CN", "unit.bytes", "vms.action_on", "vnc.button.ctrl_alt_del"}
 KEYLIKE = re.compile(r"""(["'`])([a-z][a-z0-9_-]*(?:\.[A-Za-z0-9_-]+)+)\1(\s*\+)?""")
 DYNAMIC = re.compile(r"""\b(?:t|has)\(\s*(?:(["'])([a-z0-9_.-]+\.)\1\s*\+|`([a-z0-9_.-]+[._])\$\{)""")
 # words that are names in every language and may appear as literal text in templates
@@ -25,7 +25,8 @@ TECHNICAL = {"kvmkit", "qcow2", "raw", "virtio", "sata", "scsi", "e1000e", "rtl8
 
 
 def js_files() -> list[Path]:
-    return sorted(JS.rglob("*.js"))
+    """The portal's modules, and the graphical console's (static/vnc-*.js) when it is installed."""
+    return sorted([*JS.rglob("*.js"), *JS.parent.glob("vnc-*.js")])
 
 
 @pytest.mark.fast
