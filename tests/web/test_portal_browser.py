@@ -59,6 +59,7 @@ def test_wizard_refuses_bad_memory_next_to_the_field_then_creates(admin_page: Po
     page.fill("#vm_name", name)
     page.fill("#memory", "lots")
     page.fill("#disk_size", "64M")
+    page.check("#graphics")  # a VNC display: the console tab then mounts the graphical console when installed
     page.click("form.wizard button[type=submit]")
     err = page.wait_for_selector("#memory-error", timeout=30_000)
     assert "not a size" in err.inner_text()  # the spec's own message (the same the CLI and API give)
