@@ -70,13 +70,15 @@ def static_path(rel: str) -> Path | None:
 
 
 def install(app: FastAPI) -> None:
+    # async: served on the event loop, never queued behind blocking work in the thread pool (the files are
+    # small and kept in memory after their first read)
     @app.get("/static/{rel:path}", include_in_schema=False)
-    def asset(rel: str, request: Request) -> Response:
+    async def asset(rel: str, request: Request) -> Response:
         path = static_path(rel)
         if path is None:
             return Response(b"not found\n", status_code=404, media_type="text/plain")
         return _serve(request, path)
 
     @app.get("/", include_in_schema=False)
-    def portal(request: Request) -> Response:
+    async def portal(request: Request) -> Response:
         return _serve(request, STATIC / "index.html")
