@@ -45,6 +45,22 @@ fi
 # memory by Python, so this can never run old code.
 .venv/bin/python -m compileall -q -j 0 src >/dev/null
 
+# 2b. The portal's front-end libraries (preact, htm, uPlot; axe-core for the browser tests), pinned in
+#     web/package-lock.json: `npm ci` from the npm registry, then web/vendor.mjs copies them into
+#     src/kvmkit/web/static/vendor/ (not committed). Redone only when the lock file or vendor.mjs change.
+command -v npm >/dev/null || { log "installing npm"; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm >/dev/null; }
+web_stamp=src/kvmkit/web/static/vendor/.kvmkit-lock
+web_hash=$(cat web/package.json web/package-lock.json web/vendor.mjs | sha256sum | cut -c1-16)
+if [ ! -d web/node_modules ] || [ "$(cat $web_stamp 2>/dev/null)" != "$web_hash" ]; then
+  log "vendoring the portal's front-end libraries (npm ci in web/)"
+  npmlog=$(mktemp)
+  if ! { npm ci --prefix web --no-audit --no-fund --ignore-scripts && node web/vendor.mjs; } >"$npmlog" 2>&1; then
+    cat "$npmlog" >&2; die "npm ci in web/ failed (log above)"
+  fi
+  rm -f "$npmlog"
+  echo "$web_hash" > $web_stamp
+fi
+
 # 3. /dev/kvm for the qemu user, as Debian's udev rule sets it (containers often have no udev): without
 #    it libvirt finds KVM "not usable" for libvirt-qemu and re-probes QEMU on every define (~30 s each).
 if [ -c /dev/kvm ] && getent group kvm >/dev/null && [ "$(stat -c %G:%a /dev/kvm)" != "kvm:660" ]; then

@@ -36,8 +36,16 @@ def login(srv: Server, user: str) -> httpx.Client:
 def test_page_and_assets_are_served(portal):
     page = httpx.get(f"{portal.url}/", timeout=10)
     assert page.status_code == 200 and "<title>kvmkit</title>" in page.text
-    js = httpx.get(f"{portal.url}/static/portal.js", timeout=10)
+    js = httpx.get(f"{portal.url}/static/js/lib/live.js", timeout=10)
     assert js.status_code == 200 and "EventSource" in js.text
+    assert js.headers["content-type"].startswith("text/javascript")
+    vendored = httpx.get(f"{portal.url}/static/vendor/preact.js", timeout=10, headers={"Accept-Encoding": "gzip"})
+    assert vendored.status_code == 200 and vendored.headers.get("content-encoding") == "gzip"
+    again = httpx.get(f"{portal.url}/static/vendor/preact.js", timeout=10,
+                      headers={"If-None-Match": vendored.headers["etag"]})
+    assert again.status_code == 304
+    for bad in ("/static/../routes.py", "/static/%2e%2e/routes.py", "/static/.hidden", "/static/nothing.js"):
+        assert httpx.get(f"{portal.url}{bad}", timeout=10).status_code == 404, bad
 
 
 @pytest.mark.guest
