@@ -48,6 +48,9 @@ def restart_after_crash(conn: libvirt.virConnect, name: str) -> dict[str, Any]:
                            hint=f"start it with `kvmkit vm start {name}`; create VMs with --restart-on-crash to "
                                 "have kvmkit's server restart them")
     if not died(dom):
+        if dom.isActive():  # another server watching this host, or a user, started it first: it runs again
+            return {"name": name, "action": "crash-restart", "policy": policy, "state": state_key(dom),
+                    "note": "already running again (started by someone else first): nothing to do"}
         raise InvalidState(f"VM {name} is {state_of(dom)}, not shut off after a crash: nothing to restart")
     with libvirt_errors(f"restarting VM {name} after its QEMU process ended"):
         dom.create()
