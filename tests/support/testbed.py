@@ -135,6 +135,7 @@ class BedHost:
         for sub in ("qemu", "images", "dnsmasq", "boot"):
             (self.dir / "lib" / sub).mkdir(parents=True, exist_ok=True)
         (self.dir / "log" / "qemu").mkdir(parents=True, exist_ok=True)
+        (self.dir / "run" / "lock").mkdir(parents=True, exist_ok=True)  # /var/lock: libvirt locks console ptys
         caps = Path("/var/cache/libvirt/qemu")
         if caps.is_dir() and self.kvm:
             # QEMU's capabilities as the machine's libvirtd probed them: no re-probe (seconds). Not for a host
@@ -158,10 +159,30 @@ class BedHost:
             f'migration_host = "{self.address}"\nmigration_address = "{self.address}"\n'
             f'vnc_listen = "{self.address}"\nspice_listen = "{self.address}"\n')
 
+    def write_hosts_file(self, peers: list[BedHost]) -> None:
+        """The machine's /etc/hosts plus every bed host's name: libvirt resolves its own host name for each
+        capabilities answer (seconds of DNS time-outs in a namespace without DNS) and for migrations."""
+        base = Path("/etc/hosts").read_text() if Path("/etc/hosts").exists() else "127.0.0.1 localhost\n"
+        lines = "".join(f"{p.address} {p.hostname}\n" for p in peers)
+        (self.dir / "hosts").write_text(base.rstrip("\n") + "\n# kvmkit test bed\n" + lines)
+
     def start_holder(self) -> None:
         mounts = [f"mount --bind {self.dir / sub} {target}" for target, sub in PRIVATE_DIRS.items()]
+        mounts.append(f"mount --bind {self.dir / 'hosts'} /etc/hosts")
         if not self.kvm:
-            mounts.append("if [ -e /dev/kvm ]; then mount --bind /dev/null /dev/kvm; fi")
+            # a /dev of its own with every entry of the machine's but kvm: for libvirt this host has no KVM
+            # (a /dev/null bound over /dev/kvm instead makes libvirt probe QEMU again on every call)
+            stage = self.dir / "dev"
+            stage.mkdir(exist_ok=True)
+            mounts.append(f"""mount -t tmpfs -o mode=755,nosuid tmpfs {stage}
+for e in /dev/* ; do
+  n=${{e##*/}}
+  [ "$n" = kvm ] && continue
+  if [ -L "$e" ]; then cp -P "$e" {stage}/"$n"
+  elif [ -d "$e" ]; then mkdir {stage}/"$n"; mount --rbind "$e" {stage}/"$n"
+  else touch {stage}/"$n"; mount --bind "$e" {stage}/"$n"; fi
+done
+mount --move {stage} /dev""")
         script = "set -e\n" + "\n".join(mounts) + f"\nhostname {self.hostname}\necho ready\nexec sleep infinity\n"
         self.holder = subprocess.Popen(
             ["ip", "netns", "exec", self.netns, "unshare", "--mount", "--uts", "--propagation", "private", "--",
@@ -202,7 +223,7 @@ class BedHost:
                                    f"{self.log_tail()}")
             try:
                 c = self.connect()
-                c.getLibVersion()
+                c.getCapabilities()  # the first answer of a host without KVM probes QEMU (seconds): here, once
                 c.close()
                 return
             except libvirt.libvirtError as err:
@@ -379,6 +400,7 @@ def create(count: int = 3, *, no_kvm: tuple[str, ...] = ("c",), timeout: float =
         _run("ip", "link", "set", bed.bridge, "up")
         for host in bed:
             host.prepare(f"{SUBNET}.{slot}", bed.bridge)
+            host.write_hosts_file(list(bed))
             host.start_holder()
             host.start_daemons()
         for host in bed:
@@ -398,6 +420,11 @@ def main(argv: list[str] | None = None) -> int:
         print("swept:", " ".join(sweep_stale()) or "nothing")
         return 0
     if args[:1] == ["up"]:
+        def stop(_sig: int, _frame: Any) -> None:
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)  # a background job of a script starts with SIGINT ignored
         bed = create(int(args[1]) if len(args) > 1 else 3)
         try:
             for host in bed:
