@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -124,3 +124,19 @@ class AuditEntry(Base):
     result: Mapped[str] = mapped_column(String(16))  # ok | failed | denied | accepted
     detail: Mapped[str | None] = mapped_column(Text, nullable=True)
     source_ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class Host(Base):
+    """A libvirt host in the inventory (``kvmkit host add``). The local host needs no row: it is implicit
+    (name ``local``, the URI of --connect); a row named ``local`` only holds its settings (uri empty)."""
+
+    __tablename__ = "hosts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    uri: Mapped[str] = mapped_column(String(1024), default="")
+    ssh_key: Mapped[str | None] = mapped_column(String(1024), nullable=True)  # qemu+ssh: the key file to use
+    maintenance: Mapped[bool] = mapped_column(Boolean, default=False)
+    max_memory_mib: Mapped[int | None] = mapped_column(Integer, nullable=True)  # memory VMs may use (cap)
+    cpu_overcommit: Mapped[float | None] = mapped_column(Float, nullable=True)  # vCPUs per physical core
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

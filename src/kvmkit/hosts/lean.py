@@ -1,0 +1,42 @@
+"""Does the inventory hold other hosts than the local one? Answered without SQLAlchemy, for the CLI's lean
+``vm list`` path (kvmkit.cli.fastpath), which serves the local host alone and must step aside otherwise."""
+
+from __future__ import annotations
+
+import os
+
+
+def db_url() -> str:
+    """The database the CLI uses: KVMKIT_DB, else the SQLite file in the data directory."""
+    url = os.environ.get("KVMKIT_DB")
+    if url:
+        return url
+    data = os.environ.get("KVMKIT_DATA_DIR") or "/var/lib/kvmkit"
+    return f"sqlite:///{os.path.join(data, 'kvmkit.db')}"
+
+
+def has_other_hosts(url: str | None = None) -> bool | None:
+    """True/False for a SQLite inventory; None when it cannot tell cheaply (another database, unreadable)."""
+    url = url or db_url()
+    if not url.startswith("sqlite:///"):
+        return None
+    path = url[len("sqlite:///"):].split("?", 1)[0]
+    if not path or path == ":memory:":
+        return None
+    if not os.path.exists(path):
+        return False  # no database yet: no inventory
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        try:
+            row = con.execute("SELECT count(*) FROM hosts WHERE name != 'local'").fetchone()
+        finally:
+            con.close()
+    except sqlite3.OperationalError as err:
+        if "no such table" in str(err):
+            return False  # a database from before the inventory
+        return None
+    except sqlite3.Error:
+        return None
+    return bool(row and row[0])
