@@ -1,66 +1,34 @@
-"""What the server holds for its lifetime: store, task runner, event hub, libvirt connection, limiter,
-the cached VM list and the cache of authenticated callers."""
+"""What the server holds for its lifetime: store, task runner, event hub, the hosts (inventory + connection
+pool), limiter, the cached VM lists and the cache of authenticated callers.
+
+``ServerState.hv`` is the handle of the host the current request works on: the one its ``?host=`` names
+(api/host_scope.py records it for the request), else the local host. Routes call ``st.hv.get()`` for the
+connection and hand ``st.hv.get`` to task bodies, so a task keeps working on the host its request named.
+"""
 
 from __future__ import annotations
 
-import threading
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
 from kvmkit.api.token_cache import TokenCache
-from kvmkit.api.vm_cache import VMListCache
+from kvmkit.api.vm_cache import HostVMLists, VMListCache
+from kvmkit.hosts.pool import HostHandle
 from kvmkit.service.access.auth import RateLimiter
 from kvmkit.service.tasks.events import EventHub
 from kvmkit.service.tasks.runner import TaskRunner
 from kvmkit.store.db import Store
 
+# the host named by the current request's ?host= (None: not given, the local host)
+current_host: ContextVar[str | None] = ContextVar("kvmkit_host", default=None)
 
-class Hypervisor:
-    """One shared libvirt connection, reopened when libvirtd went away (e.g. after a restart)."""
+
+class Hypervisor(HostHandle):
+    """The local host's pooled connection (reopened when libvirtd went away, e.g. after a restart)."""
 
     def __init__(self, uri: str) -> None:
-        self.uri = uri
-        self._conn: Any = None
-        self._lock = threading.Lock()
-
-    def get(self) -> Any:
-        from kvmkit.hypervisor.connection import connect
-
-        with self._lock:
-            alive = False
-            if self._conn is not None:
-                try:
-                    alive = bool(self._conn.isAlive())
-                except Exception:
-                    alive = False
-            if not alive:
-                self._drop()
-                self._conn = connect(self.uri)
-            return self._conn
-
-    def peek(self) -> Any:
-        """The open connection without reconnecting or waiting (None when there is none or it is dead):
-        cheap enough for the event loop; fall back to :meth:`get` in a worker thread."""
-        conn = self._conn
-        if conn is None:
-            return None
-        try:
-            return conn if conn.isAlive() else None
-        except Exception:
-            return None
-
-    def close(self) -> None:
-        with self._lock:
-            self._drop()
-
-    def _drop(self) -> None:
-        """Close and forget the connection (the caller holds the lock); a dead one may fail to close."""
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            except Exception:
-                pass
-            self._conn = None
+        super().__init__("local", uri, local=True)
 
 
 @dataclass
@@ -68,15 +36,42 @@ class ServerState:
     store: Store
     runner: TaskRunner
     hub: EventHub
-    hv: Hypervisor
-    vm_list: VMListCache
+    hv: Any  # the local host's handle at construction; reading it gives the request's host (see below)
+    vm_list: VMListCache  # the local host's VM list
     limiter: RateLimiter = field(default_factory=RateLimiter)
     tls: bool = False
     recovered: list[dict[str, Any]] = field(default_factory=list)
     tokens: TokenCache = field(default_factory=TokenCache)
     event_clients: int = 0  # open /api/v1/events streams (changed on the event loop only)
+    hosts: Any = None  # kvmkit.hosts.registry.Hosts: the inventory and the pool
+    vm_lists: HostVMLists | None = None
+    remote_hubs: dict[str, EventHub] = field(default_factory=dict)
 
     def changed(self) -> None:
-        """A change request was answered: forget cached callers and mark the VM list stale."""
+        """A change request was answered: forget cached callers and mark the VM lists stale."""
         self.tokens.clear()
-        self.vm_list.invalidate()
+        if self.vm_lists is not None:
+            self.vm_lists.invalidate()
+        else:
+            self.vm_list.invalidate()
+
+    @property
+    def local_hv(self) -> Any:
+        return self.__dict__["_local_hv"]
+
+    def host_handle(self, name: str | None) -> Any:
+        """The handle of host ``name`` (None or 'local': the local host)."""
+        if not name or name == "local" or self.hosts is None:
+            return self.__dict__["_local_hv"]
+        return self.hosts.resolve(name)
+
+
+def _get_hv(self: ServerState) -> Any:
+    return self.host_handle(current_host.get())
+
+
+def _set_hv(self: ServerState, value: Any) -> None:
+    self.__dict__["_local_hv"] = value
+
+
+ServerState.hv = property(_get_hv, _set_hv)  # type: ignore[assignment,method-assign]
