@@ -17,13 +17,14 @@ def sync(st: Any) -> None:
     """One pass: inventory -> VM lists, event connections."""
     from kvmkit.service.tasks.events import EventHub
 
-    records = st.hosts.reload()
+    records = st.hosts.reload(retain=False)
     remote = {r.name: r.connect_uri for r in records if not r.local}
-    st.vm_lists.retain(set(remote))
+    st.vm_lists.retain(set(remote))  # first what uses a removed host's connection (its events), then the pool
     for name, hub in list(st.remote_hubs.items()):
         if remote.get(name) != hub.uri:
             hub.stop()
             del st.remote_hubs[name]
+    st.hosts.retain()
     for name, uri in remote.items():
         if name in st.remote_hubs:
             continue

@@ -113,8 +113,8 @@ def list_hosts(request: Request, probe: bool = Query(True, description="the gues
     return [HostRow.model_validate(r) for r in host_rows(state(request).hosts, probe=probe)]
 
 
-@router.post("/hosts", status_code=201, responses={409: {"description": "name or URI in the inventory already"},
-                                                   503: {"description": "the host's libvirt does not answer"}})
+@router.post("/hosts", status_code=201, responses={409: {"description": "name or URI in the inventory already, "
+                                                                   "or its libvirt does not answer (check)"}})
 def add_host(body: AddHost, request: Request, _p: Principal = Depends(require("admin"))) -> HostRow:
     from kvmkit.service.hosts.manage import add_host as add
 

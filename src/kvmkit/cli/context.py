@@ -94,26 +94,22 @@ def host_given() -> bool:
 
 
 def hosts(*, store: bool = False):  # -> kvmkit.hosts.registry.Hosts (lazy imports keep start-up lean)
-    """The inventory and a connection pool for this command. The database is opened when it may hold other
-    hosts than the local one, or always with ``store`` (the commands that change the inventory)."""
+    """The inventory and a connection pool for this command. A SQLite inventory is read without SQLAlchemy;
+    the database is opened for commands that change the inventory (``store``) or when it is not SQLite."""
     global _hosts
     if _hosts is None or (store and _hosts.store is None):
+        from kvmkit.hosts.lean import read_hosts
         from kvmkit.hosts.pool import HostPool
         from kvmkit.hosts.registry import Hosts
 
-        _hosts = Hosts(inventory_store(force=store), HostPool(settings.connect))
+        db = os.environ.get("KVMKIT_DB")
+        if not store and read_hosts(settings.connect, db) is not None:
+            _hosts = Hosts(None, HostPool(settings.connect), load=lambda: read_hosts(settings.connect, db) or [])
+        else:
+            from kvmkit.cli.db_option import open_store
+
+            _hosts = Hosts(open_store(db), HostPool(settings.connect))
     return _hosts
-
-
-def inventory_store(*, force: bool = False):  # -> kvmkit.store.db.Store | None
-    """The database holding the inventory, or None when it holds no other host (no file, no table, no row)."""
-    from kvmkit.hosts.lean import has_other_hosts
-
-    if not force and not settings.host and has_other_hosts() is False:
-        return None
-    from kvmkit.cli.db_option import open_store
-
-    return open_store(os.environ.get("KVMKIT_DB"))
 
 
 def connection():  # -> libvirt.virConnect

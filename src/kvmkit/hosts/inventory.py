@@ -7,45 +7,17 @@ Names are what users type (``--host b``, ``?host=b``); every other host's URI co
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from kvmkit.errors import Conflict, InvalidInput, NotFound
-from kvmkit.spec.host import LOCAL, HostLimits, HostSpec
+from kvmkit.hosts.record import LOCAL, HostRecord
+from kvmkit.spec.host import HostLimits, HostSpec
 
 if TYPE_CHECKING:
     from kvmkit.store.db import Store
 
 __all__ = ["LOCAL", "HostRecord", "add", "get", "list_records", "remove", "set_limits", "set_maintenance"]
-
-
-@dataclass(frozen=True)
-class HostRecord:
-    """One host as the inventory knows it (no libvirt call made)."""
-
-    name: str
-    uri: str
-    ssh_key: str | None = None
-    maintenance: bool = False
-    max_memory_mib: int | None = None
-    cpu_overcommit: float | None = None
-
-    @property
-    def local(self) -> bool:
-        return self.name == LOCAL
-
-    @property
-    def connect_uri(self) -> str:
-        """The URI libvirt is opened with: ``uri`` plus the ssh key (``keyfile=``) when one is set."""
-        if not self.ssh_key:
-            return self.uri
-        parts = urlsplit(self.uri)
-        query = [*parse_qsl(parts.query), ("keyfile", self.ssh_key)]
-        return urlunsplit(parts._replace(query=urlencode(query)))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "local": self.local}
 
 
 def _record(row: Any, local_uri: str | None = None) -> HostRecord:
@@ -153,8 +125,11 @@ def set_limits(store: Store, name: str, limits: HostLimits, local_uri: str) -> H
 
 def _same_uri(a: str, b: str) -> bool:
     """The same libvirt host: equal but for a trailing slash, the default port or query parameters."""
-    def norm(uri: str) -> tuple[str, str, str]:
+    ports = {"tcp": 16509, "tls": 16514, "ssh": 22, "libssh": 22, "libssh2": 22}
+
+    def norm(uri: str) -> tuple[str, str, int | None, str]:
         p = urlsplit(uri.strip())
-        return p.scheme, (p.hostname or "").lower() + (f":{p.port}" if p.port else ""), p.path.rstrip("/")
+        transport = p.scheme.partition("+")[2] or ("tls" if p.hostname else "")
+        return p.scheme, (p.hostname or "").lower(), p.port or ports.get(transport), p.path.rstrip("/")
 
     return norm(a) == norm(b)

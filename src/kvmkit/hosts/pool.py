@@ -49,10 +49,10 @@ def _alive(conn: Any) -> bool:
 
 
 def _close(conn: Any) -> None:
-    try:
-        conn.close()
-    except Exception:
-        pass  # a dead connection may fail to close
+    """Let go of a connection. It is not closed here: another thread (a VM list rebuild, the monitor's check,
+    a task) may be in a call on it, and virConnectClose under a running call frees what that call uses (the
+    server crashed so). libvirt-python closes it when the last reference goes (virConnect.__del__)."""
+    del conn
 
 
 class HostHandle:
@@ -253,7 +253,7 @@ class HostPool:
 
     def __init__(self, local_uri: str, *, connect_timeout: float = CONNECT_TIMEOUT_S,
                  on_state: StateCallback | None = None) -> None:
-        from kvmkit.spec.host import LOCAL
+        from kvmkit.hosts.record import LOCAL
 
         self.connect_timeout = connect_timeout
         self.on_state = on_state

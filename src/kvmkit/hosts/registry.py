@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from kvmkit.hosts.inventory import HostRecord, list_records
 from kvmkit.hosts.pool import HostHandle, HostPool
-from kvmkit.spec.host import LOCAL
+from kvmkit.hosts.record import LOCAL, HostRecord
 
 if TYPE_CHECKING:
     from kvmkit.store.db import Store
@@ -23,9 +23,14 @@ REFRESH_S = 2.0
 
 
 class Hosts:
-    def __init__(self, store: Store | None, pool: HostPool, *, refresh_s: float = REFRESH_S) -> None:
+    """``store`` is where changes go (None: this process changes nothing); ``load`` reads the records (default:
+    from ``store``; the CLI reads a SQLite inventory without SQLAlchemy, kvmkit.hosts.lean)."""
+
+    def __init__(self, store: Store | None, pool: HostPool, *, refresh_s: float = REFRESH_S,
+                 load: Callable[[], list[HostRecord]] | None = None) -> None:
         self.store = store
         self.pool = pool
+        self.load = load
         self.refresh_s = refresh_s
         self._records: list[HostRecord] = [HostRecord(LOCAL, pool.local.uri)]
         self._read_at = 0.0
@@ -46,15 +51,26 @@ class Hosts:
         background, api/host_watch.py)."""
         return self._records
 
-    def reload(self) -> list[HostRecord]:
-        records = list_records(self.store, self.local_uri)
+    def reload(self, *, retain: bool = True) -> list[HostRecord]:
+        """Read the inventory again; with ``retain`` drop the handles of hosts gone from it (the server first
+        drops what uses those handles, then calls :meth:`retain` itself)."""
+        if self.load is not None:
+            records = self.load()
+        else:
+            from kvmkit.hosts.inventory import list_records
+
+            records = list_records(self.store, self.local_uri)
         with self._lock:
             self._records, self._read_at = records, time.monotonic()
-        self.pool.retain({r.name for r in records})
+        if retain:
+            self.retain()
         for rec in records:
             if not rec.local:
                 self.pool.handle(rec.name, rec.connect_uri)
         return records
+
+    def retain(self) -> None:
+        self.pool.retain({r.name for r in self._records})
 
     def multi(self) -> bool:
         """True when the inventory holds another host than the local one."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING, Any
 
-from kvmkit.errors import Conflict, InvalidInput, KvmkitError
+from kvmkit.errors import Conflict, InvalidInput, InvalidState, KvmkitError
 from kvmkit.hosts import inventory
 from kvmkit.hosts.inventory import HostRecord
 from kvmkit.hosts.pool import HostDown, HostHandle
@@ -16,7 +16,13 @@ from kvmkit.spec.host import HostLimits, HostSpec
 if TYPE_CHECKING:
     from kvmkit.hosts.registry import Hosts
 
-LIST_TIMEOUT_S = 30.0  # a host's first listing probes its guest type (boots a tiny guest: seconds)
+LIST_TIMEOUT_S = 30.0
+
+
+class Unanswered(InvalidState):
+    """The URI given does not answer: the caller's to fix (409, not the 503 of a known host that is down)."""
+
+    code = "host_down"  # a host's first listing probes its guest type (boots a tiny guest: seconds)
 
 
 def row(rec: HostRecord, handle: HostHandle | None, facts: dict[str, Any] | None, error: str | None,
@@ -85,9 +91,9 @@ def add_host(hosts: Hosts, spec: HostSpec, *, check: bool = True) -> dict[str, A
 
             facts = host_facts(probe.get())
         except HostDown as err:
-            raise HostDown(f"host '{spec.name}' does not answer at {spec.uri}: {err.message.split(': ', 1)[-1]}",
-                           hint="check the URI and that libvirtd runs there; --no-check adds it anyway "
-                                "(it is listed as down until it answers)") from err
+            raise Unanswered(f"host '{spec.name}' does not answer at {spec.uri}: {err.message.split(': ', 1)[-1]}",
+                             hint="check the URI and that libvirtd runs there; --no-check adds it anyway "
+                                  "(it is listed as down until it answers)") from err
         finally:
             probe.close()
     added = inventory.add(hosts.store, spec, hosts.local_uri)
