@@ -22,6 +22,8 @@ from tests.support.cleanup import stop_domains, sweep
 from tests.support.micro_domain import MicroDomain
 from tests.support.serial import SerialLog
 
+pytest_plugins = ["tests.support.bed_fixtures"]  # testbed, hosts: the many-hosts bed (docs/testbed.md)
+
 SYSTEM_URI = "qemu:///system"
 TEST_ROOT = Path(os.environ.get("KVMKIT_TEST_DIR", "/var/lib/kvmkit/test"))
 

@@ -21,7 +21,7 @@ def test_create_micro_start_boots_and_list_show_report_it(conn, prefix, logs):
     rows = json.loads(kvmkit("--json", "vm", "list", "--all").stdout)
     row = next(r for r in rows if r["name"] == name)
     assert {"name", "uuid", "state", "vcpus", "memory_mib", "host"} <= set(row)
-    assert row["state"] == "running" and row["vcpus"] == 1 and row["host"] == "qemu:///system"
+    assert row["state"] == "running" and row["vcpus"] == 1 and row["host"] == "local"  # the host's name
 
     info = json.loads(kvmkit("--json", "vm", "show", name).stdout)
     assert info["uuid"] == out["uuid"] and info["macs"] == out["macs"]

@@ -47,9 +47,11 @@ def create_app(db_url: str | None = None, uri: str | None = None, *, tls: bool =
             if st.sampler is not None:
                 st.sampler.stop()
             st.hub.stop()
+            for remote in list(st.remote_hubs.values()):
+                remote.stop()
             st.runner.shutdown()
-            st.vm_list.close()
-            st.hv.close()
+            st.vm_lists.close()
+            st.hosts.pool.close()
 
     app = FastAPI(title="kvmkit", version=__version__, lifespan=lifespan,
                   openapi_url=f"{API}/openapi.json", docs_url=f"{API}/docs", redoc_url=None,
@@ -58,6 +60,8 @@ def create_app(db_url: str | None = None, uri: str | None = None, *, tls: bool =
     errors.install(app)
     app.add_middleware(AuditMiddleware)
     install_security(app)
+    from fastapi import Depends
+
     from kvmkit.api.metrics_mw import RequestCountMiddleware
 
     app.add_middleware(RequestCountMiddleware)
@@ -68,6 +72,7 @@ def create_app(db_url: str | None = None, uri: str | None = None, *, tls: bool =
     import kvmkit.api.routes_events as routes_events
     import kvmkit.api.routes_health as routes_health
     import kvmkit.api.routes_host as routes_host
+    import kvmkit.api.routes_hosts as routes_hosts
     import kvmkit.api.routes_images as routes_images
     import kvmkit.api.routes_metrics as routes_metrics
     import kvmkit.api.routes_networks as routes_networks
@@ -86,15 +91,20 @@ def create_app(db_url: str | None = None, uri: str | None = None, *, tls: bool =
     import kvmkit.api.routes_vm_xml as routes_vm_xml
     import kvmkit.api.routes_vms as routes_vms
     import kvmkit.api.routes_volumes as routes_volumes
+    from kvmkit.api.host_scope import host_scope
 
+    # routers of what lives on a libvirt host take ?host=NAME (api/host_scope.py); these do not
+    hostless = {routes_auth, routes_tasks, routes_events, routes_users, routes_tokens, routes_audit, routes_hosts,
+                routes_os}
+    scoped = [Depends(host_scope)]
     app.include_router(routes_health.router)
     for mod in (routes_auth, routes_vm_import, routes_vms, routes_snapshots, routes_tasks, routes_events,
                 routes_users, routes_tokens, routes_audit, routes_pools, routes_networks, routes_os,
                 routes_vm_copies, routes_vm_devices, routes_vm_runtime, routes_vm_xml, routes_host, routes_metrics,
-                routes_volumes, routes_images, routes_templates, routes_vm_guest):
-        app.include_router(mod.router, prefix=API)
-    app.include_router(routes_console.router)  # its path carries the /api/v1 prefix itself
-    app.include_router(routes_console_vnc.router)  # the same
+                routes_volumes, routes_images, routes_templates, routes_vm_guest, routes_hosts):
+        app.include_router(mod.router, prefix=API, dependencies=[] if mod in hostless else scoped)
+    app.include_router(routes_console.router, dependencies=scoped)  # its path carries the /api/v1 prefix itself
+    app.include_router(routes_console_vnc.router, dependencies=scoped)  # the same
     app.include_router(routes_metrics.scrape_router)  # /metrics, outside /api/v1
     return app
 
@@ -114,8 +124,11 @@ def install_security(app: FastAPI) -> None:
 
 def build_state(db_url: str | None, uri: str, *, tls: bool = False, workers: int = 4) -> Any:
     from kvmkit.api import crash_watch, snapshot_jobs, storage_jobs, vm_copy_jobs, vm_jobs
-    from kvmkit.api.state import Hypervisor, ServerState
-    from kvmkit.api.vm_cache import VMListCache, invalidating_runner
+    from kvmkit.api.host_scope import host_scoped_runner
+    from kvmkit.api.state import ServerState
+    from kvmkit.api.vm_cache import HostVMLists, VMListCache, invalidating_runner
+    from kvmkit.hosts.pool import HostPool
+    from kvmkit.hosts.registry import Hosts
     from kvmkit.service.tasks.events import EventHub, register_event_impl
     from kvmkit.service.tasks.runner import TaskRunner
     from kvmkit.store.db import Store
@@ -123,16 +136,31 @@ def build_state(db_url: str | None, uri: str, *, tls: bool = False, workers: int
     register_event_impl()  # before any connection is opened, so keepalive and events work
     store = Store(db_url)
     hub = EventHub(uri)
-    hv = Hypervisor(uri)
-    vm_list = VMListCache(hv.get)
-    hub.subscribe(vm_list.on_hub_event)
-    runner = invalidating_runner(TaskRunner, vm_list)(store, workers=workers, publish=hub.publish)
+
+    def host_state(name: str, state: str, error: str | None) -> None:
+        if name != "local":  # the local host's come from the hub's own event connection
+            hub.publish({"type": "host", "host": name, "state": state, "error": error})
+
+    pool = HostPool(uri, on_state=host_state)
+    hosts = Hosts(store, pool)
+    hv = pool.local
+    vm_list = VMListCache(hv.get, host="local")
+    vm_lists = HostVMLists(vm_list)
+    hub.subscribe(vm_lists.on_hub_event)
+    runner = host_scoped_runner(invalidating_runner(TaskRunner, vm_lists))(store, workers=workers,
+                                                                          publish=hub.publish)
+    runner.host_conn = lambda name: hosts.resolve(name).get()
     vm_jobs.register_recovery()
     vm_copy_jobs.register()
     snapshot_jobs.register_recovery()
     storage_jobs.register_recovery()
-    st = ServerState(store=store, runner=runner, hub=hub, hv=hv, tls=tls, vm_list=vm_list)
-    vm_list.observers = lambda: st.event_clients
+    st = ServerState(store=store, runner=runner, hub=hub, hv=hv, tls=tls, vm_list=vm_list, hosts=hosts,
+                     vm_lists=vm_lists)
+    vm_list.observers = vm_lists.observers = lambda: st.event_clients
+    try:
+        hosts.reload()
+    except Exception as err:
+        log.error("cannot read the host inventory at start-up: %s", err)
     try:
         conn = hv.get()
     except Exception as err:
@@ -141,4 +169,8 @@ def build_state(db_url: str | None, uri: str, *, tls: bool = False, workers: int
     st.recovered = runner.recover(conn)
     crash_watch.install(st)  # restarts VMs whose QEMU died when their on_crash policy says restart
     hub.start()
+    pool.start_monitor()
+    from kvmkit.api.host_watch import watch_inventory
+
+    watch_inventory(st)
     return st

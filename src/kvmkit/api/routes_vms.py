@@ -7,6 +7,7 @@ answers 409 with the running task's id (``task_id``). Delegated users see only t
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any, Literal
 
@@ -17,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from kvmkit.api.deps import check_vm_visible, require, require_unrestricted, state
 from kvmkit.api.submit import TASK_RESPONSES, not_busy, submit
-from kvmkit.api.vm_cache import encode
+from kvmkit.api.vm_cache import VMListCache, encode, filtered, join_bodies
 from kvmkit.errors import Conflict
 from kvmkit.service.access.auth import Principal
 from kvmkit.service.vms.domains import domain
@@ -26,33 +27,108 @@ from kvmkit.spec.vm import VMSpec
 router = APIRouter(prefix="/vms", tags=["vms"])
 Action = Literal["start", "shutdown", "reboot", "destroy", "suspend", "resume"]
 
-@router.get("", response_model=list[dict[str, Any]])
-async def list_vms(request: Request, p: Principal = Depends(require("viewer"))) -> Response:
-    """All VMs (a delegated user sees only its granted VMs)."""
-    # Served from the server's event-refreshed VM list (api/vm_cache.py) as ready JSON bytes: no libvirt
-    # call, no per-row work and no worker thread while it is fresh; rebuilt in a worker thread when not.
-    st = state(request)
-    cache = st.vm_list
-    conn = st.hv.peek()
-    snap = cache.lookup(conn) if conn is not None else None
-    if snap is not None:
-        rows, body = snap
-    else:
-        from starlette.concurrency import run_in_threadpool
+class HostAnswer(BaseModel):
+    name: str
+    state: Literal["up", "down", "timeout", "error"]
+    error: str | None = None
+    vms: int | None = None
 
-        rows, body = await run_in_threadpool(cache.current)
-    if p.granted is not None:  # grants are bound to the VM's UUID: a new VM of a granted name is not shown
-        body = encode([r for r in rows if p.may_see_vm(r["name"], r.get("uuid"))])
-    return Response(body, media_type="application/json")
+
+class VMListReport(BaseModel):
+    """``?report=true``: the rows and how each host answered."""
+
+    vms: list[dict[str, Any]]
+    hosts: list[HostAnswer]
+
+
+@router.get("", response_model=list[dict[str, Any]] | VMListReport)
+async def list_vms(request: Request,
+                   report: bool = Query(False, description="answer {vms, hosts}: the rows and each host's state"),
+                   host_timeout: float = Query(5.0, gt=0, le=120, description="seconds to wait for each host"),
+                   p: Principal = Depends(require("viewer"))) -> Response:
+    """All VMs of every host (a delegated user sees only its granted VMs), each row's ``host`` naming its host;
+    ``?host=NAME``: that host's only. Hosts are asked at once: one that is down or does not answer within
+    ``host_timeout`` is left out and named in the X-Kvmkit-Unreachable-Hosts header (and in ``hosts`` with
+    ``?report=true``). Rows are grouped by host (the local host first), by name within a host."""
+    # Served from the server's event-refreshed VM lists (api/vm_cache.py, one per host) as ready JSON bytes:
+    # no libvirt call, no per-row work and no worker thread while they are fresh; rebuilt in worker threads
+    # when not.
+    st = state(request)
+    targets = _targets(st)
+    if len(targets) == 1 and not report:  # one host: its list, as it is
+        _name, cache, handle = targets[0]
+        conn = handle.peek()
+        snap = cache.lookup(conn) if conn is not None else None
+        if snap is None:
+            from starlette.concurrency import run_in_threadpool
+
+            snap = await run_in_threadpool(cache.current)
+        rows, body = snap
+        if p.granted is not None:
+            body = filtered(rows, p)
+        return Response(body, media_type="application/json")
+    answers = await asyncio.gather(*(_one_host(name, cache, handle, host_timeout) for name, cache, handle in targets))
+    bodies, hosts = [], []
+    for answer, got in answers:
+        hosts.append(answer)
+        if got is not None:
+            rows, body = got
+            bodies.append(filtered(rows, p) if p.granted is not None else body)
+    body = join_bodies(bodies)
+    missing = ", ".join(f"{h['name']}={h['state']}" for h in hosts if h["state"] != "up")
+    headers = {"X-Kvmkit-Unreachable-Hosts": missing} if missing else None
+    if report:
+        body = b'{"vms":' + body + b',"hosts":' + encode(hosts) + b"}"
+    return Response(body, media_type="application/json", headers=headers)
+
+
+def _targets(st: Any) -> list[tuple[str, VMListCache, Any]]:
+    """(name, VM list, handle) of the request's host, or of every host of the inventory."""
+    from kvmkit.api.state import current_host
+
+    named = current_host.get()
+    if named:
+        handle = st.host_handle(named)
+        return [(named, st.vm_lists.of(named, handle), handle)]
+    out = []
+    for rec in st.hosts.cached():
+        handle = st.host_handle(rec.name)
+        out.append((rec.name, st.vm_lists.of(rec.name, handle), handle))
+    return out
+
+
+Snapshot = tuple[list[dict[str, Any]], bytes]
+
+
+async def _one_host(name: str, cache: VMListCache, handle: Any,
+                    timeout: float) -> tuple[dict[str, Any], Snapshot | None]:
+    """One host's list (cached, or rebuilt in a worker thread within ``timeout``) and how the host answered."""
+    conn = handle.peek()
+    snap: Snapshot | None = cache.lookup(conn) if conn is not None else None
+    if snap is not None:
+        return {"name": name, "state": "up", "error": None, "vms": len(snap[0])}, snap
+    from starlette.concurrency import run_in_threadpool
+
+    from kvmkit.errors import KvmkitError
+
+    try:
+        built = await asyncio.wait_for(run_in_threadpool(cache.current), timeout)
+    except TimeoutError:
+        return {"name": name, "state": "timeout", "error": f"no answer in {timeout:g} s", "vms": None}, None
+    except KvmkitError as err:
+        state_ = "down" if err.code in ("host_down", "host") else "error"
+        return {"name": name, "state": state_, "error": err.message, "vms": None}, None
+    return {"name": name, "state": "up", "error": None, "vms": len(built[0])}, built
 
 
 @router.get("/{name}", responses={404: {"description": "no such VM (or not delegated to you)"}})
 def show_vm(name: str, request: Request, p: Principal = Depends(require("viewer"))) -> dict[str, Any]:
     check_vm_visible(p, name)
     conn = state(request).hv.get()
+    from kvmkit.api.state import current_host
     from kvmkit.service.vms.query import show_vm as show
 
-    return dict(show(conn, name))
+    return {**show(conn, name), "host": current_host.get() or "local"}
 
 
 class CreateVM(VMSpec):
@@ -68,6 +144,7 @@ def create_vm(body: CreateVM, request: Request, p: Principal = Depends(require("
 
     require_unrestricted(p, "create VMs")
     st = state(request)
+    decision = _place(st, body)
     conn = st.hv.get()
     policy.check_vm_spec(p, body, conn)  # host paths, host NICs, open VNC, other VMs' volumes: admins only
     if body.cloud_init is not None:
@@ -88,8 +165,33 @@ def create_vm(body: CreateVM, request: Request, p: Principal = Depends(require("
               "template": spec.template}
     from kvmkit.api.vm_jobs import create_body
 
-    return submit(request, st, p, "vm.create", f"vm:{spec.name}", create_body(st.hv.get, spec, body.start), intent,
-                   task_id=task_id)
+    job = create_body(st.hv.get, spec, body.start)
+    if decision is not None:
+        intent["placement"] = decision["reason"]
+        job = _with_placement(job, decision)
+    return submit(request, st, p, "vm.create", f"vm:{spec.name}", job, intent, task_id=task_id)
+
+
+def _place(st: Any, body: VMSpec) -> dict[str, Any] | None:
+    """Without ?host= and with more than one host: choose one (placement) and make it the request's host."""
+    from kvmkit.api.state import current_host
+
+    if current_host.get() is not None or len(st.hosts.cached()) < 2:
+        return None
+    from kvmkit.service.hosts.placement import place, require_host
+
+    decision = place(st.hosts, vcpus=body.vcpus, memory_mib=body.memory_mib)
+    chosen = require_host(decision, body.name)
+    current_host.set(None if chosen == "local" else chosen)
+    return decision
+
+
+def _with_placement(job: Any, decision: dict[str, Any]) -> Any:
+    def body(ctx: Any) -> Any:
+        result = job(ctx)
+        return {**result, "host": decision["chosen"], "placement": decision} if isinstance(result, dict) else result
+
+    return body
 
 
 @router.post("/{name}/actions/{action}", status_code=202, responses=TASK_RESPONSES)

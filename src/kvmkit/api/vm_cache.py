@@ -17,6 +17,10 @@ GET /api/v1/vms answers from here. The list is rebuilt (one bulk libvirt call) w
 Invalidations are counted (``_seq``); a rebuild records the count it started at, so an event that
 arrives while a rebuild runs makes the next request rebuild again. Rebuilds are serialised: requests that
 find the list stale wait for one rebuild instead of each calling libvirt.
+
+Each host has its own list (:class:`HostVMLists`): the local host's is the one above; another host's is
+built the same way on its pooled connection (its domain events registered on that connection), its rows'
+``host`` saying the host's name. GET /api/v1/vms joins the lists' JSON bytes without decoding them.
 """
 
 from __future__ import annotations
@@ -53,8 +57,10 @@ def encode(rows: list[dict[str, Any]]) -> bytes:
 
 class VMListCache:
     def __init__(self, get_conn: Callable[[], Any], *, max_age: float = DEFAULT_MAX_AGE_S,
-                 stale_limit: float = DEFAULT_STALE_LIMIT_S, soft_limit: float = DEFAULT_SOFT_LIMIT_S) -> None:
+                 stale_limit: float = DEFAULT_STALE_LIMIT_S, soft_limit: float = DEFAULT_SOFT_LIMIT_S,
+                 host: str | None = None) -> None:
         self._get_conn = get_conn
+        self.host = host  # the rows' ``host`` (None: the connection's URI, as list_vms says)
         self.soft_limit = soft_limit
         # how many clients follow /api/v1/events (they could have seen a libvirt event); set by the server
         self.observers: Callable[[], int] = lambda: 0
@@ -99,6 +105,8 @@ class VMListCache:
 
     def on_hub_event(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
+        if kind == "vm" and (event.get("host") or "local") != (self.host or "local"):
+            return  # another host's VM
         if kind == "vm":
             self.on_lifecycle(str(event.get("vm")), str(event.get("event")), int(event.get("detail") or 0))
         elif kind in ("task", "host"):
@@ -199,7 +207,7 @@ class VMListCache:
             self._building, self._patches = True, []
         started = time.monotonic()
         try:
-            rows = bulk_rows(conn)
+            rows = bulk_rows(conn, self.host)
         except BaseException:
             with self._seq_lock:
                 self._building, self._patches = False, []
@@ -248,7 +256,7 @@ class VMListCache:
         self._unwatch()
 
 
-def bulk_rows(conn: Any) -> list[dict[str, Any]]:
+def bulk_rows(conn: Any, host: str | None = None) -> list[dict[str, Any]]:
     """The rows of ``vm_query.list_vms(conn)`` (same bulk call, same row function), but asked with
     VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT: libvirt then does not wait for domains busy in a job (another
     VM starting, migrating ...). The row's fields (state, current/maximum vCPUs and memory) need no job,
@@ -258,18 +266,72 @@ def bulk_rows(conn: Any) -> list[dict[str, Any]]:
 
     with libvirt_errors("listing VMs"):
         records = conn.getAllDomainStats(LIST_STATS, libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT)
-        host = conn.getURI()
+        host = host or conn.getURI()
     rows = [row(dom.name(), dom.UUIDString(), stats, host) for dom, stats in records]
     rows.sort(key=lambda r: r["name"])
     return rows
 
 
-def filtered(rows: list[dict[str, Any]], granted: frozenset[str]) -> bytes:
-    """The JSON of the rows a delegated user may see."""
-    return encode([r for r in rows if r["name"] in granted])
+class HostVMLists:
+    """The VM list of every host, by host name; the local host's is given, the others made when first asked."""
+
+    def __init__(self, local: VMListCache, observers: Callable[[], int] | None = None) -> None:
+        self.local = local
+        self._lists: dict[str, VMListCache] = {"local": local}
+        self._handles: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self.observers = observers
+
+    def of(self, name: str, handle: Any) -> VMListCache:
+        """The list of host ``name`` (a new one when the host's handle changed, e.g. a new URI)."""
+        if name == "local":
+            return self.local
+        with self._lock:
+            cache = self._lists.get(name)
+            if cache is None or self._handles.get(name) is not handle:
+                if cache is not None:
+                    cache.close()
+                cache = VMListCache(handle.get, host=name)
+                if self.observers is not None:
+                    cache.observers = self.observers
+                self._lists[name], self._handles[name] = cache, handle
+            return cache
+
+    def retain(self, names: set[str]) -> None:
+        with self._lock:
+            for name in [n for n in self._lists if n != "local" and n not in names]:
+                self._lists.pop(name).close()
+                self._handles.pop(name, None)
+
+    def all(self) -> list[VMListCache]:
+        return list(self._lists.values())
+
+    def invalidate(self, *_args: Any) -> None:
+        for cache in self.all():
+            cache.invalidate()
+
+    def on_hub_event(self, event: dict[str, Any]) -> None:
+        for cache in self.all():
+            cache.on_hub_event(event)
+
+    def close(self) -> None:
+        for cache in self.all():
+            cache.close()
 
 
-def invalidating_runner(base: type[Any], cache: VMListCache) -> type[Any]:
+def join_bodies(bodies: list[bytes]) -> bytes:
+    """One JSON array of the rows of several lists' JSON arrays (no decoding)."""
+    inner = [b[1:-1] for b in bodies if len(b) > 2]
+    return b"[" + b",".join(inner) + b"]"
+
+
+def filtered(rows: list[dict[str, Any]], principal: Any) -> bytes:
+    """The JSON of the rows a delegated user may see (grants are bound to the VM's UUID: a new VM of a
+    granted name is not shown)."""
+    return encode([r for r in rows if principal.may_see_vm(r["name"], r.get("uuid"))])
+
+
+def invalidating_runner(base: type[Any], cache: VMListCache | HostVMLists) -> type[Any]:
     """A TaskRunner subclass whose task bodies invalidate the list when they end (before the task is
     recorded as succeeded or failed)."""
 

@@ -5,7 +5,8 @@ what operators compare with ``virsh list --all``. It runs before anything else i
 arguments are parsed here (only that exact shape), libvirt is called through ``libvirtmod``
 (kvmkit.cli.lean_libvirt) and the rows are built by the same function the library uses
 (kvmkit.service.vms.rows.row). Anything else -- other flags, --help, the table view, any libvirt
-error -- goes the normal way through Typer, which prints the same output or the proper error.
+error, ``--host``, an inventory with other hosts than the local one (``vm list`` then spans them all) --
+goes the normal way through Typer, which prints the same output or the proper error.
 ``KVMKIT_NO_FASTPATH=1`` turns it off.
 """
 
@@ -32,6 +33,8 @@ def parse(argv: list[str]) -> tuple[str, set[str]] | None:
             i += 1
         elif arg.startswith("--connect="):
             uri = arg.split("=", 1)[1]
+        elif arg.split("=", 1)[0] in ("--host", "--db"):
+            return None
         else:
             rest.append(arg)
         i += 1
@@ -40,6 +43,11 @@ def parse(argv: list[str]) -> tuple[str, set[str]] | None:
     flags = set(rest[2:])
     if len(flags) != len(rest) - 2 or not flags <= _LIST_FLAGS or {"--ip", "--no-ip"} <= flags:
         return None
+    if uri is None:  # without --connect, vm list spans the inventory's hosts
+        from kvmkit.hosts.lean import has_other_hosts
+
+        if has_other_hosts() is not False:
+            return None
     from kvmkit.config import default_uri
 
     return uri or default_uri(), flags
@@ -69,8 +77,7 @@ def _list(uri: str, *, include_inactive: bool, ips: bool) -> list[dict]:
 
     conn = lv.open_connection(uri)
     records = lv.all_domain_stats(conn, LIST_STATS, 0 if include_inactive else STATS_ACTIVE_ONLY)
-    host = lv.uri_of(conn)
-    rows = [row(name, uuid, stats, host) for name, uuid, _dom, stats in records]
+    rows = [row(name, uuid, stats, "local") for name, uuid, _dom, stats in records]
     running = [(dom, r) for (_n, _u, dom, stats), r in zip(records, rows, strict=True)
                if stats.get("state.state") == RUNNING]
     if ips and running:

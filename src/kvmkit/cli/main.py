@@ -31,12 +31,14 @@ GROUPS: dict[str, tuple[str, str]] = {
 }
 NOT_DELEGATED = {"serve", "cli-server"}  # long-running: always run in the caller's own process
 
-USAGE = """Usage: kvmkit [--json] [--connect URI] COMMAND [ARGS]...
+USAGE = """Usage: kvmkit [--json] [--connect URI] [--host NAME] [--db URL] COMMAND [ARGS]...
 
   kvmkit: manage KVM hosts, VMs, storage and networks through libvirt.
 
   Global options (anywhere on the line): --json prints one JSON document on stdout;
-  --connect URI picks the libvirt host (env KVMKIT_CONNECT, default qemu:///system).
+  --connect URI picks the local host's libvirt (env KVMKIT_CONNECT, default qemu:///system);
+  --host NAME works on a host of the inventory instead (kvmkit host add; `local` is --connect's);
+  --db URL is the database holding users, tokens and the inventory (env KVMKIT_DB).
   Run `kvmkit COMMAND --help` for a command's own help.
 
 Commands:
@@ -116,10 +118,11 @@ def build_commands() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; return the exit code (0 ok, 1 failure, 2 usage, 130 interrupted)."""
-    from kvmkit.cli.context import extract_globals
+    from kvmkit.cli.context import apply_globals, extract_globals
     from kvmkit.errors import KvmkitError
 
     args = extract_globals(list(sys.argv[1:] if argv is None else argv))
+    apply_globals()
     try:
         return _dispatch(args)
     except KvmkitError as err:

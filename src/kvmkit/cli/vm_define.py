@@ -200,7 +200,8 @@ def _show_created(d: dict[str, Any]) -> None:
     if not d.get("defined"):
         text(d["xml"])
         return
-    out.print(f"VM [bold]{d['name']}[/] {'started' if d['started'] else 'defined'} ({d['virt_type']}: "
+    where = f" on host {d['host']}" if d.get("host") else ""
+    out.print(f"VM [bold]{d['name']}[/] {'started' if d['started'] else 'defined'}{where} ({d['virt_type']}: "
               f"{d['virt_type_reason']})")
     if d.get("profile"):
         out.print(f"  profile {d['profile']}")
@@ -278,6 +279,54 @@ def _show_agent(a: dict[str, Any]) -> None:
         out.print(f"  guest fs    {f['mountpoint']} {f['fstype']} {f['device']}{size}")
 
 
+def _placed(spec: Any, explain: bool) -> tuple[Any, dict[str, Any] | None]:
+    """The connection to create on: the named host, or (more than one host, none named) the one placement
+    chooses; and the placement decision (None when nothing was placed)."""
+    from kvmkit.cli.context import connection, host_given, hosts, settings
+
+    if host_given() or not hosts().multi():
+        if explain and not settings.json:
+            console(stderr=True).print("[dim]placement: the host is given (or the only one); nothing to choose[/]")
+        return connection(), None
+    from kvmkit.service.hosts.placement import place, require_host
+
+    decision = place(hosts(), vcpus=spec.vcpus, memory_mib=spec.memory_mib)
+    if explain and not settings.json:
+        _explain(decision)
+    chosen = require_host(decision, spec.name)
+    return hosts().resolve(chosen).get(), decision
+
+
+def _explain(decision: dict[str, Any]) -> None:
+    out = console(stderr=True)
+    for c in decision["candidates"]:
+        mark = "[green]fits[/]   " if c["ok"] else "[red]refused[/]"
+        chosen = "  [bold]<- chosen[/]" if c["name"] == decision["chosen"] else ""
+        out.print(f"{mark} {c['name']}: {c['reason']}{chosen}")
+        for note in c["notes"]:
+            out.print(f"[dim]         {note}[/]")
+    if decision["reason"]:
+        out.print(f"placed on {decision['reason']}")
+
+
+def _list_rows(all_: bool, ip: bool, timeout: float) -> list[dict[str, Any]]:
+    """The VMs of the named host, or of every host (warning about those that did not answer)."""
+    from kvmkit.cli.context import connection, host_given, host_name, hosts
+    from kvmkit.service.vms.query import list_vms
+
+    if host_given() or not hosts().multi():
+        return list_vms(connection(), include_inactive=all_, ips=ip, host=host_name())
+    from kvmkit.service.hosts.listing import list_vms_across
+
+    res = list_vms_across([(rec.name, handle.get) for rec, handle in hosts().handles()], include_inactive=all_,
+                          ips=ip, timeout=timeout)
+    err = console(stderr=True)
+    for h in res["hosts"]:
+        if h["state"] != "up":
+            err.print(f"[yellow]warning: host {h['name']} is left out: {h['state']}: {h['error']}[/]")
+    return list(res["vms"])
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def create(
@@ -328,6 +377,8 @@ def register(app: typer.Typer) -> None:
                                     "devices, firmware and sizes from osinfo; explicit flags win (kvmkit os list)"),
         virtio_win: str = typer.Option(None, "--virtio-win", help="virtio-win drivers ISO for a Windows guest: a "
                                        "second CD-ROM, and virtio disk/NIC (docs/os-presets.md)"),
+        explain: bool = typer.Option(False, "--explain", help="say which host placement chose and why (with "
+                                     "more than one host and no --host)"),
     ) -> None:
         """Create a VM (define it; --start boots it). Checks everything first; on failure nothing is left."""
         from kvmkit.cli.output import progress
@@ -365,19 +416,26 @@ def register(app: typer.Typer) -> None:
                     else:
                         console(stderr=True).print(f"[dim]{escape(msg)}[/]")
 
-            result = create_vm(connection(), spec, start=start, print_xml=print_xml, progress=say)
+            conn, placement = _placed(spec, explain)
+            result = create_vm(conn, spec, start=start, print_xml=print_xml, progress=say)
         if result.get("defined"):
             result.setdefault("profile", spec.profile)
+        if placement is not None:
+            result["host"] = placement["chosen"]
+            result["placement"] = placement
         emit(result, _show_created)
 
     @app.command("list")
     def list_(all_: bool = typer.Option(False, "--all", help="include shut-off VMs"),
-              ip: bool = typer.Option(True, "--ip/--no-ip", help="show running VMs' addresses (DHCP leases)")) -> None:
-        """VMs on the host: name, state, vCPUs, memory, IP (one bulk libvirt call for the VMs)."""
-        from kvmkit.service.vms.query import list_vms
+              ip: bool = typer.Option(True, "--ip/--no-ip", help="show running VMs' addresses (DHCP leases)"),
+              host_timeout: float = typer.Option(5.0, "--host-timeout", min=0.1,
+                                                 help="seconds to wait for each host (more than one host)")) -> None:
+        """VMs: name, state, vCPUs, memory, IP, host (one bulk libvirt call per host). Without --host (or
+        --connect) the VMs of every host of the inventory, asked at once: a host that does not answer in
+        --host-timeout seconds is named in a warning and left out."""
         from kvmkit.service.vms.rows import shown_state
 
-        rows = list_vms(connection(), include_inactive=all_, ips=ip)
+        rows = _list_rows(all_, ip, host_timeout)
         cols = ["name", "state", "vcpus", "memory_mib", "ip", "host"] if ip else ["name", "state", "vcpus",
                                                                                "memory_mib", "host"]
         emit(rows, lambda r: table([{**x, "state": shown_state(x["state"], x.get("state_reason"))} for x in r],
@@ -387,9 +445,11 @@ def register(app: typer.Typer) -> None:
     def show(name: str = typer.Argument(..., help="VM name"),
              xml: bool = typer.Option(False, "--xml", help="print the domain XML")) -> None:
         """Details of one VM: resources, disks, NICs and MACs, graphics, guest type and why, metadata."""
+        from kvmkit.cli.context import host_name
         from kvmkit.service.vms.query import show_vm
 
         data = show_vm(connection(), name, xml=xml)
+        data["host"] = host_name()
         if xml:
             emit(data, lambda d: text(d["xml"]))
         else:

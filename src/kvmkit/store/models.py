@@ -10,6 +10,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Integer,
     PrimaryKeyConstraint,
@@ -208,3 +209,19 @@ class MetricLease(Base):
     expires_at: Mapped[int] = mapped_column(BigInteger)  # seconds since the epoch
     rolled_until: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     interval: Mapped[int | None] = mapped_column(Integer, nullable=True)  # seconds
+
+
+class Host(Base):
+    """A libvirt host in the inventory (``kvmkit host add``). The local host needs no row: it is implicit
+    (name ``local``, the URI of --connect); a row named ``local`` only holds its settings (uri empty)."""
+
+    __tablename__ = "hosts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    uri: Mapped[str] = mapped_column(String(1024), default="")
+    ssh_key: Mapped[str | None] = mapped_column(String(1024), nullable=True)  # qemu+ssh: the key file to use
+    maintenance: Mapped[bool] = mapped_column(Boolean, default=False)
+    max_memory_mib: Mapped[int | None] = mapped_column(Integer, nullable=True)  # memory VMs may use (cap)
+    cpu_overcommit: Mapped[float | None] = mapped_column(Float, nullable=True)  # vCPUs per physical core
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -60,10 +60,12 @@ Subscriber = Callable[[dict[str, Any]], None]
 
 
 class EventHub:
-    """Receives libvirt events on ``uri`` and hands every event dict to each subscriber."""
+    """Receives libvirt events on ``uri`` and hands every event dict to each subscriber. ``host`` is the
+    host's name in kvmkit's inventory, carried by every event (``local`` for the server's own libvirt)."""
 
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, host: str = "local") -> None:
         self.uri = uri
+        self.host = host
         self._subs: dict[int, Subscriber] = {}
         self._next = 0
         self._lock = threading.Lock()
@@ -106,7 +108,8 @@ class EventHub:
 
     def _on_lifecycle(self, _conn: Any, dom: Any, event: int, detail: int, _opaque: Any) -> None:
         name = LIFECYCLE.get(event, str(event))
-        ev = {"type": "vm", "event": name, "detail": detail, "vm": dom.name(), "uuid": dom.UUIDString()}
+        ev = {"type": "vm", "event": name, "detail": detail, "vm": dom.name(), "uuid": dom.UUIDString(),
+              "host": self.host}
         if name in DETAILS:
             ev["reason"] = DETAILS[name].get(detail, str(detail))
         self.publish(ev)
@@ -133,7 +136,8 @@ class EventHub:
                 if self.connected is False and self.reconnects:
                     log.warning("libvirt event connection re-established")
                 self.connected = True
-                self.publish({"type": "host", "event": "connected", "uri": self.uri})
+                self.publish({"type": "host", "event": "connected", "uri": self.uri, "host": self.host,
+                              "state": "up"})
                 backoff = 0.5
                 while not self._stop.is_set() and not self._closed.wait(1.0):
                     if not conn.isAlive():
@@ -143,7 +147,8 @@ class EventHub:
                     conn.domainEventDeregisterAny(cb_id)
                 if not self._stop.is_set():
                     self.reconnects += 1
-                    self.publish({"type": "host", "event": "disconnected", "uri": self.uri})
+                    self.publish({"type": "host", "event": "disconnected", "uri": self.uri, "host": self.host,
+                                  "state": "down"})
             except Exception as err:
                 self.connected = False
                 log.debug("event connection to %s failed: %s", self.uri, err)

@@ -130,6 +130,9 @@ class TaskRunner:
         self._busy: dict[str, tuple[str, str]] = {}  # target -> (task id, kind)
         self._lock = threading.Lock()
         self._publish = publish
+        # the connection of another host (a task's intent names its host when it ran on one: recovery cleans
+        # up there, never on this server's own libvirt); None: such tasks are reported for a look by hand
+        self.host_conn: Callable[[str], Any] | None = None
 
     def publish_task(self, task_id: str) -> None:
         if self._publish is None:
@@ -290,11 +293,19 @@ class TaskRunner:
             last = steps[-1]["name"] if steps else "before its first step"
             report: list[str] = []
             handler = RECOVERY.get(d["kind"])
-            if handler is not None and conn is None:
-                report = [f"libvirt was unreachable at start-up; inspect {d['target']} by hand"]
+            host = (d.get("intent") or {}).get("host")
+            on = conn
+            if handler is not None and host and host != "local":
+                try:
+                    on = self.host_conn(host) if self.host_conn is not None else None
+                except Exception:
+                    on = None
+            if handler is not None and on is None:
+                where = f"host {host}" if host and host != "local" else "libvirt"
+                report = [f"{where} was unreachable at start-up; inspect {d['target']} by hand"]
             elif handler is not None:
                 try:
-                    report = handler(conn, d, steps)
+                    report = handler(on, d, steps)
                 except Exception as err:
                     log.exception("recovery of task %s failed", d["id"])
                     report = [f"clean-up failed: {err}; inspect {d['target']} by hand"]

@@ -107,7 +107,7 @@ def resolve(conn: libvirt.virConnect, spec: VMSpec, progress: Progress) -> tuple
     if spec.hugepages and spec.memory_source is None and local and not _hugetlbfs_mounted():
         # libvirt backs <hugepages/> with a hugetlbfs mount; without one, memfd gives huge pages all the same
         changes["memory_source"] = "memfd"
-    virt_type, why = choose_virt_type(spec.virt_type)
+    virt_type, why = choose_virt_type(spec.virt_type, conn)  # as probed on that host
     changes["virt_type"] = virt_type
     changes["metadata"]["virt_type_reason"] = why
     if virt_type == "qemu" and spec.cpu_mode == "host-passthrough":

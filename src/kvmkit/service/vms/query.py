@@ -16,16 +16,19 @@ __all__ = ["STATES", "list_vms", "lookup", "show_vm", "state_name"]
 
 lookup = domain
 
-def list_vms(conn: libvirt.virConnect, *, include_inactive: bool = True, ips: bool = False) -> list[dict[str, Any]]:
+def list_vms(conn: libvirt.virConnect, *, include_inactive: bool = True, ips: bool = False,
+             host: str | None = None) -> list[dict[str, Any]]:
     """name, uuid, state, vcpus, max_vcpus, memory_mib, max_memory_mib, host for every domain.
 
     One libvirt call: virConnectGetAllDomainStats. Name and UUID are read from the returned domain
     objects locally (no extra round trip). With ``ips``, running VMs also get ``ip`` from the DHCP
-    leases of all networks (one call per network, plus each running VM's XML for its MACs)."""
+    leases of all networks (one call per network, plus each running VM's XML for its MACs). ``host`` is
+    what the rows' ``host`` says (the host's name in the inventory; default: the connection's URI); the
+    VMs of several hosts: kvmkit.service.hosts.listing."""
     flags = 0 if include_inactive else STATS_ACTIVE_ONLY
     with libvirt_errors("listing VMs"):
         records = conn.getAllDomainStats(LIST_STATS, flags)
-        host = conn.getURI()
+        host = host or conn.getURI()
     rows = [row(dom.name(), dom.UUIDString(), stats, host) for dom, stats in records]
     if ips:
         _add_ips(conn, records, rows)

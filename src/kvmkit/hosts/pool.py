@@ -1,0 +1,317 @@
+"""A pool of libvirt connections, one per host, reconnecting with back-off and knowing which hosts are up.
+
+A :class:`HostHandle` is what the API and the service layer hold for "the host to work on": ``get()`` gives
+its live connection (opened again after libvirtd went away), ``peek()`` the open one without waiting.
+
+- Every host, the local one too, is asked with a bound: opening its connection waits at most
+  ``connect_timeout`` seconds (a host whose address does not answer makes libvirt wait ~2 min for TCP; a
+  stuck local libvirtd for ever), and after a failure the host is *down* and further calls fail at once
+  (:class:`HostDown`; for the local host a HostError naming libvirtd; HTTP 503 with Retry-After) until its
+  next retry (back-off 1 s doubling to 30 s; the local host 0.5 s doubling to 2 s, so that a restarted
+  libvirtd is used again at once). A late connection that succeeds after its caller gave up is kept for
+  the next call.
+- With :meth:`HostPool.start_monitor` (the server), one thread per other host checks it every few
+  seconds (a round trip) and reconnects when due, so its state changes without anybody asking; each change
+  goes to ``on_state(name, state, error)`` (the server puts it on the event stream).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import libvirt
+
+from kvmkit.errors import HostError
+
+log = logging.getLogger("kvmkit.hosts")
+
+CONNECT_TIMEOUT_S = 5.0
+BACKOFF_FIRST_S = 1.0
+BACKOFF_MAX_S = 30.0
+CHECK_INTERVAL_S = 5.0
+LOCAL_CONNECT_TIMEOUT_S = 10.0
+LOCAL_BACKOFF = (0.5, 2.0)
+LOCAL_HINT = ("is libvirtd running? start it with `libvirtd -d` (or `systemctl start libvirtd`); the server reconnects "
+              "by itself: retry in a few seconds")
+StateCallback = Callable[[str, str, "str | None"], None]
+
+
+class HostDown(HostError):
+    """The host does not answer (its libvirtd is stopped, or its address unreachable)."""
+
+    code = "host_down"
+    http_status = 503
+
+
+def _alive(conn: Any) -> bool:
+    try:
+        return bool(conn.isAlive())
+    except Exception:
+        return False
+
+
+def _close(conn: Any) -> None:
+    """Let go of a connection. It is not closed here: another thread (a VM list rebuild, the monitor's check,
+    a task) may be in a call on it, and virConnectClose under a running call frees what that call uses (the
+    server crashed so). libvirt-python closes it when the last reference goes (virConnect.__del__)."""
+    del conn
+
+
+class HostHandle:
+    """One host's pooled connection and state (``unknown`` until first asked, then ``up`` or ``down``)."""
+
+    def __init__(self, name: str, uri: str, *, local: bool = False, connect_timeout: float = CONNECT_TIMEOUT_S,
+                 on_state: StateCallback | None = None) -> None:
+        self.name = name
+        self.uri = uri
+        self.local = local
+        self.connect_timeout = connect_timeout
+        self.on_state = on_state
+        self.state = "unknown"
+        self.error: str | None = None
+        self.since = time.time()
+        self._conn: Any = None
+        self._lock = threading.Lock()
+        self._attempt: threading.Event | None = None  # set when the connect in flight ends
+        self._backoff_first, self._backoff_max = LOCAL_BACKOFF if local else (BACKOFF_FIRST_S, BACKOFF_MAX_S)
+        if local and connect_timeout == CONNECT_TIMEOUT_S:
+            self.connect_timeout = LOCAL_CONNECT_TIMEOUT_S
+        self._backoff = self._backoff_first
+        self._retry_at = 0.0
+        self._closed = False
+
+    # the interface the API and the service layer use (as api.state.Hypervisor had) -------------------
+    def get(self) -> Any:
+        """The live connection; HostDown when another host does not answer (in time)."""
+        conn = self._conn
+        if conn is not None and _alive(conn):
+            return conn
+        return self._get_remote(self.connect_timeout)
+
+    def peek(self) -> Any:
+        """The open connection without connecting or waiting (None when there is none or it is dead)."""
+        conn = self._conn
+        return conn if conn is not None and _alive(conn) else None
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._drop()
+
+    # state -----------------------------------------------------------------------------------------
+    def _set_state(self, state: str, error: str | None) -> None:
+        changed = state != self.state
+        self.state, self.error = state, error
+        if changed:
+            self.since = time.time()
+            if state == "down":
+                log.warning("host %s is down: %s", self.name, error)
+            elif state == "up":
+                log.info("host %s is up", self.name)
+            if self.on_state is not None:
+                try:
+                    self.on_state(self.name, state, error)
+                except Exception:
+                    log.debug("host state callback failed", exc_info=True)
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            _close(self._conn)
+            self._conn = None
+
+    def mark_down(self, error: str) -> None:
+        """A call on the connection failed for good: drop it; the next get() (or the monitor) reconnects."""
+        with self._lock:
+            self._drop()
+            self._failed(error)
+
+    def _failed(self, error: str) -> None:
+        self._retry_at = time.monotonic() + self._backoff
+        self._backoff = min(self._backoff * 2, self._backoff_max)
+        self._set_state("down", error)
+
+    def _connected(self, conn: Any) -> None:
+        if self._closed:
+            _close(conn)
+            return
+        old, self._conn = self._conn, conn
+        if old is not None and old is not conn:
+            _close(old)
+        self._backoff = self._backoff_first
+        self._retry_at = 0.0
+        self._set_state("up", None)
+
+    # connecting ------------------------------------------------------------------------------------
+    def _get_remote(self, timeout: float) -> Any:
+        with self._lock:
+            if self._conn is not None and _alive(self._conn):
+                return self._conn
+            attempt = self._attempt
+            if attempt is None:
+                if self.state == "down" and time.monotonic() < self._retry_at:
+                    raise self._down()
+                self._drop()
+                attempt = self._start_attempt()
+        attempt.wait(timeout)
+        conn = self._conn
+        if conn is not None and _alive(conn):
+            return conn
+        if not attempt.is_set():  # still connecting: the host is slow or its address does not answer
+            with self._lock:
+                self._set_state("down", f"no answer from {self.uri} in {timeout:g} s")
+        raise self._down()
+
+    def _start_attempt(self) -> threading.Event:
+        """Open the connection in a thread (the caller holds the lock); its end sets the returned event."""
+        done = threading.Event()
+        self._attempt = done
+
+        def run() -> None:
+            from kvmkit.hypervisor.connection import connect
+
+            try:
+                conn = connect(self.uri)
+                _keepalive(conn)
+            except HostError as err:
+                with self._lock:
+                    self._attempt = None
+                    self._failed(err.message)
+            except Exception as err:  # pragma: no cover - libvirt raising something unexpected
+                with self._lock:
+                    self._attempt = None
+                    self._failed(str(err))
+            else:
+                with self._lock:
+                    self._attempt = None
+                    self._connected(conn)
+            finally:
+                done.set()
+
+        threading.Thread(target=run, name=f"kvmkit-connect-{self.name}", daemon=True).start()
+        return done
+
+    def _down(self) -> HostError:
+        import math
+
+        wait = max(0.0, self._retry_at - time.monotonic())
+        retry = f"; kvmkit tries again in {wait:.0f} s" if wait >= 1 else ""
+        if self.local:
+            err: HostError = HostError(f"libvirtd at {self.uri} is not available: {self.error or 'no answer'}{retry}",
+                                       hint=LOCAL_HINT)
+        else:
+            err = HostDown(f"host '{self.name}' is down: {self.error or 'not reachable'}{retry}",
+                           hint=f"check that libvirtd runs on that host and answers at {self.uri}; "
+                                "see `kvmkit host list`")
+        err.retry_after = max(1, math.ceil(wait))  # type: ignore[attr-defined]  # the API sends Retry-After
+        return err
+
+    def check(self) -> bool:
+        """One round trip to the host (connecting when due); updates the state. True when it is up."""
+        conn = self._conn
+        if conn is not None:
+            try:
+                conn.getLibVersion()
+                if self.state != "up":
+                    with self._lock:
+                        self._set_state("up", None)
+                return True
+            except libvirt.libvirtError as err:
+                self.mark_down(err.get_error_message() or "connection lost")
+                return False
+        if time.monotonic() < self._retry_at:
+            return False
+        try:
+            self._get_remote(self.connect_timeout)
+            return True
+        except HostError:
+            return False
+
+    def status(self) -> dict[str, Any]:
+        return {"name": self.name, "state": self.state, "error": self.error, "since": self.since}
+
+
+def _keepalive(conn: Any) -> None:
+    """Ask libvirt to notice a dead peer (works when an event loop is registered, as in the server)."""
+    try:
+        conn.setKeepAlive(5, 3)
+    except libvirt.libvirtError:
+        pass  # no event loop in this process (the CLI): calls fail when TCP gives up
+
+
+class HostPool:
+    """The handles of every host by name; the local one always exists."""
+
+    def __init__(self, local_uri: str, *, connect_timeout: float = CONNECT_TIMEOUT_S,
+                 on_state: StateCallback | None = None) -> None:
+        from kvmkit.hosts.record import LOCAL
+
+        self.connect_timeout = connect_timeout
+        self.on_state = on_state
+        self.local = HostHandle(LOCAL, local_uri, local=True, on_state=on_state)
+        self._handles: dict[str, HostHandle] = {LOCAL: self.local}
+        self._lock = threading.Lock()
+        self._monitors: dict[str, threading.Thread] = {}
+        self._stop = threading.Event()
+        self._monitoring = False
+        self.check_interval = CHECK_INTERVAL_S
+
+    def handle(self, name: str, uri: str) -> HostHandle:
+        """The handle of host ``name`` at ``uri`` (a new one when the URI changed)."""
+        with self._lock:
+            h = self._handles.get(name)
+            if h is not None and (h.local or h.uri == uri):
+                return h
+            if h is not None:
+                h.close()
+            h = HostHandle(name, uri, connect_timeout=self.connect_timeout, on_state=self.on_state)
+            self._handles[name] = h
+            if self._monitoring:
+                self._start_monitor(h)
+            return h
+
+    def get(self, name: str) -> HostHandle | None:
+        return self._handles.get(name)
+
+    def handles(self) -> list[HostHandle]:
+        return list(self._handles.values())
+
+    def retain(self, names: set[str]) -> None:
+        """Close and forget the handles of hosts no longer in the inventory."""
+        with self._lock:
+            for name in [n for n, h in self._handles.items() if not h.local and n not in names]:
+                self._handles.pop(name).close()
+
+    # monitoring (the server) -----------------------------------------------------------------------
+    def start_monitor(self, interval: float | None = None) -> None:
+        if interval is not None:
+            self.check_interval = interval
+        with self._lock:
+            self._monitoring = True
+            for h in self._handles.values():
+                if not h.local:
+                    self._start_monitor(h)
+
+    def _start_monitor(self, h: HostHandle) -> None:
+        def loop() -> None:
+            while not self._stop.is_set() and self._handles.get(h.name) is h:
+                try:
+                    h.check()
+                except Exception:
+                    log.debug("checking host %s failed", h.name, exc_info=True)
+                wait = self.check_interval
+                if h.state == "down":
+                    wait = min(wait, max(0.2, h._retry_at - time.monotonic()))
+                self._stop.wait(wait)
+
+        t = threading.Thread(target=loop, name=f"kvmkit-host-{h.name}", daemon=True)
+        self._monitors[h.name] = t
+        t.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        for h in self.handles():
+            h.close()

@@ -1,0 +1,1 @@
+"""Many hosts: the inventory as users see it, VM lists across hosts, placement of new VMs."""

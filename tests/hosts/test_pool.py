@@ -1,0 +1,95 @@
+"""The connection pool against the test bed's daemons: a host is up once it answers, down (and failing at
+once, without a connect attempt each time) when its libvirtd is killed, up again by itself once it is back
+(the monitor reconnects with back-off), and a host whose address stops answering is reported down after
+the connect timeout while the connect is still under way."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from kvmkit.hosts.pool import HostDown, HostHandle, HostPool
+from kvmkit.service.tasks.events import register_event_impl
+
+pytestmark = pytest.mark.guest
+
+
+class States:
+    """The pool's state callbacks, waited on with an event (no sleeps)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, str | None]] = []
+        self._changed = threading.Condition()
+
+    def __call__(self, name: str, state: str, error: str | None) -> None:
+        with self._changed:
+            self.seen.append((name, state, error))
+            self._changed.notify_all()
+
+    def wait(self, name: str, state: str, after: int = 0, timeout: float = 60) -> tuple[str, str, str | None]:
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                for item in self.seen[after:]:
+                    if item[:2] == (name, state):
+                        return item
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"no {state} for {name} in {timeout} s: {self.seen}")
+                self._changed.wait(left)
+
+
+def test_down_fails_at_once_and_the_monitor_brings_it_back(hosts) -> None:
+    register_event_impl()  # as in the server: keepalive works
+    states = States()
+    pool = HostPool("qemu:///system", on_state=states)
+    pool.check_interval = 0.2
+    a = pool.handle("a", hosts["a"].uri)
+    try:
+        assert a.get().getHostname() == hosts["a"].hostname
+        states.wait("a", "up")
+        pool.start_monitor()
+        mark = len(states.seen)
+        hosts["a"].kill_libvirtd()
+        _name, _state, error = states.wait("a", "down", after=mark)  # the monitor noticed, nobody asked
+        assert error
+        with pytest.raises(HostDown, match="host 'a' is down") as err:
+            a.get()
+        assert a.uri in (err.value.hint or "")
+        mark = len(states.seen)
+        hosts["a"].start_libvirtd()
+        states.wait("a", "up", after=mark)  # reconnected by the monitor, with back-off
+        assert a.get().getLibVersion() > 0
+    finally:
+        pool.close()
+
+
+def test_an_address_that_stops_answering_is_down_after_the_timeout(hosts) -> None:
+    states = States()
+    hosts["b"].link_down()
+    h = HostHandle("b", hosts["b"].uri, connect_timeout=1.0, on_state=states)
+    try:
+        with pytest.raises(HostDown, match="no answer from"):
+            h.get()
+        assert h._attempt is not None  # the connect is still waiting for TCP: the caller was not held up by it
+        assert states.wait("b", "down")[2].startswith("no answer")
+        with pytest.raises(HostDown):
+            h.get()  # the same attempt is still under way: waited on for the timeout again, not a new one
+    finally:
+        hosts["b"].link_up()
+        h.close()
+
+
+def test_the_pool_keeps_one_handle_per_host_and_forgets_removed_ones(hosts) -> None:
+    pool = HostPool("qemu:///system")
+    try:
+        h1 = pool.handle("a", hosts["a"].uri)
+        assert pool.handle("a", hosts["a"].uri) is h1
+        h2 = pool.handle("a", hosts["b"].uri)  # the inventory gave it another URI
+        assert h2 is not h1 and h2.get().getHostname() == hosts["b"].hostname
+        pool.retain({"local"})
+        assert pool.get("a") is None and pool.get("local") is pool.local
+    finally:
+        pool.close()
