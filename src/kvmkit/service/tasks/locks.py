@@ -66,9 +66,10 @@ def take(store: Store, target: str, holder: str, kind: str, server: str, *,
         try:
             with store.session() as s:
                 s.add(TaskLock(target=target, holder=holder, kind=kind[:64], server=server))
+                s.flush()  # the hold first: what ``also`` writes (a task's created_at) is stamped once it is ours
                 if also is not None:
                     also(s)
-                s.flush()
+                    s.flush()
             return
         except IntegrityError:
             current = holder_of(store, target)
