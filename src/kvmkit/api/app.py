@@ -28,10 +28,13 @@ def create_app(db_url: str | None = None, uri: str | None = None, *, tls: bool =
     from kvmkit.service.metrics.sampler import interval_from_env
 
     metrics_interval = interval_from_env()  # a bad KVMKIT_METRICS_INTERVAL fails here, before serving
+    from kvmkit.service.tasks.servers import timing_from_env
+
+    heartbeat = timing_from_env()  # KVMKIT_HEARTBEAT_S, KVMKIT_SERVER_TIMEOUT_S: checked before serving too
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        st = build_state(db_url, uri, tls=tls, workers=workers)
+        st = build_state(db_url, uri, tls=tls, workers=workers, heartbeat=heartbeat)
         app.state.kvmkit = st
         if metrics_interval:
             from kvmkit.service.metrics.sampler import Sampler
@@ -78,6 +81,7 @@ def create_app(db_url: str | None = None, uri: str | None = None, *, tls: bool =
     import kvmkit.api.routes_networks as routes_networks
     import kvmkit.api.routes_os as routes_os
     import kvmkit.api.routes_pools as routes_pools
+    import kvmkit.api.routes_servers as routes_servers
     import kvmkit.api.routes_snapshots as routes_snapshots
     import kvmkit.api.routes_tasks as routes_tasks
     import kvmkit.api.routes_templates as routes_templates
@@ -95,13 +99,13 @@ def create_app(db_url: str | None = None, uri: str | None = None, *, tls: bool =
 
     # routers of what lives on a libvirt host take ?host=NAME (api/host_scope.py); these do not
     hostless = {routes_auth, routes_tasks, routes_events, routes_users, routes_tokens, routes_audit, routes_hosts,
-                routes_os}
+                routes_os, routes_servers}
     scoped = [Depends(host_scope)]
     app.include_router(routes_health.router)
     for mod in (routes_auth, routes_vm_import, routes_vms, routes_snapshots, routes_tasks, routes_events,
                 routes_users, routes_tokens, routes_audit, routes_pools, routes_networks, routes_os,
                 routes_vm_copies, routes_vm_devices, routes_vm_runtime, routes_vm_xml, routes_host, routes_metrics,
-                routes_volumes, routes_images, routes_templates, routes_vm_guest, routes_hosts):
+                routes_volumes, routes_images, routes_templates, routes_vm_guest, routes_hosts, routes_servers):
         app.include_router(mod.router, prefix=API, dependencies=[] if mod in hostless else scoped)
     app.include_router(routes_console.router, dependencies=scoped)  # its path carries the /api/v1 prefix itself
     app.include_router(routes_console_vnc.router, dependencies=scoped)  # the same
@@ -122,7 +126,11 @@ def install_security(app: FastAPI) -> None:
     app.add_middleware(SecurityHeadersMiddleware)
 
 
-def build_state(db_url: str | None, uri: str, *, tls: bool = False, workers: int = 4) -> Any:
+def build_state(db_url: str | None, uri: str, *, tls: bool = False, workers: int = 4,
+                heartbeat: tuple[float, float] | None = None) -> Any:
+    """Everything the server holds. Several servers may share one PostgreSQL database: each registers
+    itself and heartbeats (service/tasks/servers.py), takes over after servers that stop
+    (service/tasks/reaper.py) and relays its task events to the others (service/tasks/relay.py)."""
     from kvmkit.api import crash_watch, snapshot_jobs, storage_jobs, vm_copy_jobs, vm_jobs
     from kvmkit.api.host_scope import host_scoped_runner
     from kvmkit.api.state import ServerState
@@ -130,7 +138,9 @@ def build_state(db_url: str | None, uri: str, *, tls: bool = False, workers: int
     from kvmkit.hosts.pool import HostPool
     from kvmkit.hosts.registry import Hosts
     from kvmkit.service.tasks.events import EventHub, register_event_impl
+    from kvmkit.service.tasks.relay import TaskEventRelay
     from kvmkit.service.tasks.runner import TaskRunner
+    from kvmkit.service.tasks.servers import DEFAULT_INTERVAL, DEFAULT_TIMEOUT, Membership
     from kvmkit.store.db import Store
 
     register_event_impl()  # before any connection is opened, so keepalive and events work
@@ -147,8 +157,11 @@ def build_state(db_url: str | None, uri: str, *, tls: bool = False, workers: int
     vm_list = VMListCache(hv.get, host="local")
     vm_lists = HostVMLists(vm_list)
     hub.subscribe(vm_lists.on_hub_event)
-    runner = host_scoped_runner(invalidating_runner(TaskRunner, vm_lists))(store, workers=workers,
-                                                                          publish=hub.publish)
+    interval, timeout = heartbeat or (DEFAULT_INTERVAL, DEFAULT_TIMEOUT)
+    relay = TaskEventRelay(store, hub.publish, lambda task_id: runner.get(task_id))
+    runner = host_scoped_runner(invalidating_runner(TaskRunner, vm_lists))(
+        store, workers=workers, publish=relay.publish, membership=Membership(store, interval=interval, timeout=timeout))
+    runner.relay = relay
     runner.host_conn = lambda name: hosts.resolve(name).get()
     vm_jobs.register_recovery()
     vm_copy_jobs.register()
@@ -166,7 +179,9 @@ def build_state(db_url: str | None, uri: str, *, tls: bool = False, workers: int
     except Exception as err:
         log.error("libvirt not reachable at start-up (%s); interrupted tasks are recovered later", err)
         conn = None
-    st.recovered = runner.recover(conn)
+    st.recovered = runner.recover(conn)  # after servers that stopped (this one's predecessor among them)
+    relay.start()
+    runner.start_watchdog(hv.get)
     crash_watch.install(st)  # restarts VMs whose QEMU died when their on_crash policy says restart
     hub.start()
     pool.start_monitor()

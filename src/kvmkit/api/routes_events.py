@@ -1,6 +1,7 @@
 """/api/v1/events: server-sent events. ``vm`` events (defined, undefined, started, stopped, suspended,
-resumed, shutdown, crashed) come from libvirt; ``task`` events on every task change; ``host`` events when
-the libvirt event connection drops and comes back (after a libvirtd restart)."""
+resumed, shutdown, crashed) come from libvirt; ``task`` events on every task change — of this server's
+tasks and, on PostgreSQL, of every other server's on the database (service/tasks/relay.py); ``host``
+events when the libvirt event connection drops and comes back (after a libvirtd restart)."""
 
 from __future__ import annotations
 
@@ -47,7 +48,8 @@ async def events(request: Request, p: Principal = Depends(require("viewer"))) ->
 
     async def stream() -> AsyncIterator[str]:
         try:
-            yield f"event: hello\ndata: {json.dumps({'user': p.name, 'connected': st.hub.connected})}\n\n"
+            hello = {"user": p.name, "connected": st.hub.connected, "server": st.runner.server_id}
+            yield f"event: hello\ndata: {json.dumps(hello)}\n\n"
             while True:
                 if await request.is_disconnected():
                     break

@@ -2,7 +2,8 @@
 
 Every long or state-changing operation goes through ``submit``: ``target`` names what the task holds
 ("vm:NAME", "pool:NAME", "volume:POOL/NAME", "net:NAME", "host"), so a second operation on the same
-object answers 409 naming the running task. The outcome is written to the audit log when the task ends.
+object answers 409 naming the running task — also when another server on the same database runs it.
+The outcome is written to the audit log when the task ends.
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ TASK_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def not_busy(st: ServerState, target: str) -> None:
-    """409 naming the running task when ``target`` (e.g. vm:NAME) is held (checked before anything else)."""
-    from kvmkit.service.tasks.runner import Busy
+    """409 naming the running task, its kind and its server when ``target`` (e.g. vm:NAME) is held by a
+    task of any server on the database (checked before anything else)."""
+    from kvmkit.service.tasks.locks import busy
 
-    running = st.runner.busy_with(target)
-    if running:
-        raise Busy(target, running, "another operation")
+    held = st.runner.holder(target)
+    if held is not None:
+        raise busy(held)
 
 
 def accepted(task: dict[str, Any]) -> JSONResponse:

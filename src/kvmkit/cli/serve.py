@@ -40,7 +40,9 @@ def serve(
                                  help="largest request body accepted (413 above it); streamed uploads are exempt"),
 ) -> None:
     """Serve the API at /api/v1 (OpenAPI at /api/v1/openapi.json, /healthz, /readyz). Migrates the
-    database, recovers tasks a previous server left unfinished, and follows libvirt events."""
+    database, recovers tasks a previous server left unfinished, and follows libvirt events. Several servers
+    may share one PostgreSQL database: each heartbeats every KVMKIT_HEARTBEAT_S seconds (5) and takes over
+    the tasks of one silent for KVMKIT_SERVER_TIMEOUT_S (30); see docs/api.md."""
     from kvmkit.errors import InvalidInput
 
     host, port = parse_listen(listen)

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from kvmkit.errors import HostError, InvalidInput
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+MIGRATION_LOCK = 0x6B766D6B  # "kvmk": the advisory lock held while a server upgrades the schema
 
 
 def default_url() -> str:
@@ -71,6 +72,8 @@ def upgrade(engine: Engine) -> None:
     cfg.set_main_option("script_location", str(MIGRATIONS))
     try:
         with engine.begin() as connection:
+            if engine.dialect.name == "postgresql":  # servers starting together on one database: one at a time
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
             cfg.attributes["connection"] = connection
             command.upgrade(cfg, "head")
     except Exception as err:

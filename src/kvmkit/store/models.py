@@ -12,6 +12,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     PrimaryKeyConstraint,
     SmallInteger,
@@ -124,7 +125,8 @@ class Task(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     kind: Mapped[str] = mapped_column(String(32))  # vm.create, vm.start, ...
     target: Mapped[str] = mapped_column(String(128))  # "vm:NAME"
-    state: Mapped[str] = mapped_column(String(16), default="queued")  # queued running succeeded failed cancelled
+    # queued running succeeded failed cancelled
+    state: Mapped[str] = mapped_column(String(16), default="queued", index=True)
     percent: Mapped[int] = mapped_column(Integer, default=0)
     message: Mapped[str] = mapped_column(Text, default="")
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -135,10 +137,14 @@ class Task(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # the server (servers.id) running it: the one that accepted it, or the one that took it over to clean up
+    # after that one stopped. NULL: written before revision 0005.
+    owner: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
 
 
 class TaskStep(Base):
     __tablename__ = "task_steps"
+    __table_args__ = (Index("uq_task_steps_task_seq", "task_id", "seq", unique=True),)  # one row per step number
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     task_id: Mapped[str] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), index=True)
@@ -146,6 +152,40 @@ class TaskStep(Base):
     name: Mapped[str] = mapped_column(String(64))
     data: Mapped[Any] = mapped_column(JSON, nullable=True)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class TaskLock(Base):
+    """An object (``target``: vm:NAME, pool:NAME, host ...) held by one task or one short change, for every
+    server on the database: the primary key makes taking it atomic. ``holder`` is the task id (or
+    ``sync-UUID`` for a change made inside a request); ``server`` the server holding it."""
+
+    __tablename__ = "task_locks"
+
+    target: Mapped[str] = mapped_column(String(128), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(64), index=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    server: Mapped[str] = mapped_column(String(36), index=True)
+    since: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Server(Base):
+    """A ``kvmkit serve`` process on this database. It writes ``heartbeat_at`` (the database's clock) every
+    few seconds; ``state`` is up, stopped (shut down cleanly) or dead (another server, ``reaped_by``, found
+    it gone and took over its tasks). ``proc_key`` (boot id, pid namespace, process start time) lets a
+    server on the same machine tell at once that the process has ended."""
+
+    __tablename__ = "servers"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    proc_key: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    version: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    state: Mapped[str] = mapped_column(String(16), default="up", index=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    reaped_by: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    reaped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class AuditEntry(Base):
