@@ -88,4 +88,5 @@ def repair(
 register_all(app, [
     "host_tuning",  # info, ksm, hugepages, iosched, profile, plan
     "host_remote",  # add, list, remove (other hosts)
+    "host_migration",  # evacuate, cpu-baseline
 ])
