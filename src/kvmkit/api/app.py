@@ -59,6 +59,7 @@ def create_app(db_url: str | None = None, uri: str | None = None, *, tls: bool =
     import kvmkit.api.routes_health as routes_health
     import kvmkit.api.routes_host as routes_host
     import kvmkit.api.routes_hosts as routes_hosts
+    import kvmkit.api.routes_migration as routes_migration
     import kvmkit.api.routes_networks as routes_networks
     import kvmkit.api.routes_pools as routes_pools
     import kvmkit.api.routes_snapshots as routes_snapshots
@@ -78,8 +79,10 @@ def create_app(db_url: str | None = None, uri: str | None = None, *, tls: bool =
     app.include_router(routes_health.router)
     for mod in (routes_auth, routes_vms, routes_snapshots, routes_tasks, routes_events, routes_users, routes_tokens,
                 routes_audit, routes_pools, routes_networks,
-                routes_vm_copies, routes_vm_devices, routes_vm_runtime, routes_vm_xml, routes_host, routes_hosts):
+                routes_vm_copies, routes_vm_devices, routes_vm_runtime, routes_vm_xml, routes_host, routes_hosts,
+                routes_migration):
         app.include_router(mod.router, prefix=API, dependencies=[] if mod in hostless else scoped)
+    app.include_router(routes_migration.hosts_router, prefix=API)  # evacuate, cpu-baseline: not host-scoped
     app.include_router(routes_console.router, dependencies=scoped)  # its path carries the /api/v1 prefix itself
     return app
 
