@@ -124,7 +124,7 @@ def migrate_vm(src: Endpoint, dst: Endpoint, name: str, spec: MigrateSpec, *, pl
         if plan.copies:
             _report(progress, {"phase": "volumes", "percent": 0.0,
                                "message": f"creating {len(plan.copies)} volume(s) on host {dst.name}"})
-            create_dest_volumes(dst.conn, plan.copies, made)
+            create_dest_volumes(dst.conn, plan.copies, made, empty=plan.mode == "offline")
         if plan.copies and plan.mode == "offline":
             def copied(done: int, total: int) -> None:
                 _report(progress, {"phase": "copying", "percent": round(100.0 * done / max(1, total), 1),

@@ -363,6 +363,12 @@ def _disk_verdict(disk: DiskRef, before: FileView, dest: FileView, after: FileVi
         return
     if spec.copy_storage and not disk.readonly:
         directory = os.path.dirname(disk.path)
+        if plan.mode == "offline" and facts.get("backing"):
+            problems.append(f"{disk.target}: {disk.path} is an overlay on {facts['backing']}: an offline copy "
+                            "moves the file as it is, without its base")
+            fixes.append("migrate it live (QEMU copies the whole chain into one image), or give the destination "
+                         "the base at the same path")
+            return
         if dest.exists:
             same = same_file(before, dest, after)
             if same:

@@ -21,12 +21,17 @@ from kvmkit.xml.migration import volume_xml
 CHUNK = 4 * 2**20
 
 
-def create_dest_volumes(conn: libvirt.virConnect, disks: list[DiskPlan], made: list[str]) -> None:
-    """Create every disk to copy in its destination pool; ``made`` collects the paths (for the undo)."""
+def create_dest_volumes(conn: libvirt.virConnect, disks: list[DiskPlan], made: list[str], *,
+                        empty: bool = False) -> None:
+    """Create every disk to copy in its destination pool; ``made`` collects the paths (for the undo).
+
+    A live copy gets an image of the disk's format and size for QEMU to mirror into; an offline one
+    (``empty``) an empty file that the stream fills with the source file's bytes (kvmkit's offline copy)."""
     for disk in disks:
         assert disk.dest_pool is not None
         pool = conn.storagePoolLookupByName(disk.dest_pool)
-        vol = pool.createXML(volume_xml(os.path.basename(disk.path), int(disk.capacity or 0), disk.format), 0)
+        capacity, fmt = (0, "raw") if empty else (int(disk.capacity or 0), disk.format)
+        vol = pool.createXML(volume_xml(os.path.basename(disk.path), capacity, fmt), 0)
         made.append(vol.path())
         if os.path.normpath(vol.path()) != os.path.normpath(disk.path):
             raise libvirt.libvirtError(f"pool {disk.dest_pool} made {vol.path()}, not {disk.path}")
