@@ -21,6 +21,7 @@ SCENARIOS: dict[str, tuple[str, str, str]] = {
     "boot": ("bench.boot", "bench_boot", "7. boot to ready marker by machine type"),
     "snapshot": ("bench.snapshots", "bench_snapshots", "4. snapshot create + revert"),
     "ten": ("bench.ten_vms", "bench_ten_vms", "3. ten VMs to running"),
+    "migrate": ("bench.migration", "bench_migration", "9. live migration between two hosts (kvmkit vs virsh)"),
 }
 
 

@@ -369,7 +369,9 @@ def _after_success(src: Endpoint, dst: Endpoint, plan: Plan, spec: MigrateSpec, 
     try:
         dom = dst.conn.lookupByUUIDString(plan.uuid)
         if plan.mode == "live":
-            stats = dom.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
+            # KEEP_COMPLETED: left for others to read too (virsh domjobinfo --completed)
+            stats = dom.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED
+                                 | libvirt.VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED)
     except libvirt.libvirtError:
         dom = None
     notes = list(plan.notes)
