@@ -108,3 +108,22 @@ def test_progress_reports_data_rate_and_expected_downtime(hosts, inventory) -> N
     assert any(p["expected_downtime_ms"] is not None for p in copying)
     assert all(re.search(r"MiB left", p["message"]) for p in copying)
     assert res["downtime_ms"] is not None and res["iterations"] >= 1
+
+
+def test_managed_when_the_destination_uri_is_local_only(hosts, inventory) -> None:
+    """A destination known by a local URI only (qemu:///system: the source's libvirtd cannot open it): kvmkit
+    drives libvirt's phases itself with both connections (virDomainMigrate3)."""
+    from kvmkit.service.migration.model import Endpoint
+
+    g = guest(hosts, "a")
+    before, last = g.log.text(), g.log.statuses()[-1].uptime
+    src, dst = ends(inventory, "a", "b")
+    local_only = Endpoint(dst.name, "qemu:///system", dst.conn)
+    res = migrate_vm(src, local_only, g.name, MigrateSpec(to="b", auto_converge=True, postcopy=True))
+    assert res["transport"] == "managed" and "PEER2PEER" not in res["flags"]
+    assert {"AUTO_CONVERGE", "POSTCOPY"} <= set(res["flags"])
+    # post-copy is switched to after the first pass over memory; the micro-guest dirties so little memory that
+    # its second pass is over before kvmkit's next look: then the pre-copy simply converged
+    assert isinstance(res["postcopy"], bool)
+    assert defined_on(hosts, g.name) == {"b": (True, True)}
+    _continues(g, before, last)
