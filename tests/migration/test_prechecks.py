@@ -21,6 +21,7 @@ from kvmkit.service.migration.precheck import plan_migration
 from kvmkit.spec.host import HostLimits
 from kvmkit.spec.migration import MigrateSpec
 from tests.migration.conftest import defined_on, dir_pool, ends, guest, own_files
+from tests.support.cli_run import KVMKIT
 from tests.support.micro_domain import MicroDomain
 from tests.support.serial import SerialLog
 
@@ -83,6 +84,14 @@ def test_clock_skew_over_the_limit_is_refused(hosts, inventory, monkeypatch) -> 
     clock = _check(err.value.plan, "clock")
     assert clock.status == "fail" and "+5.0" in clock.detail and "limit 1 s" in clock.detail
     assert "synchronise the hosts' clocks" in (clock.fix or "")
+    env = {**os.environ, "KVMKIT_DB": inventory.db_url, "KVMKIT_NO_WARM": "1"}  # the CLI says the same
+    cli = subprocess.run([KVMKIT, "--host", "a", "vm", "migrate", dom.name(), "--to", "b"], capture_output=True,
+                         text=True, env=env, timeout=120)
+    assert cli.returncode == 1 and "error: " in cli.stderr and "clock: host b's clock is +5.0" in cli.stderr
+    assert "hint: synchronise the hosts' clocks" in cli.stderr
+    check = subprocess.run([KVMKIT, "--host", "a", "vm", "migrate", dom.name(), "--to", "b", "--check"],
+                           capture_output=True, text=True, env=env, timeout=120)
+    assert check.returncode == 1 and "FAIL  clock" in check.stdout and "refused" in check.stdout
     monkeypatch.setenv("KVMKIT_MIGRATE_MAX_CLOCK_SKEW", "10")
     assert _check(plan_migration(src, dst, dom.name(), MigrateSpec(to="b")), "clock").status == "pass"
     assert defined_on(hosts, dom.name()) == {"a": (False, True)}
