@@ -24,6 +24,7 @@ SCENARIOS: dict[str, tuple[str, str, str]] = {
     "upload": ("bench.upload", "bench_upload", "8. 1 GiB volume upload: API vs virsh vol-upload"),
     "portal": ("bench.portal", "bench_portal", "9. web portal: login to 1000 VMs painted, JS+CSS size"),
     "hosts": ("bench.hosts", "bench_hosts", "10. vm list over three hosts (the test bed) beside one"),
+    "migrate": ("bench.migration", "bench_migration", "11. live migration between two hosts (kvmkit vs virsh)"),
 }
 
 

@@ -78,6 +78,7 @@ def create_app(db_url: str | None = None, uri: str | None = None, *, tls: bool =
     import kvmkit.api.routes_hosts as routes_hosts
     import kvmkit.api.routes_images as routes_images
     import kvmkit.api.routes_metrics as routes_metrics
+    import kvmkit.api.routes_migration as routes_migration
     import kvmkit.api.routes_networks as routes_networks
     import kvmkit.api.routes_os as routes_os
     import kvmkit.api.routes_pools as routes_pools
@@ -105,8 +106,10 @@ def create_app(db_url: str | None = None, uri: str | None = None, *, tls: bool =
     for mod in (routes_auth, routes_vm_import, routes_vms, routes_snapshots, routes_tasks, routes_events,
                 routes_users, routes_tokens, routes_audit, routes_pools, routes_networks, routes_os,
                 routes_vm_copies, routes_vm_devices, routes_vm_runtime, routes_vm_xml, routes_host, routes_metrics,
-                routes_volumes, routes_images, routes_templates, routes_vm_guest, routes_hosts, routes_servers):
+                routes_volumes, routes_images, routes_templates, routes_vm_guest, routes_hosts, routes_servers,
+                routes_migration):
         app.include_router(mod.router, prefix=API, dependencies=[] if mod in hostless else scoped)
+    app.include_router(routes_migration.hosts_router, prefix=API)  # evacuate, cpu-baseline: not host-scoped
     app.include_router(routes_console.router, dependencies=scoped)  # its path carries the /api/v1 prefix itself
     app.include_router(routes_console_vnc.router, dependencies=scoped)  # the same
     app.include_router(routes_metrics.scrape_router)  # /metrics, outside /api/v1

@@ -89,4 +89,5 @@ register_all(app, [
     "host_tuning",  # info, ksm, hugepages, iosched, profile, plan
     "host_remote",  # add, list, remove (other hosts)
     "host_metrics",  # metrics (the history kvmkit serve records)
+    "host_migration",  # evacuate, cpu-baseline
 ])
