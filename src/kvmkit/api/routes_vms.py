@@ -16,6 +16,8 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from kvmkit.api.deps import check_vm_visible, require, require_unrestricted, state
+from kvmkit.api.models_base import Out
+from kvmkit.api.models_vms import ResourcesChanged, VMDetail, VMRow
 from kvmkit.api.submit import TASK_RESPONSES, not_busy, submit
 from kvmkit.api.vm_cache import encode
 from kvmkit.errors import Conflict
@@ -26,7 +28,7 @@ from kvmkit.spec.vm import VMSpec
 router = APIRouter(prefix="/vms", tags=["vms"])
 Action = Literal["start", "shutdown", "reboot", "destroy", "suspend", "resume"]
 
-@router.get("", response_model=list[dict[str, Any]])
+@router.get("", response_model=list[VMRow])
 async def list_vms(request: Request, p: Principal = Depends(require("viewer"))) -> Response:
     """All VMs (a delegated user sees only its granted VMs)."""
     # Served from the server's event-refreshed VM list (api/vm_cache.py) as ready JSON bytes: no libvirt
@@ -46,7 +48,8 @@ async def list_vms(request: Request, p: Principal = Depends(require("viewer"))) 
     return Response(body, media_type="application/json")
 
 
-@router.get("/{name}", responses={404: {"description": "no such VM (or not delegated to you)"}})
+@router.get("/{name}", response_model=VMDetail,
+            responses={404: {"description": "no such VM (or not delegated to you)"}})
 def show_vm(name: str, request: Request, p: Principal = Depends(require("viewer"))) -> dict[str, Any]:
     check_vm_visible(p, name)
     conn = state(request).hv.get()
@@ -151,7 +154,8 @@ class Resources(BaseModel):
         return v
 
 
-@router.patch("/{name}", responses={404: {"description": "no such VM"}, 409: {"description": "busy or wrong state"}})
+@router.patch("/{name}", response_model=ResourcesChanged, response_model_exclude_unset=True,
+              responses={404: {"description": "no such VM"}, 409: {"description": "busy or wrong state"}})
 def set_resources(name: str, body: Resources, request: Request,
                   p: Principal = Depends(require("operator"))) -> dict[str, Any]:
     """Change vCPUs, memory (live within the maximum and/or in the definition) and autostart."""
@@ -178,7 +182,7 @@ class Rename(BaseModel):
     name: str = Field(description="the new name")
 
 
-class Renamed(BaseModel):
+class Renamed(Out):
     name: str
     old_name: str
     action: str
