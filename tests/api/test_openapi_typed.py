@@ -79,6 +79,8 @@ def test_task_results_are_published(doc: dict[str, Any]) -> None:
     schemas = doc["components"]["schemas"]
     mapping = schemas["Task"]["properties"]["result"]["x-kvmkit-results"]
     assert set(mapping) == set(results())
+    assert schemas["Task"]["properties"]["result"]["x-kvmkit-failed-result"] == {
+        "$ref": "#/components/schemas/TaskRecovery"}
     for kind, ref in mapping.items():
         assert ref["$ref"].rsplit("/", 1)[-1] in schemas, kind
     task_refs = set()
@@ -128,6 +130,10 @@ def test_strict_answers_name_a_missing_field(monkeypatch: pytest.MonkeyPatch) ->
         Task.model_validate(task)
     with pytest.raises(ValidationError, match=r"VMActionDone"):
         Task.model_validate({**task, "kind": "vm.start", "result": {"name": "x"}})  # action, state missing
+    recovered = {**task, "kind": "vm.create", "state": "failed", "result": {"recovery": ["undefined VM x"]}}
+    assert Task.model_validate(recovered).result == {"recovery": ["undefined VM x"]}
+    with pytest.raises(ValidationError, match=r"TaskRecovery does not declare name"):
+        Task.model_validate({**recovered, "result": {"name": "x"}})
     monkeypatch.setenv("KVMKIT_STRICT_RESPONSES", "0")
     assert "extra" not in User.model_validate(row).model_dump()
     assert Task.model_validate(task).result == {"name": "x"}

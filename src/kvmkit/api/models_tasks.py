@@ -34,6 +34,13 @@ class TaskStep(Out):
     at: str | None = Field(description="ISO 8601, UTC")
 
 
+class TaskRecovery(Out):
+    """The result of a task the server failed at start-up because a previous server process stopped while it
+    ran: what the clean-up did (also in ``error``)."""
+
+    recovery: list[str] = Field(description="one line per clean-up step (undefined VM ..., deleted orphan volume ...)")
+
+
 class Task(Out):
     """A long operation: poll ``GET /api/v1/tasks/{id}`` (or follow ``task`` events) until ``state`` is
     succeeded, failed or cancelled."""
@@ -47,8 +54,10 @@ class Task(Out):
     percent: int = Field(ge=0, le=100)
     message: str | None = Field(description="the current step or progress, in words")
     error: str | None = Field(description="why it failed or was cancelled")
-    result: Any = json_value("the operation's answer once it succeeded (null before, and after a failure); its "
-                             "schema depends on kind: see x-kvmkit-results (kind -> schema)")
+    result: Any = json_value("the operation's answer once it succeeded (null before); its schema depends on kind: "
+                             "see x-kvmkit-results (kind -> schema). A failed task has none, except one failed "
+                             "at start-up after the server stopped while it ran: TaskRecovery "
+                             "(x-kvmkit-failed-result)")
     user: str | None = Field(description="who started it (kvmkit for the server's own tasks)")
     created_at: str | None = Field(description="ISO 8601, UTC")
     finished_at: str | None = Field(description="ISO 8601, UTC; null while it runs")
@@ -57,8 +66,12 @@ class Task(Out):
 
     @model_validator(mode="after")
     def _result_fits_kind(self) -> Task:
-        if self.result is not None and strict():
-            if not RESULT_CHECK:
-                raise ValueError("kvmkit.api.task_results is not imported: nothing can check task results")
+        if self.result is None or not strict():
+            return self
+        if self.state != "succeeded":
+            TaskRecovery.model_validate(self.result)
+        elif not RESULT_CHECK:
+            raise ValueError("kvmkit.api.task_results is not imported: nothing can check task results")
+        else:
             RESULT_CHECK[0](self.kind, self.result)
         return self

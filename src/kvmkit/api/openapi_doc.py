@@ -75,11 +75,12 @@ def _add_models(schemas: dict[str, Any]) -> None:
     from pydantic.json_schema import models_json_schema
 
     from kvmkit.api.models_errors import Error, Invalid
+    from kvmkit.api.models_tasks import TaskRecovery
     from kvmkit.api.routes_auth import LoginBody
     from kvmkit.api.task_results import results
 
     table = results()
-    models: list[type[BaseModel]] = [Error, Invalid, LoginBody, *dict.fromkeys(table.values())]
+    models: list[type[BaseModel]] = [Error, Invalid, LoginBody, TaskRecovery, *dict.fromkeys(table.values())]
     refs, top = models_json_schema([(m, "serialization") for m in models],
                                    ref_template="#/components/schemas/{model}")
     for name, schema in top.get("$defs", {}).items():
@@ -89,7 +90,9 @@ def _add_models(schemas: dict[str, Any]) -> None:
     by_model = {m: refs[(m, "serialization")] for m in models}
     task = schemas.get("Task")
     if task is not None:
-        task["properties"]["result"]["x-kvmkit-results"] = {kind: by_model[m] for kind, m in sorted(table.items())}
+        result = task["properties"]["result"]
+        result["x-kvmkit-results"] = {kind: by_model[m] for kind, m in sorted(table.items())}
+        result["x-kvmkit-failed-result"] = by_model[TaskRecovery]
 
 
 def _security(doc: dict[str, Any]) -> None:
