@@ -113,6 +113,9 @@ def create_app(db_url: str | None = None, uri: str | None = None, *, tls: bool =
     app.include_router(routes_console.router, dependencies=scoped)  # its path carries the /api/v1 prefix itself
     app.include_router(routes_console_vnc.router, dependencies=scoped)  # the same
     app.include_router(routes_metrics.scrape_router)  # /metrics, outside /api/v1
+    from kvmkit.api import openapi_doc, task_results  # noqa: F401 - task_results: the strict check of results
+
+    openapi_doc.install(app)  # versioned, errors and task results typed (api/openapi_doc.py)
     return app
 
 

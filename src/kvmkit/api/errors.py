@@ -13,7 +13,7 @@ from typing import Any
 
 import libvirt
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi.exceptions import RequestValidationError, ResponseValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
@@ -53,6 +53,17 @@ def invalid_response(errors: list[Any]) -> JSONResponse:
     return JSONResponse(body, status_code=422)
 
 
+def answer_invalid(request: Request, model: str, errors: list[Any]) -> JSONResponse:
+    """500: the answer does not fit its declared model (api/models_base.py): a bug to fix in the model or the
+    service. The fields are logged and named (not their values: they may be secrets)."""
+    fields = invalid_fields(errors)
+    text = "; ".join(f"{'.'.join(str(p) for p in f['loc'])}: {f['msg']}" for f in fields[:5])
+    log.error("answer of %s %s does not fit %s: %s", request.method, request.url.path, model, text)
+    return JSONResponse({"error": f"internal error: the answer does not fit {model} ({text})",
+                         "hint": "a bug: the model in kvmkit/api/models_*.py and the service disagree",
+                         "code": "internal"}, status_code=500)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(KvmkitError)
     async def kvmkit_error(_request: Request, err: KvmkitError) -> JSONResponse:
@@ -70,8 +81,16 @@ def install(app: FastAPI) -> None:
         return invalid_response(list(err.errors()))
 
     @app.exception_handler(ValidationError)
-    async def model_invalid(_request: Request, err: ValidationError) -> JSONResponse:
+    async def model_invalid(request: Request, err: ValidationError) -> JSONResponse:
+        from kvmkit.api.models_base import OUT_MODELS
+
+        if err.title in OUT_MODELS:  # an answer that does not fit its model: the server's fault, not the input's
+            return answer_invalid(request, err.title, list(err.errors()))
         return invalid_response(list(err.errors()))
+
+    @app.exception_handler(ResponseValidationError)
+    async def response_invalid(request: Request, err: ResponseValidationError) -> JSONResponse:
+        return answer_invalid(request, "the response model", list(err.errors()))
 
     @app.exception_handler(UnicodeError)
     async def bad_text(_request: Request, _err: UnicodeError) -> JSONResponse:

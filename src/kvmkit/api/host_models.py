@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
+from kvmkit.api.models_base import Out
+
 MAX_CPU = 8191  # Linux's largest NR_CPUS: no CPU list names more (and none may expand to millions)
 _CPULIST = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
 
@@ -21,20 +23,20 @@ def bounded_cpulist(value: str, what: str) -> str:
     return text
 
 
-class Change(BaseModel):
+class Change(Out):
     path: str
     before: str
     after: str
 
 
-class Check(BaseModel):
+class Check(Out):
     name: str
     status: Literal["pass", "warn", "fail"]
     detail: str
     hint: str | None = None
 
 
-class HostCheck(BaseModel):
+class HostCheck(Out):
     uri: str
     ready: bool = Field(description="nothing failed (`kvmkit host check` exits 1 otherwise)")
     virt_type: str
@@ -43,7 +45,7 @@ class HostCheck(BaseModel):
     user: str
 
 
-class Node(BaseModel):
+class Node(Out):
     id: int
     cpus: list[int]
     cpulist: str
@@ -52,7 +54,7 @@ class Node(BaseModel):
     sockets: list[int]
 
 
-class Topology(BaseModel):
+class Topology(Out):
     source: str
     sockets: int
     cores_per_socket: int
@@ -63,20 +65,20 @@ class Topology(BaseModel):
     nodes: list[Node]
 
 
-class Cache(BaseModel):
+class Cache(Out):
     level: int
     type: str
     size: str
     shared_cpus: str
 
 
-class Memory(BaseModel):
+class Memory(Out):
     total_mib: int
     free_mib: int | None = None
     available_mib: int | None = None
 
 
-class Ksm(BaseModel):
+class Ksm(Out):
     available: bool
     run: int | None = Field(None, description="0 stopped (merged pages kept), 1 scanning and merging, 2 stopped "
                                               "and unmerged")
@@ -105,7 +107,7 @@ class KsmChange(BaseModel):
     pages_to_scan: int | None = Field(None, ge=1, le=100_000_000, description="pages scanned per wake-up")
 
 
-class HugePool(BaseModel):
+class HugePool(Out):
     size_kib: int
     size: str
     total: int
@@ -116,7 +118,7 @@ class HugePool(BaseModel):
     total_bytes: int
 
 
-class HugePages(BaseModel):
+class HugePages(Out):
     pools: list[HugePool]
     default_size_kib: int
 
@@ -127,7 +129,7 @@ class HugePagesChange(BaseModel):
                                                         "command line (reserved at boot)")
 
 
-class HugePagesAllocated(BaseModel):
+class HugePagesAllocated(Out):
     size: str
     requested: int
     allocated: int | None = None
@@ -141,7 +143,7 @@ class HugePagesAllocated(BaseModel):
     instructions: str | None = None
 
 
-class IoScheduler(BaseModel):
+class IoScheduler(Out):
     device: str
     scheduler: str | None = None
     available: list[str]
@@ -152,14 +154,14 @@ class IoSchedulerChange(BaseModel):
     scheduler: str = Field(min_length=1, max_length=64)
 
 
-class Thp(BaseModel):
+class Thp(Out):
     enabled: str | None = None
     enabled_options: list[str] = Field(default_factory=list)
     defrag: str | None = None
     defrag_options: list[str] = Field(default_factory=list)
 
 
-class Placement(BaseModel):
+class Placement(Out):
     name: str
     vcpus: int
     vcpu_cpu: dict[str, int] = Field(description="vCPU -> the host CPU it last ran on")
@@ -181,14 +183,14 @@ class HostInfo(Topology):
     vms: list[Placement] = Field(description="where the running VMs run")
 
 
-class ProfileItem(BaseModel):
+class ProfileItem(Out):
     name: str
     kind: Literal["built-in", "user"]
     summary: str
     applied: bool
 
 
-class ProfileSetting(BaseModel):
+class ProfileSetting(Out):
     kind: Literal["sysctl", "sysfs"]
     key: str
     value: str
@@ -196,7 +198,7 @@ class ProfileSetting(BaseModel):
     current: str | None = Field(None, description="this host's value now (null: not on this kernel)")
 
 
-class Profile(BaseModel):
+class Profile(Out):
     name: str
     summary: str
     sources: list[str]
@@ -208,7 +210,7 @@ class ProfileApply(BaseModel):
     persist: bool = Field(False, description="also write /etc/sysctl.d/90-kvmkit-NAME.conf")
 
 
-class ProfileApplied(BaseModel):
+class ProfileApplied(Out):
     profile: str
     method: Literal["direct", "tuned"]
     changed: list[Change]
@@ -217,13 +219,13 @@ class ProfileApplied(BaseModel):
     persisted: str | None = None
 
 
-class Restored(BaseModel):
+class Restored(Out):
     path: str
     value: str
     was: str
 
 
-class ProfileRolledBack(BaseModel):
+class ProfileRolledBack(Out):
     profile: str
     method: Literal["direct", "tuned"]
     restored: list[Restored]
@@ -269,7 +271,7 @@ class PlanRequest(BaseModel):
     topology: PlanTopology | None = Field(None, description="default: this host")
 
 
-class PlannedVM(BaseModel):
+class PlannedVM(Out):
     name: str
     vcpus: int
     memory_mib: int
@@ -281,13 +283,13 @@ class PlannedVM(BaseModel):
     xml: str = Field(description="the <numatune> and <cputune> elements to apply")
 
 
-class NodeLeft(BaseModel):
+class NodeLeft(Out):
     id: int
     free_memory_mib: int
     free_cpus: str
 
 
-class Plan(BaseModel):
+class Plan(Out):
     topology: Topology
     overcommit: float
     total_vcpus: int
@@ -297,7 +299,7 @@ class Plan(BaseModel):
     fits: bool
 
 
-class Prepared(BaseModel):
+class Prepared(Out):
     changed: list[str] = Field(description="what was created or started (empty: all was ready)")
 
 
@@ -308,7 +310,7 @@ class RepairRequest(BaseModel):
                                                 "directory, active pools' directories and every file a VM names)")
 
 
-class ClearedRecord(BaseModel):
+class ClearedRecord(Out):
     path: str
     removed: dict[str, str] = Field(description="libvirt attribute (without trusted.libvirt.security.) -> old value")
     owner_before: str | None
@@ -316,13 +318,13 @@ class ClearedRecord(BaseModel):
     skipped: str | None = Field(description="why nothing was changed (the record changed or was locked meanwhile)")
 
 
-class HeldRecord(BaseModel):
+class HeldRecord(Out):
     path: str
     vms: list[str] = Field(description="the running VMs using the file: its records are theirs, untouched")
     refs: int | None
 
 
-class Repaired(BaseModel):
+class Repaired(Out):
     dry_run: bool
     scanned: int = Field(description="distinct files looked at")
     cleared: list[ClearedRecord]

@@ -8,6 +8,8 @@ from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, Field, field_validator
 
 from kvmkit.api.deps import CSRF_COOKIE, SESSION_COOKIE, principal, state
+from kvmkit.api.models_access import Me
+from kvmkit.api.models_base import Out
 from kvmkit.errors import InvalidInput
 from kvmkit.service.access import auth
 from kvmkit.service.access.auth import Principal
@@ -27,7 +29,7 @@ class LoginBody(BaseModel):
         return v
 
 
-class LoginResult(BaseModel):
+class LoginResult(Out):
     token: str
     csrf_token: str | None
     user: str
@@ -88,7 +90,7 @@ def logout(request: Request, response: Response, p: Principal = Depends(principa
     return out
 
 
-@router.get("/me")
+@router.get("/me", response_model=Me)
 def me(p: Principal = Depends(principal)) -> dict[str, Any]:
     return {"name": p.name, "role": p.role, "vm_scope": "granted" if p.granted is not None else "all",
             "vms": sorted(p.granted) if p.granted is not None else None}

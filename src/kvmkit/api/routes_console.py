@@ -34,6 +34,7 @@ from fastapi import APIRouter, Depends, Request, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel
 
 from kvmkit.api.deps import SESSION_COOKIE, check_vm_visible, require, state
+from kvmkit.api.models_vms import ConsoleTicket
 from kvmkit.api.security import origin_allowed, settings_of
 from kvmkit.service.access.auth import Principal
 
@@ -47,7 +48,7 @@ class ConsoleRequest(BaseModel):
     view_only: bool = False
 
 
-@router.post("/api/v1/vms/{name}/console", status_code=201,
+@router.post("/api/v1/vms/{name}/console", status_code=201, response_model=ConsoleTicket,
              responses={404: {"description": "no such VM (or not delegated to you)"},
                         403: {"description": "a viewer asked for more than a view-only graphical console"}})
 def console_ticket(name: str, request: Request, body: ConsoleRequest | None = None,

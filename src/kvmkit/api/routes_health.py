@@ -7,6 +7,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from kvmkit.api.models_health import Health, Ready
+
 router = APIRouter(tags=["health"])
 
 
@@ -29,12 +31,13 @@ def _probe(fn: Any) -> str:
         pool.shutdown(wait=False)
 
 
-@router.get("/healthz")
+@router.get("/healthz", response_model=Health)
 def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "libvirt or the database is not reachable"}})
+@router.get("/readyz", responses={200: {"model": Ready, "description": "libvirt and the database answer"},
+                                  503: {"model": Ready, "description": "libvirt or the database is not reachable"}})
 def readyz(request: Request) -> Any:
     from kvmkit.store.db import check
 

@@ -171,7 +171,7 @@ def profiles_list(_p: Principal = Depends(require("viewer"))) -> list[m.ProfileI
     return [m.ProfileItem.model_validate(p) for p in profiles.list_profiles()]
 
 
-@router.get("/profiles/{name}", responses={404: {"description": "no such profile"}})
+@router.get("/profiles/{name}", responses={**LOCAL_ONLY, 404: {"description": "no such profile"}})
 def profile_show(name: str, request: Request, _p: Principal = Depends(require("viewer"))) -> m.Profile:
     """A profile's settings (includes resolved) with this host's current value of each."""
     from kvmkit.host import profiles

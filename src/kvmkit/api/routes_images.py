@@ -17,14 +17,14 @@ from fastapi.responses import JSONResponse
 
 from kvmkit.api.deps import check_vm_visible, require, require_unrestricted, state
 from kvmkit.api.storage_jobs import percent_progress
-from kvmkit.api.storage_models import ImageInfo, Task
+from kvmkit.api.storage_models import ImageInfo
 from kvmkit.api.submit import TASK_RESPONSES, not_busy, submit
 from kvmkit.errors import InvalidInput
 from kvmkit.service.access.auth import Forbidden, Principal
 from kvmkit.spec.storage import BuildSpec, ConvertSpec, ImageRef, ReadFormat
 
 router = APIRouter(prefix="/images", tags=["images"])
-_TASK = {**TASK_RESPONSES, 202: {"model": Task, "description": TASK_RESPONSES[202]["description"]},
+_TASK = {**TASK_RESPONSES,
          403: {"description": "a host path (admins only), or a viewer"}}
 
 

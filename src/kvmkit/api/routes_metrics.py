@@ -11,9 +11,10 @@ from typing import Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from kvmkit.api.deps import check_vm_visible, require, require_unrestricted, state
+from kvmkit.api.models_base import Out
 from kvmkit.api.state import ServerState
 from kvmkit.errors import NotFound
 from kvmkit.service.access.auth import Principal
@@ -27,13 +28,13 @@ UNTIL = Query(None, description="end (same forms as since); default now")
 STEP = Query(None, description="bucket width: 10s, 5m, 1h or seconds; default about 360 points over the range")
 
 
-class MetricSeries(BaseModel):
+class MetricSeries(Out):
     name: str = Field(description="e.g. cpu_percent, memory_used_bytes, disk_read_bytes_per_second")
     unit: str = Field(description="percent, bytes, bytes/s or count")
     values: list[float | None] = Field(description="one value per timestamp (null: no value in that bucket)")
 
 
-class MetricsHistory(BaseModel):
+class MetricsHistory(Out):
     kind: Literal["vm", "host"]
     name: str
     since: int = Field(description="start of the range, seconds since the epoch")
@@ -82,7 +83,8 @@ def vm_metrics(name: str, request: Request, since: str | None = SINCE, until: st
     return MetricsHistory.model_validate(query.history(st.store, "vm", name, since=since, until=until, step=step))
 
 
-@router.get("/host/metrics", responses={403: {"description": "delegated users see only their VMs"}})
+@router.get("/host/metrics", responses={403: {"description": "delegated users see only their VMs"},
+                                         404: {"description": "no history for that host"}})
 def host_metrics(request: Request, since: str | None = SINCE, until: str | None = UNTIL, step: str | None = STEP,
                  host: str | None = Query(None, description="host name (default: this server's libvirt host)"),
                  p: Principal = Depends(require("viewer"))) -> MetricsHistory:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from kvmkit.api.deps import require, require_unrestricted, state
 from kvmkit.api.driver_limits import LIMITS
+from kvmkit.api.models_base import Out
 from kvmkit.api.responses import Responses
 from kvmkit.service.access.auth import Principal
 from kvmkit.spec.network import DhcpHost, NetworkSpec
@@ -25,18 +26,18 @@ CHANGE: Responses = {404: {"description": "no such network"},
                      409: {"description": "busy, in use, or in the wrong state"}}
 
 
-class DhcpRange(BaseModel):
+class DhcpRange(Out):
     start: str
     end: str
 
 
-class Reservation(BaseModel):
+class Reservation(Out):
     mac: str
     ip: str
     name: str | None = None
 
 
-class Lease(BaseModel):
+class Lease(Out):
     mac: str
     ip: str
     prefix: int
@@ -46,7 +47,7 @@ class Lease(BaseModel):
     interface: str
 
 
-class Network(BaseModel):
+class Network(Out):
     name: str
     uuid: str | None = None
     mode: str = Field(description="nat, isolated, route, bridge (or another libvirt forward mode)")
@@ -74,7 +75,7 @@ class NetworkDetail(Network):
     xml: str
 
 
-class BridgeCreated(BaseModel):
+class BridgeCreated(Out):
     bridge: str
     created: str
     owner: str | None = None
@@ -86,7 +87,7 @@ class NetworkCreated(Network):
     bridge_created: BridgeCreated | None = None
 
 
-class BridgeDeleted(BaseModel):
+class BridgeDeleted(Out):
     bridge: str
     deleted: bool
     uplink: str | None = None
@@ -95,7 +96,7 @@ class BridgeDeleted(BaseModel):
     note: str | None = None
 
 
-class NetworkDeleted(BaseModel):
+class NetworkDeleted(Out):
     name: str
     deleted: bool
     bridge_deleted: BridgeDeleted | None = None

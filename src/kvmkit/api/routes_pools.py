@@ -15,14 +15,14 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
 from kvmkit.api.deps import require, require_unrestricted, state
-from kvmkit.api.storage_models import Autostart, PoolDeleted, PoolInfo, PoolUndefined, Task
+from kvmkit.api.storage_models import Autostart, PoolDeleted, PoolInfo, PoolUndefined
 from kvmkit.api.submit import TASK_RESPONSES, not_busy, submit
 from kvmkit.service.access.auth import Principal
 from kvmkit.spec.storage import PoolSpec
 
 router = APIRouter(prefix="/pools", tags=["pools"])
 _404: dict[int | str, dict[str, Any]] = {404: {"description": "no such pool"}}
-_TASK = {**TASK_RESPONSES, 202: {"model": Task, "description": TASK_RESPONSES[202]["description"]}}
+_TASK = dict(TASK_RESPONSES)  # 202: the Task model, with Location
 
 
 @router.get("")

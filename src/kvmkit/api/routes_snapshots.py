@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from kvmkit.api import snapshot_jobs
 from kvmkit.api.deps import check_vm_visible, require, state
+from kvmkit.api.models_vm_copies import SnapshotRow
 from kvmkit.api.submit import TASK_RESPONSES, not_busy, submit
 from kvmkit.service.access.auth import Principal
 from kvmkit.service.vms.domains import domain
@@ -41,7 +42,8 @@ class NewSnapshot(BaseModel):
         return None if v is None else as_value_error(validate_text, v, "snapshot description", max_len=1000)
 
 
-@router.get("", responses={404: {"description": "no such VM (or not delegated to you)"}})
+@router.get("", response_model=list[SnapshotRow],
+            responses={404: {"description": "no such VM (or not delegated to you)"}})
 def list_snapshots(name: str, request: Request, p: Principal = Depends(require("viewer"))) -> list[dict[str, Any]]:
     from kvmkit.service.copies import snapshots
     check_vm_visible(p, name)

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from kvmkit.api.deps import require, require_unrestricted, state
-from kvmkit.api.storage_models import Task, Template, TemplateUnmarked
+from kvmkit.api.storage_models import Template, TemplateUnmarked
 from kvmkit.api.submit import TASK_RESPONSES, not_busy, submit
 from kvmkit.service.access.auth import Principal
 from kvmkit.spec.storage import ProvisionSpec, TemplateSpec
@@ -62,7 +62,7 @@ def unmark(name: str, _p: Principal = Depends(require("admin"))) -> TemplateUnma
 
 
 @router.post("/{name}/provision", status_code=202,
-             responses={**TASK_RESPONSES, 202: {"model": Task, "description": TASK_RESPONSES[202]["description"]}})
+             responses=TASK_RESPONSES)
 def provision(name: str, body: ProvisionSpec, request: Request,
               p: Principal = Depends(require("operator"))) -> JSONResponse:
     """``kvmkit template provision T NEW_VOLUME [--pool P] [--full-clone]`` as a task

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic import BaseModel, Field
 
 from kvmkit.api.deps import require, state
+from kvmkit.api.models_access import Token, TokenCreated
 from kvmkit.service.access import auth
 from kvmkit.service.access.auth import Forbidden, Principal
 
@@ -20,7 +21,7 @@ class NewToken(BaseModel):
     user: str | None = Field(None, max_length=64, description="admins only: create it for this user")
 
 
-@router.get("")
+@router.get("", response_model=list[Token])
 def list_tokens(request: Request, p: Principal = Depends(require("viewer"))) -> list[dict[str, Any]]:
     from sqlalchemy import select
 
@@ -33,7 +34,9 @@ def list_tokens(request: Request, p: Principal = Depends(require("viewer"))) -> 
         return [auth.token_dict(t) for t in s.scalars(q)]
 
 
-@router.post("", status_code=201, responses={403: {"description": "only admins create tokens for others"}})
+@router.post("", status_code=201, response_model=TokenCreated,
+             responses={403: {"description": "only admins create tokens for others"},
+                        404: {"description": "no such user"}})
 def create_token(body: NewToken, request: Request, p: Principal = Depends(require("viewer"))) -> dict[str, Any]:
     """Create a token; its secret is in the answer only."""
     with state(request).store.session() as s:

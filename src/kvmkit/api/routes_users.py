@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, Field
 
 from kvmkit.api.deps import require, state
+from kvmkit.api.models_access import Group, GroupGrants, GroupMember, User, UserDetail, UserGrants
 from kvmkit.errors import Conflict
 from kvmkit.service.access import auth
 from kvmkit.service.access.auth import Principal
@@ -63,7 +64,7 @@ def _vm_uuid(request: Request, vm: str) -> str:
     return uuid
 
 
-@router.get("/users")
+@router.get("/users", response_model=list[User])
 def list_users(request: Request, _p: Principal = ADMIN) -> list[dict[str, Any]]:
     from sqlalchemy import select
 
@@ -73,20 +74,20 @@ def list_users(request: Request, _p: Principal = ADMIN) -> list[dict[str, Any]]:
         return [auth.user_dict(u) for u in s.scalars(select(User).order_by(User.name))]
 
 
-@router.post("/users", status_code=201, responses={409: {"description": "the user exists"}})
+@router.post("/users", status_code=201, response_model=User, responses={409: {"description": "the user exists"}})
 def add_user(body: NewUser, request: Request, _p: Principal = ADMIN) -> dict[str, Any]:
     with state(request).store.session() as s:
         return auth.user_dict(auth.add_user(s, body.name, body.role, body.password, body.vm_scope))
 
 
-@router.get("/users/{name}", responses={404: {"description": "no such user"}})
+@router.get("/users/{name}", response_model=UserDetail, responses={404: {"description": "no such user"}})
 def show_user(name: str, request: Request, _p: Principal = ADMIN) -> dict[str, Any]:
     with state(request).store.session() as s:
         u = auth.get_user(s, name)
         return auth.user_dict(u) | {"grants": auth.grants_of(s, user=u)}
 
 
-@router.patch("/users/{name}", responses={404: {"description": "no such user"},
+@router.patch("/users/{name}", response_model=User, responses={404: {"description": "no such user"},
                                           409: {"description": "would lock the caller out"}})
 def change_user(name: str, body: UserChange, request: Request, p: Principal = ADMIN) -> dict[str, Any]:
     with state(request).store.session() as s:
@@ -121,7 +122,8 @@ def user_grants(name: str, request: Request, _p: Principal = ADMIN) -> list[str]
         return auth.grants_of(s, user=auth.get_user(s, name))
 
 
-@router.post("/users/{name}/grants", status_code=201, responses={404: {"description": "no such user or VM"}})
+@router.post("/users/{name}/grants", status_code=201, response_model=UserGrants,
+             responses={404: {"description": "no such user or VM"}})
 def grant_user(name: str, body: Grant, request: Request, _p: Principal = ADMIN) -> dict[str, Any]:
     """Delegate a VM to the user (who from now on sees only its granted VMs)."""
     uuid = _vm_uuid(request, body.vm)
@@ -138,7 +140,7 @@ def revoke_user_grant(name: str, vm: str, request: Request, _p: Principal = ADMI
     return Response(status_code=204)
 
 
-@router.get("/groups")
+@router.get("/groups", response_model=list[Group])
 def list_groups(request: Request, _p: Principal = ADMIN) -> list[dict[str, Any]]:
     from sqlalchemy import select
 
@@ -153,7 +155,7 @@ def list_groups(request: Request, _p: Principal = ADMIN) -> list[dict[str, Any]]
         return out
 
 
-@router.post("/groups", status_code=201, responses={409: {"description": "the group exists"}})
+@router.post("/groups", status_code=201, response_model=Group, responses={409: {"description": "the group exists"}})
 def add_group(body: NewGroup, request: Request, _p: Principal = ADMIN) -> dict[str, Any]:
     with state(request).store.session() as s:
         return {"name": auth.add_group(s, body.name).name, "members": [], "grants": []}
@@ -166,14 +168,16 @@ def delete_group(name: str, request: Request, _p: Principal = ADMIN) -> Response
     return Response(status_code=204)
 
 
-@router.post("/groups/{name}/members", status_code=201, responses={404: {"description": "no such group or user"}})
+@router.post("/groups/{name}/members", status_code=201, response_model=GroupMember,
+             responses={404: {"description": "no such group or user"}})
 def add_member(name: str, body: Member, request: Request, _p: Principal = ADMIN) -> dict[str, str]:
     with state(request).store.session() as s:
         auth.add_member(s, auth.get_group(s, name), auth.get_user(s, body.user))
     return {"group": name, "user": body.user}
 
 
-@router.post("/groups/{name}/grants", status_code=201, responses={404: {"description": "no such group or VM"}})
+@router.post("/groups/{name}/grants", status_code=201, response_model=GroupGrants,
+             responses={404: {"description": "no such group or VM"}})
 def grant_group(name: str, body: Grant, request: Request, _p: Principal = ADMIN) -> dict[str, Any]:
     """Delegate a VM to every member of the group whose vm_scope is 'granted'."""
     uuid = _vm_uuid(request, body.vm)

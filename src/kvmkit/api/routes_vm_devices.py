@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 
 from kvmkit.api.deps import check_vm_visible, require, require_unrestricted, state
 from kvmkit.api.driver_limits import LIMITS
+from kvmkit.api.models_base import Out
 from kvmkit.api.responses import ACCEPTED, Responses
 from kvmkit.api.submit import not_busy, submit
 from kvmkit.service.access import policy
@@ -45,7 +46,7 @@ class AttachDisk(BaseModel):
     config: bool | None = Field(None, description=CONFIG)
 
 
-class DiskAttached(BaseModel):
+class DiskAttached(Out):
     name: str
     action: str
     target: str
@@ -65,7 +66,7 @@ class AttachNic(BaseModel):
     config: bool | None = Field(None, description=CONFIG)
 
 
-class NicAttached(BaseModel):
+class NicAttached(Out):
     name: str
     action: str
     mac: str

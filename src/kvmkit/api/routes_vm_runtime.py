@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field, field_validator
 from kvmkit.api.deps import check_vm_visible, require, state
 from kvmkit.api.driver_limits import LIMITS
 from kvmkit.api.host_models import bounded_cpulist
+from kvmkit.api.models_base import Out
 from kvmkit.api.responses import Responses
 from kvmkit.errors import InvalidInput
 from kvmkit.service.access.auth import Principal
@@ -24,7 +25,7 @@ router = APIRouter(tags=["vm runtime"], dependencies=[LIMITS])
 NOT_FOUND: Responses = {404: {"description": "no such VM (or not delegated to you)"}}
 
 
-class Pinning(BaseModel):
+class Pinning(Out):
     name: str
     vcpupin: dict[str, str] = Field(description="vCPU number -> host CPU list")
     emulatorpin: str = Field(description="host CPU list of QEMU's emulator threads")
@@ -86,7 +87,7 @@ def set_pinning(name: str, body: Pin, request: Request, p: Principal = Depends(r
     return Pinning.model_validate(out)
 
 
-class BlockStats(BaseModel):
+class BlockStats(Out):
     name: str | None = None
     path: str | None = None
     rd_reqs: int | None = None
@@ -97,7 +98,7 @@ class BlockStats(BaseModel):
     allocation: int | None = None
 
 
-class NetStats(BaseModel):
+class NetStats(Out):
     name: str | None = None
     rx_bytes: int | None = None
     rx_pkts: int | None = None
@@ -109,7 +110,7 @@ class NetStats(BaseModel):
     tx_drop: int | None = None
 
 
-class VMStats(BaseModel):
+class VMStats(Out):
     name: str
     state: str
     cpu_time_ns: int | None = None
@@ -144,7 +145,7 @@ def all_vm_stats(request: Request, p: Principal = Depends(require("viewer"))) ->
     return [VMStats.model_validate(r) for r in rows if p.may_see_vm(r["name"])]
 
 
-class ConsoleLog(BaseModel):
+class ConsoleLog(Out):
     name: str
     path: str = Field(description="the serial log file on the host")
     text: str

@@ -14,12 +14,13 @@ from pydantic import BaseModel, Field
 
 from kvmkit.api.deps import check_vm_visible, require, state
 from kvmkit.api.driver_limits import LIMITS
+from kvmkit.api.models_base import Out
 from kvmkit.service.access.auth import Principal
 
 router = APIRouter(prefix="/vms/{name}/xml", tags=["vm xml"], dependencies=[LIMITS])
 
 
-class DomainXml(BaseModel):
+class DomainXml(Out):
     name: str
     inactive: bool = Field(description="true: the definition used at the next start; false: the running VM")
     secure: bool = Field(description="secrets (e.g. VNC passwords) included: for admins only")
@@ -31,7 +32,7 @@ class NewXml(BaseModel):
                      max_length=1 << 20)
 
 
-class XmlSummary(BaseModel):
+class XmlSummary(Out):
     title: str | None = None
     description: str | None = None
     vcpus: int | None = None
@@ -43,7 +44,7 @@ class XmlSummary(BaseModel):
     graphics: str | None = None
 
 
-class XmlReplaced(BaseModel):
+class XmlReplaced(Out):
     name: str
     changed: bool = Field(description="false: libvirt stored the same definition as before")
     diff: str = Field(description="unified diff of the stored definition, before -> after")

@@ -17,6 +17,8 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from kvmkit.api.deps import check_vm_visible, require, require_unrestricted, state
+from kvmkit.api.models_base import Out
+from kvmkit.api.models_vms import ResourcesChanged, VMDetail, VMRow
 from kvmkit.api.submit import TASK_RESPONSES, not_busy, submit
 from kvmkit.api.vm_cache import VMListCache, encode, filtered, join_bodies
 from kvmkit.errors import Conflict
@@ -27,21 +29,23 @@ from kvmkit.spec.vm import VMSpec
 router = APIRouter(prefix="/vms", tags=["vms"])
 Action = Literal["start", "shutdown", "reboot", "destroy", "suspend", "resume"]
 
-class HostAnswer(BaseModel):
+class HostAnswer(Out):
+    """How one host answered a VM list."""
+
     name: str
     state: Literal["up", "down", "timeout", "error"]
     error: str | None = None
-    vms: int | None = None
+    vms: int | None = Field(None, description="its VMs listed (null when it did not answer)")
 
 
-class VMListReport(BaseModel):
+class VMListReport(Out):
     """``?report=true``: the rows and how each host answered."""
 
-    vms: list[dict[str, Any]]
+    vms: list[VMRow]
     hosts: list[HostAnswer]
 
 
-@router.get("", response_model=list[dict[str, Any]] | VMListReport)
+@router.get("", response_model=list[VMRow] | VMListReport)
 async def list_vms(request: Request,
                    report: bool = Query(False, description="answer {vms, hosts}: the rows and each host's state"),
                    host_timeout: float = Query(5.0, gt=0, le=120, description="seconds to wait for each host"),
@@ -121,7 +125,8 @@ async def _one_host(name: str, cache: VMListCache, handle: Any,
     return {"name": name, "state": "up", "error": None, "vms": len(built[0])}, built
 
 
-@router.get("/{name}", responses={404: {"description": "no such VM (or not delegated to you)"}})
+@router.get("/{name}", response_model=VMDetail,
+            responses={404: {"description": "no such VM (or not delegated to you)"}})
 def show_vm(name: str, request: Request, p: Principal = Depends(require("viewer"))) -> dict[str, Any]:
     check_vm_visible(p, name)
     conn = state(request).hv.get()
@@ -254,7 +259,8 @@ class Resources(BaseModel):
         return v
 
 
-@router.patch("/{name}", responses={404: {"description": "no such VM"}, 409: {"description": "busy or wrong state"}})
+@router.patch("/{name}", response_model=ResourcesChanged, response_model_exclude_unset=True,
+              responses={404: {"description": "no such VM"}, 409: {"description": "busy or wrong state"}})
 def set_resources(name: str, body: Resources, request: Request,
                   p: Principal = Depends(require("operator"))) -> dict[str, Any]:
     """Change vCPUs, memory (live within the maximum and/or in the definition) and autostart."""
@@ -281,7 +287,7 @@ class Rename(BaseModel):
     name: str = Field(description="the new name")
 
 
-class Renamed(BaseModel):
+class Renamed(Out):
     name: str
     old_name: str
     action: str

@@ -25,7 +25,6 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from kvmkit.api.deps import require, require_unrestricted, state
 from kvmkit.api.storage_models import (
-    Task,
     UploadFailed,
     UploadTask,
     VolumeDeleted,
@@ -40,7 +39,7 @@ from kvmkit.spec.storage import CloneSpec, ResizeSpec, VolumeFormat, VolumeSpec
 
 router = APIRouter(prefix="/pools/{pool}/volumes", tags=["volumes"])
 _404: dict[int | str, dict[str, Any]] = {404: {"description": "no such pool or volume"}}
-_TASK = {**TASK_RESPONSES, 202: {"model": Task, "description": TASK_RESPONSES[202]["description"]}}
+_TASK = dict(TASK_RESPONSES)  # 202: the Task model, with Location
 SHA256 = r"^[0-9a-fA-F]{64}$"
 CONTENT_PATH = "/pools/{pool}/volumes/{name}/content"  # PUT: streamed body, exempt from the body size cap
 

@@ -1,18 +1,17 @@
 """Typed answers of the storage routes (pools, volumes, images, templates) and of their tasks.
 
-They describe what the service functions return (kvmkit.service.storage); ``extra="allow"`` keeps a
-field the service adds later instead of dropping it.
+They describe what the service functions return (kvmkit.service.storage); see api/models_base.py for
+how a field the model lacks is caught by the tests.
 """
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, ConfigDict, Field
 
+from kvmkit.api.models_base import Out as _Out
+from kvmkit.api.models_tasks import Task, TaskState
 
-class _Out(BaseModel):
-    model_config = ConfigDict(extra="allow")
+__all__ = ["Task", "TaskState"]  # the one Task model (api/models_tasks.py), re-exported for the storage routes
 
 
 class PoolSource(_Out):
@@ -141,34 +140,64 @@ class TemplateUnmarked(Template):
     unmarked: bool
 
 
-TaskState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-
-
-class Task(_Out):
-    """A task (GET /api/v1/tasks/{id}); ``result`` is the operation's answer once it succeeded."""
-
-    id: str
-    kind: str
-    target: str
-    state: TaskState
-    percent: int
-    message: str | None
-    error: str | None
-    result: dict[str, object] | None
-    user: str | None
-    created_at: str | None
-    finished_at: str | None
-
-
 class UploadTask(Task):
     result: UploadResult | None  # type: ignore[assignment]
 
 
 class UploadFailed(_Out):
-    """An upload that failed: the error, and the task that journals it."""
+    """An upload that failed: the error, and the task that journals it (no task when the upload was refused
+    before it began: no such pool, a bad format or sha256, a busy volume)."""
 
     error: str
-    hint: str | None
+    hint: str | None = None
     code: str
-    task_id: str
-    task: Task
+    task_id: str | None = None
+    task: Task | None = None
+
+
+# --- task results ---------------------------------------------------------------------------------
+
+class VolumeWiped(_Out):
+    """Result of volume.wipe."""
+
+    pool: str
+    name: str
+    wiped: bool
+    format: str
+
+
+class Converted(_Out):
+    """Result of image.convert."""
+
+    vm: str | None = Field(None, description="with vm: the VM whose disk now points at the new image")
+    old: str = Field(description="the source's path")
+    new: str = Field(description="the new image's path")
+    old_format: str
+    format: str
+    volume: VolumeInfo | None = Field(None, description="when the destination is a pool volume")
+
+
+class ImageBuilt(_Out):
+    """Result of image.build: the files in kvmkit's cache (micro: a kernel and initramfs to boot directly;
+    debian-12: also the disk image ``path``)."""
+
+    kernel: str
+    initrd: str
+    cmdline: str
+    key: str = Field(description="the hash of the build's inputs (a rebuild with the same inputs is cached)")
+    path: str | None = Field(None, description="debian-12: the qcow2 disk image")
+    format: str | None = Field(None, description="debian-12: qcow2")
+    kernel_version: str | None = Field(None, description="micro")
+    pvh_kernel: str | None = Field(None, description="micro: the decompressed kernel with the PVH note, if any")
+    pvh_note: str | None = Field(None, description="micro: why there is no pvh_kernel")
+
+
+class Provisioned(_Out):
+    """Result of template.provision."""
+
+    template: str
+    volume: str
+    pool: str
+    path: str
+    linked: bool
+    info: VolumeInfo

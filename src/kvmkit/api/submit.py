@@ -13,14 +13,11 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
+from kvmkit.api.responses import ACCEPTED
 from kvmkit.api.state import ServerState
 from kvmkit.service.access.auth import Principal
 
-TASK_RESPONSES: dict[int | str, dict[str, Any]] = {
-    202: {"description": "accepted: a task runs the operation; poll GET /api/v1/tasks/{id}"},
-    404: {"description": "no such object (or not delegated to you)"},
-    409: {"description": "the object is busy with another task (task_id names it) or in the wrong state"},
-}
+TASK_RESPONSES = ACCEPTED  # 202 with the Task model (api/models_tasks.py), 404, 409
 
 
 def not_busy(st: ServerState, target: str) -> None:
