@@ -138,8 +138,18 @@ class Resources(BaseModel):
     vcpus: int | None = Field(None, ge=1, le=4096)
     memory: str | int | None = Field(None, description="e.g. 512M, 1G, 2048 (MiB); at most 16T")
     autostart: bool | None = None
+    boot: list[Literal["hd", "cdrom", "network"]] | None = Field(
+        None, min_length=1, max_length=3, description="boot order, e.g. [\"cdrom\", \"hd\"]: written to the "
+        "definition only; libvirt applies it when the VM next starts (a running VM keeps its order until then)")
     live: bool | None = None
     config: bool | None = None
+
+    @field_validator("boot")
+    @classmethod
+    def _boot(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError("name each boot device once, e.g. [\"cdrom\", \"hd\"]")
+        return v
 
     @field_validator("memory")
     @classmethod
@@ -152,10 +162,60 @@ class Resources(BaseModel):
         return v
 
 
-@router.patch("/{name}", responses={404: {"description": "no such VM"}, 409: {"description": "busy or wrong state"}})
+class VcpusSet(BaseModel):
+    name: str
+    action: str
+    vcpus: int
+    max_vcpus_raised_to: int | None
+    live: bool
+    config: bool
+
+
+class MemorySet(BaseModel):
+    name: str
+    action: str
+    memory_mib: int
+    max_memory_raised_to_mib: int | None
+    live: bool
+    config: bool
+
+
+class AutostartSet(BaseModel):
+    name: str
+    action: str
+    autostart: bool
+
+
+class BootSet(BaseModel):
+    name: str
+    action: str
+    boot: list[str] = Field(description="the new boot order in the definition")
+    old_boot: list[str] = Field(description="the order before (empty: none given in <os>)")
+    changed: bool
+    applies: Literal["next start"] = Field(description="libvirt applies a boot order when the VM starts")
+    running: bool = Field(description="the VM runs now (with the order it was started with)")
+    live: bool
+    config: bool
+    warnings: list[str] = Field(description="listed device kinds the VM lacks, a direct kernel boot ...")
+
+
+class ResourcesSet(BaseModel):
+    """What each given field changed (a field not given is absent)."""
+
+    name: str
+    vcpus: VcpusSet | None = None
+    memory: MemorySet | None = None
+    autostart: AutostartSet | None = None
+    boot: BootSet | None = None
+
+
+@router.patch("/{name}", responses={404: {"description": "no such VM"}, 409: {"description": "busy or wrong state"}},
+              response_model_exclude_unset=True)
 def set_resources(name: str, body: Resources, request: Request,
-                  p: Principal = Depends(require("operator"))) -> dict[str, Any]:
-    """Change vCPUs, memory (live within the maximum and/or in the definition) and autostart."""
+                  p: Principal = Depends(require("operator"))) -> ResourcesSet:
+    """Change vCPUs, memory (live within the maximum and/or in the definition), autostart and the boot order
+    (the definition only: it applies when the VM next starts)."""
+    from kvmkit.service.vms import boot_order
     from kvmkit.service.vms import resources as vm_resources
     from kvmkit.spec.common import parse_size_mib
 
@@ -165,6 +225,9 @@ def set_resources(name: str, body: Resources, request: Request,
     domain(conn, name)
     out: dict[str, Any] = {"name": name}
     with st.runner.hold(f"vm:{name}", "vm.set"):
+        checked_boot = None  # checked before anything else is changed
+        if body.boot is not None:
+            checked_boot = boot_order.check_boot(conn, name, list(body.boot), live=body.live, config=body.config)
         if body.vcpus is not None:
             out["vcpus"] = vm_resources.set_vcpus(conn, name, body.vcpus, live=body.live, config=body.config)
         if body.memory is not None:
@@ -172,7 +235,9 @@ def set_resources(name: str, body: Resources, request: Request,
                                                     config=body.config)
         if body.autostart is not None:
             out["autostart"] = vm_resources.set_autostart(conn, name, body.autostart)
-    return out
+        if checked_boot is not None and body.boot is not None:
+            out["boot"] = boot_order.apply_boot(conn, checked_boot, list(body.boot))
+    return ResourcesSet.model_validate(out)
 
 
 class Rename(BaseModel):
