@@ -178,8 +178,10 @@ class ServerState:
     exporter: Any = None  # the /metrics collector (kvmkit.service.metrics.exporter.Exporter), made at first scrape
     sampler: Any = None  # the history sampler thread (kvmkit.service.metrics.sampler.Sampler); None when off
 
-    def changed(self) -> None:
-        """A change request was answered: forget cached callers and mark the VM list stale."""
+    def changed(self, *, vms: bool = True) -> None:
+        """A change request was answered: forget cached callers and (unless ``vms`` is false: the request
+        changes no VM, e.g. a login) mark the VM list stale."""
         self.tokens.clear()
-        self.vm_list.invalidate()
+        if vms:
+            self.vm_list.invalidate()
         self.access_generation += 1
