@@ -158,6 +158,9 @@ def test_operator_types_on_the_canvas_and_the_guest_answers(browser, srv, admin,
     page = _page(browser, srv, users["op"])
     _open(page, srv, vm)
     assert vm in _status(page)
+    # the component names its screen and gives it its role itself (no page patches it: axe's aria rules)
+    assert page.get_attribute("#vnc .vnc-screen", "role") == "application"
+    assert vm in str(page.get_attribute("#vnc .vnc-screen", "aria-label"))
     assert page.is_enabled("[data-action='ctrl-alt-del']") and page.is_enabled("[data-action='type']")
     _type_marker(page, admin, vm, f"KVMKIT-VNC-{secrets.token_hex(4)}")
     # paste as typed text: the text goes in as key presses (Shift included)

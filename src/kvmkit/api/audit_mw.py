@@ -5,7 +5,10 @@ object), when, and result (ok, accepted, denied, invalid, failed) from the respo
 
 It also tells the server state that something changed (``ServerState.changed``) unless the caller was
 refused (401, 403, 429): the token cache and the VM list cache forget what they hold, so no request
-answered after a change sees the world before it.
+answered after a change sees the world before it. Requests that change no VM — logins and logouts, API
+tokens, users, groups and grants (``NO_VM_CHANGE``) — empty the token cache only: a VM row holds nothing
+they change (who may see which VM is decided per request from the caller, whose cached entry is dropped),
+so the first VM list after a login needs no rebuild of every row.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from starlette.concurrency import run_in_threadpool
 from kvmkit.service.access import audit
 
 CHANGES = ("POST", "PUT", "PATCH", "DELETE")
+# path prefixes of change requests that change no VM row (segment-wise: /api/v1/users, /api/v1/users/...)
+NO_VM_CHANGE = ("/api/v1/auth", "/api/v1/tokens", "/api/v1/users", "/api/v1/groups")
 
 
 def _result(status: int) -> str:
@@ -38,6 +43,11 @@ def _may_have_changed(status: int) -> bool:
     return status not in (401, 403, 429)
 
 
+def _changes_vms(path: str) -> bool:
+    """Whether a change request to ``path`` may change a row of the VM list."""
+    return not any(path == p or path.startswith(p + "/") for p in NO_VM_CHANGE)
+
+
 def _server_state(scope: dict[str, Any]) -> Any:
     return getattr(getattr(scope.get("app"), "state", None), "kvmkit", None)
 
@@ -52,19 +62,20 @@ class AuditMiddleware:
             return
         status = {"code": 500}
         st = _server_state(scope)
+        vms = _changes_vms(scope["path"])
 
         async def send_wrapper(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
                 if st is not None and _may_have_changed(status["code"]):
-                    st.changed()  # the change is committed: no cached caller or VM list may outlive it
+                    st.changed(vms=vms)  # the change is committed: no cached caller or VM list may outlive it
             await send(message)
 
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
             if st is not None and _may_have_changed(status["code"]):
-                st.changed()
+                st.changed(vms=vms)
             await self._record(scope, status["code"])
 
     async def _record(self, scope: dict[str, Any], code: int) -> None:

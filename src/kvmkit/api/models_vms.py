@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from kvmkit.api.models_base import Out
@@ -121,6 +123,7 @@ class ResourcesChanged(Out):
     vcpus: VcpusSet | None = None
     memory: MemorySet | None = None
     autostart: AutostartSet | None = None
+    boot: BootSet | None = None
 
 
 class _Applied(Out):
@@ -144,6 +147,15 @@ class AutostartSet(Out):
     name: str
     action: str
     autostart: bool
+
+
+class BootSet(_Applied):
+    boot: list[str] = Field(description="the new boot order in the definition")
+    old_boot: list[str] = Field(description="the order before (empty: none given in <os>)")
+    changed: bool
+    applies: Literal["next start"] = Field(description="libvirt applies a boot order when the VM starts")
+    running: bool = Field(description="the VM runs now (with the order it was started with)")
+    warnings: list[str] = Field(description="listed device kinds the VM lacks, a direct kernel boot ...")
 
 
 class ConsoleTicket(Out):

@@ -142,17 +142,10 @@ def revoke_user_grant(name: str, vm: str, request: Request, _p: Principal = ADMI
 
 @router.get("/groups", response_model=list[Group])
 def list_groups(request: Request, _p: Principal = ADMIN) -> list[dict[str, Any]]:
-    from sqlalchemy import select
-
-    from kvmkit.store.models import Group, GroupMember, User
+    from kvmkit.service.access import groups
 
     with state(request).store.session() as s:
-        out = []
-        for g in s.scalars(select(Group).order_by(Group.name)):
-            members = s.scalars(select(User.name).join(GroupMember, GroupMember.user_id == User.id)
-                                .where(GroupMember.group_id == g.id))
-            out.append({"name": g.name, "members": sorted(members), "grants": auth.grants_of(s, group=g)})
-        return out
+        return groups.list_groups(s)
 
 
 @router.post("/groups", status_code=201, response_model=Group, responses={409: {"description": "the group exists"}})
@@ -174,6 +167,17 @@ def add_member(name: str, body: Member, request: Request, _p: Principal = ADMIN)
     with state(request).store.session() as s:
         auth.add_member(s, auth.get_group(s, name), auth.get_user(s, body.user))
     return {"group": name, "user": body.user}
+
+
+@router.delete("/groups/{name}/members/{user}", status_code=204,
+               responses={404: {"description": "no such group or user, or the user is not a member"}})
+def remove_member(name: str, user: str, request: Request, _p: Principal = ADMIN) -> Response:
+    """Take a user out of a group: it loses the VMs granted to the group (``kvmkit user group remove-member``)."""
+    from kvmkit.service.access import groups
+
+    with state(request).store.session() as s:
+        groups.remove_member(s, auth.get_group(s, name), auth.get_user(s, user))
+    return Response(status_code=204)
 
 
 @router.post("/groups/{name}/grants", status_code=201, response_model=GroupGrants,

@@ -1,5 +1,5 @@
-"""/api/v1/vms/{name}/disks and /nics: attach (200) and detach (202, a task: a live detach waits until the
-guest lets the device go) — ``kvmkit vm disk|nic attach|detach``.
+"""/api/v1/vms/{name}/disks and /nics: attach (200), detach (202, a task: a live detach waits until the
+guest lets the device go) and disk resize (200) — ``kvmkit vm disk|nic attach|detach``, ``vm disk resize``.
 
 ``live``/``config`` as in the CLI: neither given = the running VM and its definition when it runs, the
 definition when it is shut off. What a non-admin may attach is service/access/policy.py's to say: an
@@ -97,6 +97,45 @@ def attach_disk(name: str, body: AttachDisk, request: Request,
                                   target=body.target, bus=body.bus, cache=body.cache, readonly=body.readonly,
                                   live=body.live, config=body.config)
     return DiskAttached.model_validate(out)
+
+
+class ResizeDisk(BaseModel):
+    size: str | int = Field(description="the new size, e.g. 20G or 20480 (MiB)")
+    allow_shrink: bool = Field(False, description="allow a smaller size: only while the VM is shut off; data past "
+                                                  "the new end is lost")
+
+
+class DiskResized(BaseModel):
+    name: str
+    action: str
+    target: str
+    path: str
+    format: str
+    old_capacity: int = Field(description="bytes before")
+    capacity: int = Field(description="bytes now (whole 512-byte sectors)")
+    live: bool = Field(description="resized in the running VM (blockResize): the guest sees the new size at once")
+    changed: bool
+    pool: str | None = Field(None, description="the pool of the disk's image, when it is a pool volume")
+    volume: str | None = None
+    warning: str | None = None
+
+
+@router.post("/disks/{target}/resize", responses=NOT_FOUND)
+def resize_disk(name: str, target: str, body: ResizeDisk, request: Request,
+                p: Principal = Depends(require("operator"))) -> DiskResized:
+    """Resize a disk through its VM: live on a running VM (growing only; the guest sees the new size at
+    once), else its image (pool volume or file; shrinking with ``allow_shrink``). Refused for a disk whose image
+    another VM, a linked clone or a template depends on."""
+    from kvmkit.service.vms import disk_resize
+
+    check_vm_visible(p, name)
+    require_unrestricted(p, "resize storage")
+    st = state(request)
+    conn = st.hv.get()
+    domain(conn, name)
+    with st.runner.hold(f"vm:{name}", "vm.disk.resize"):
+        out = disk_resize.resize_disk(conn, name, target, body.size, allow_shrink=body.allow_shrink)
+    return DiskResized.model_validate(out)
 
 
 def _detach(request: Request, p: Principal, name: str, kind: str, key: str, live: bool | None,

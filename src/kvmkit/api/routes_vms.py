@@ -245,8 +245,18 @@ class Resources(BaseModel):
     vcpus: int | None = Field(None, ge=1, le=4096)
     memory: str | int | None = Field(None, description="e.g. 512M, 1G, 2048 (MiB); at most 16T")
     autostart: bool | None = None
+    boot: list[Literal["hd", "cdrom", "network"]] | None = Field(
+        None, min_length=1, max_length=3, description="boot order, e.g. [\"cdrom\", \"hd\"]: written to the "
+        "definition only; libvirt applies it when the VM next starts (a running VM keeps its order until then)")
     live: bool | None = None
     config: bool | None = None
+
+    @field_validator("boot")
+    @classmethod
+    def _boot(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError("name each boot device once, e.g. [\"cdrom\", \"hd\"]")
+        return v
 
     @field_validator("memory")
     @classmethod
@@ -262,8 +272,10 @@ class Resources(BaseModel):
 @router.patch("/{name}", response_model=ResourcesChanged, response_model_exclude_unset=True,
               responses={404: {"description": "no such VM"}, 409: {"description": "busy or wrong state"}})
 def set_resources(name: str, body: Resources, request: Request,
-                  p: Principal = Depends(require("operator"))) -> dict[str, Any]:
-    """Change vCPUs, memory (live within the maximum and/or in the definition) and autostart."""
+                  p: Principal = Depends(require("operator"))) -> ResourcesChanged:
+    """Change vCPUs, memory (live within the maximum and/or in the definition), autostart and the boot order
+    (the definition only: it applies when the VM next starts)."""
+    from kvmkit.service.vms import boot_order
     from kvmkit.service.vms import resources as vm_resources
     from kvmkit.spec.common import parse_size_mib
 
@@ -273,6 +285,9 @@ def set_resources(name: str, body: Resources, request: Request,
     domain(conn, name)
     out: dict[str, Any] = {"name": name}
     with st.runner.hold(f"vm:{name}", "vm.set"):
+        checked_boot = None  # checked before anything else is changed
+        if body.boot is not None:
+            checked_boot = boot_order.check_boot(conn, name, list(body.boot), live=body.live, config=body.config)
         if body.vcpus is not None:
             out["vcpus"] = vm_resources.set_vcpus(conn, name, body.vcpus, live=body.live, config=body.config)
         if body.memory is not None:
@@ -280,7 +295,9 @@ def set_resources(name: str, body: Resources, request: Request,
                                                     config=body.config)
         if body.autostart is not None:
             out["autostart"] = vm_resources.set_autostart(conn, name, body.autostart)
-    return out
+        if checked_boot is not None and body.boot is not None:
+            out["boot"] = boot_order.apply_boot(conn, checked_boot, list(body.boot))
+    return ResourcesChanged.model_validate(out)
 
 
 class Rename(BaseModel):

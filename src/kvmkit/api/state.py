@@ -54,12 +54,13 @@ class ServerState:
     exporter: Any = None  # the /metrics collector (kvmkit.service.metrics.exporter.Exporter), made at first scrape
     sampler: Any = None  # the history sampler thread (kvmkit.service.metrics.sampler.Sampler); None when off
 
-    def changed(self) -> None:
-        """A change request was answered: forget cached callers and mark the VM lists stale."""
+    def changed(self, *, vms: bool = True) -> None:
+        """A change request was answered: forget cached callers and (unless ``vms`` is false: the request
+        changes no VM, e.g. a login) mark the VM lists stale."""
         self.tokens.clear()
-        if self.vm_lists is not None:
+        if vms and self.vm_lists is not None:
             self.vm_lists.invalidate()
-        else:
+        elif vms:
             self.vm_list.invalidate()
         self.access_generation += 1
 

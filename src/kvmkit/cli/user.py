@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import typer
 
@@ -14,7 +15,7 @@ app = typer.Typer(help="users of the server and portal", no_args_is_help=True, a
 
 @app.callback()
 def _group() -> None:
-    """Users: add, list, delete, grant VMs."""
+    """Users: add, list, delete, grant VMs; groups of users (`kvmkit user group ...`)."""
 
 
 @app.command()
@@ -67,3 +68,113 @@ def grant(name: str, vm: str, db: str = DB) -> None:
         auth.grant(s, vm, user=u, vm_uuid=uuid)
         data = {"user": name, "grants": auth.grants_of(s, user=u)}
     emit(data, lambda d: console().print(f"{name} may use: {', '.join(d['grants'])}"))
+
+
+group_app = typer.Typer(help="groups of users: members and the VMs granted to them", no_args_is_help=True,
+                        add_completion=False)
+app.add_typer(group_app, name="group")
+
+
+@group_app.callback()
+def _groups() -> None:
+    """Groups: list, add, delete, add or remove members, grant or revoke VMs."""
+
+
+def _human_groups(rows: list[dict[str, Any]]) -> None:
+    table([{"name": r["name"], "members": ", ".join(r["members"]), "grants": ", ".join(r["grants"])} for r in rows],
+          ["name", "members", "grants"])
+
+
+def _print_group(d: dict[str, Any]) -> None:
+    console().print(f"group {d['name']}: members {', '.join(d['members']) or '-'}; "
+                    f"grants {', '.join(d['grants']) or '-'}")
+
+
+@group_app.command("list")
+def group_list(db: str = DB) -> None:
+    """List groups with their members and granted VMs."""
+    from kvmkit.service.access import groups
+
+    with open_store(db).session() as s:
+        rows = groups.list_groups(s)
+    emit(rows, _human_groups)
+
+
+@group_app.command("add")
+def group_add(name: str = typer.Argument(..., help="group name"), db: str = DB) -> None:
+    """Create a group."""
+    from kvmkit.service.access import auth, groups
+
+    with open_store(db).session() as s:
+        data = groups.group_dict(s, auth.add_group(s, name))
+    emit(data, lambda d: console().print(f"group {d['name']} added"))
+
+
+@group_app.command("delete")
+def group_delete(name: str = typer.Argument(..., help="group name"), db: str = DB) -> None:
+    """Delete a group (its members lose the VMs granted to it)."""
+    from kvmkit.service.access import auth
+
+    with open_store(db).session() as s:
+        s.delete(auth.get_group(s, name))
+    emit({"deleted": name}, lambda d: console().print(f"group {name} deleted"))
+
+
+@group_app.command("add-member")
+def group_add_member(group: str = typer.Argument(..., help="group name"),
+                     user: str = typer.Argument(..., help="user name"), db: str = DB) -> None:
+    """Add a user to a group."""
+    from kvmkit.service.access import auth, groups
+
+    with open_store(db).session() as s:
+        g = auth.get_group(s, group)
+        auth.add_member(s, g, auth.get_user(s, user))
+        s.flush()
+        data = groups.group_dict(s, g)
+    emit(data, _print_group)
+
+
+@group_app.command("remove-member")
+def group_remove_member(group: str = typer.Argument(..., help="group name"),
+                        user: str = typer.Argument(..., help="user name"), db: str = DB) -> None:
+    """Take a user out of a group: it loses the VMs granted to the group."""
+    from kvmkit.service.access import auth, groups
+
+    with open_store(db).session() as s:
+        g = auth.get_group(s, group)
+        groups.remove_member(s, g, auth.get_user(s, user))
+        s.flush()
+        data = groups.group_dict(s, g)
+    emit(data, _print_group)
+
+
+@group_app.command("grant")
+def group_grant(group: str = typer.Argument(..., help="group name"), vm: str = typer.Argument(..., help="VM name"),
+                db: str = DB) -> None:
+    """Delegate a VM to every member of the group whose vm_scope is 'granted' (bound to the VM's UUID)."""
+    from kvmkit.cli.context import connection
+    from kvmkit.service.access import auth, groups
+    from kvmkit.service.vms.domains import domain
+
+    auth.validate_name(vm, "VM name")
+    uuid = str(domain(connection(), vm).UUIDString())
+    with open_store(db).session() as s:
+        g = auth.get_group(s, group)
+        auth.grant(s, vm, group=g, vm_uuid=uuid)
+        s.flush()
+        data = groups.group_dict(s, g)
+    emit(data, _print_group)
+
+
+@group_app.command("revoke")
+def group_revoke(group: str = typer.Argument(..., help="group name"), vm: str = typer.Argument(..., help="VM name"),
+                 db: str = DB) -> None:
+    """Take back a VM granted to a group."""
+    from kvmkit.service.access import auth, groups
+
+    with open_store(db).session() as s:
+        g = auth.get_group(s, group)
+        auth.revoke_grant(s, vm, group=g)
+        s.flush()
+        data = groups.group_dict(s, g)
+    emit(data, _print_group)

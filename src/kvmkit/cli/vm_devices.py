@@ -1,4 +1,4 @@
-"""``kvmkit vm disk attach|detach`` and ``kvmkit vm nic attach|detach``."""
+"""``kvmkit vm disk attach|detach|resize`` and ``kvmkit vm nic attach|detach``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import typer
 from kvmkit.cli.context import connection
 from kvmkit.cli.output import console, emit
 
-disk_app = typer.Typer(help="attach or detach a VM's disks (live and/or persistent)", no_args_is_help=True,
+disk_app = typer.Typer(help="attach, detach or resize a VM's disks (live and/or persistent)", no_args_is_help=True,
                        add_completion=False)
 nic_app = typer.Typer(help="attach or detach a VM's network interfaces (live and/or persistent)",
                       no_args_is_help=True, add_completion=False)
@@ -28,7 +28,7 @@ def _where(d: dict[str, Any]) -> str:
 
 @disk_app.callback()
 def _disk() -> None:
-    """attach or detach a VM's disks (live and/or persistent)"""
+    """attach, detach or resize a VM's disks (live and/or persistent)"""
 
 
 @nic_app.callback()
@@ -74,6 +74,36 @@ def disk_detach(
     lv, cf = _lc(live, config)
     result = vm_devices.detach_disk(connection(), name, target, live=lv, config=cf, timeout=timeout)
     emit(result, lambda d: console().print(f"detached {d['target']} from {d['name']} ({_where(d)})"))
+
+
+@disk_app.command("resize")
+def disk_resize(
+    name: str = typer.Argument(..., help="VM name"),
+    target: str = typer.Argument(..., help="guest device name of the disk, e.g. vda"),
+    size: str = typer.Argument(..., help="the new size, e.g. 20G"),
+    allow_shrink: bool = typer.Option(False, "--allow-shrink", help="allow a smaller size (VM shut off only; data "
+                                      "past the new end is lost)"),
+) -> None:
+    """Resize a VM's disk: live on a running VM (growing only; the guest sees the new size), else its image."""
+    from kvmkit.service.vms import disk_resize as vm_disk_resize
+    result = vm_disk_resize.resize_disk(connection(), name, target, size, allow_shrink=allow_shrink)
+
+    def human(d: dict[str, Any]) -> None:
+        from rich.markup import escape
+
+        from kvmkit.cli.volume import _size as human_size
+
+        out = console()
+        if not d["changed"]:
+            out.print(f"disk {d['target']} of {d['name']} is {human_size(d['capacity'])} already")
+            return
+        how = "live: the guest sees the new size" if d["live"] else "image resized; the VM sees it at its next start"
+        out.print(f"disk {d['target']} of {d['name']}: {human_size(d['old_capacity'])} -> "
+                  f"{human_size(d['capacity'])} ({how})")
+        if d["warning"]:
+            out.print(f"[yellow]{escape(d['warning'])}[/]")
+
+    emit(result, human)
 
 
 @nic_app.command("attach")

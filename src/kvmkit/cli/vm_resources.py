@@ -18,6 +18,8 @@ def _live_config(live: bool, config: bool) -> tuple[bool | None, bool | None]:
 
 
 def _human_set(d: dict[str, Any]) -> None:
+    from rich.markup import escape
+
     out = console()
     for change in d["changes"]:
         where = " + ".join(w for w in ("live", "config") if change.get(w)) or "definition"
@@ -28,10 +30,21 @@ def _human_set(d: dict[str, Any]) -> None:
             raised = change["max_memory_raised_to_mib"]
             extra = f" (max raised to {raised} MiB)" if raised else ""
             out.print(f"memory of {d['name']}: {change['memory_mib']} MiB ({where}){extra}")
+        elif change["action"] == "set boot":
+            order = " → ".join(change["boot"])
+            out.print(f"boot order of {d['name']}: {order} (definition: applies when the VM next starts"
+                      + ("; the running VM keeps its order until then)" if change["running"] else ")"))
+            for warning in change["warnings"]:
+                out.print(f"[yellow]{escape(warning)}[/]")
         else:
             out.print(f"autostart of {d['name']}: {'on' if change['autostart'] else 'off'}")
     if any(c.get("max_vcpus_raised_to") or c.get("max_memory_raised_to_mib") for c in d["changes"]):
         out.print("[yellow]a raised maximum takes effect at the next start[/]")
+
+
+def _boot_list(value: str | None) -> list[str] | None:
+    """'cdrom,hd' -> ['cdrom', 'hd'] (the service checks the names)."""
+    return None if value is None else [b.strip() for b in value.split(",") if b.strip()]
 
 
 def _parse_mib(value: str) -> int:
@@ -49,8 +62,11 @@ def register(app: typer.Typer) -> None:
         live: bool = typer.Option(False, "--live", help="change the running VM"),
         config: bool = typer.Option(False, "--config", help="change the definition (next start); may raise the max"),
         autostart: str | None = typer.Option(None, "--autostart", help="on|off: start with the host"),
+        boot: str | None = typer.Option(None, "--boot", help="boot order, e.g. hd or cdrom,hd (hd, cdrom, network); "
+                                        "the definition only: applies when the VM next starts"),
     ) -> None:
-        """Change vCPUs, memory and autostart. Without --live/--config: both when running, else the definition."""
+        """Change vCPUs, memory, autostart and the boot order. Without --live/--config: both when running, else
+        the definition (the boot order is always the definition's)."""
         from kvmkit.service.vms import resources as vm_resources
         if autostart is not None and autostart not in ("on", "off"):
             raise InvalidInput(f"invalid --autostart '{autostart}': use on or off")
@@ -58,7 +74,7 @@ def register(app: typer.Typer) -> None:
         lv, cf = _live_config(live, config)
         result = vm_resources.set_resources(connection(), name, vcpus=vcpus, memory_mib=size,
                                             autostart=None if autostart is None else autostart == "on",
-                                            live=lv, config=cf)
+                                            boot=_boot_list(boot), live=lv, config=cf)
         emit(result, _human_set)
 
     @app.command()

@@ -239,6 +239,18 @@ def create(path: str | Path, fmt: str, size_bytes: int, backing: str | None = No
         raise
 
 
+def resize(path: str | Path, fmt: str, size_bytes: int, *, shrink: bool = False) -> None:
+    """``qemu-img resize -f FMT PATH SIZE`` (the image must not be in use); shrinking needs ``shrink``
+    (``--shrink``: data past the new end is lost)."""
+    check_format(fmt)
+    if size_bytes <= 0:
+        raise InvalidInput(f"image size must be positive, got {size_bytes}")
+    if not Path(path).exists():
+        raise NotFound(f"image file {path} does not exist", hint="check the path")
+    cmd = [QEMU_IMG, "resize", "-q", "-f", fmt, *(["--shrink"] if shrink else []), str(path), str(size_bytes)]
+    _run(cmd, f"qemu-img resize {path}")
+
+
 _PROGRESS = re.compile(rb"\((\d+(?:\.\d+)?)/100%\)")
 
 

@@ -152,15 +152,20 @@ def _has_balloon(dom: libvirt.virDomain) -> bool:
 
 
 def set_resources(conn: libvirt.virConnect, name: str, *, vcpus: int | None = None, memory_mib: int | None = None,
-                  autostart: bool | None = None, live: bool | None = None,
+                  autostart: bool | None = None, boot: list[str] | None = None, live: bool | None = None,
                   config: bool | None = None) -> dict[str, Any]:
-    """Several changes at once (``kvmkit vm set``): every one is checked before any is applied."""
-    if vcpus is None and memory_mib is None and autostart is None:
-        raise InvalidInput("nothing to set", hint="give --vcpus N, --memory SIZE and/or --autostart on|off")
+    """Several changes at once (``kvmkit vm set``): every one is checked before any is applied. ``boot`` (an
+    order of hd, cdrom, network) changes the definition only: it applies when the VM next starts."""
+    from kvmkit.service.vms import boot_order
+
+    if vcpus is None and memory_mib is None and autostart is None and boot is None:
+        raise InvalidInput("nothing to set",
+                           hint="give --vcpus N, --memory SIZE, --autostart on|off and/or --boot hd,cdrom,network")
     checked_cpu = _check_vcpus(conn, name, vcpus, live, config) if vcpus is not None else None
     checked_mem = _check_memory(conn, name, memory_mib, live, config) if memory_mib is not None else None
     if autostart is not None and not domain(conn, name).isPersistent():
         raise InvalidState(f"cannot set autostart on VM {name}: it is transient (not defined)")
+    checked_boot = boot_order.check_boot(conn, name, boot, live=live, config=config) if boot is not None else None
     changes = []
     if checked_cpu is not None and vcpus is not None:
         changes.append(_apply_vcpus(*checked_cpu, vcpus))
@@ -168,6 +173,8 @@ def set_resources(conn: libvirt.virConnect, name: str, *, vcpus: int | None = No
         changes.append(_apply_memory(*checked_mem, memory_mib))
     if autostart is not None:
         changes.append(set_autostart(conn, name, autostart))
+    if checked_boot is not None and boot is not None:
+        changes.append(boot_order.apply_boot(conn, checked_boot, boot))
     return {"name": name, "changes": changes}
 
 

@@ -174,6 +174,9 @@ export function mountVncConsole(element, vmName, { viewOnly = false, t = english
     .observe(pasteForm, { attributes: true, attributeFilter: ["hidden"] });
 
   const screen = make("div", "vnc-screen");
+  // the screen takes keys and the pointer itself: a named element needs a role, and "application" tells
+  // screen readers to pass the keys through
+  screen.setAttribute("role", "application");
   screen.setAttribute("aria-label", tr("vnc.screen.label", vars));
   root.append(bar, pasteForm, screen);
   element.replaceChildren(root);

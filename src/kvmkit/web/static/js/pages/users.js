@@ -1,6 +1,7 @@
 // Users, groups and grants (admins). Routes: GET/POST /users, PATCH/DELETE /users/{name}, GET/POST
 // /users/{name}/grants, DELETE /users/{name}/grants/{vm}, GET/POST /groups, DELETE /groups/{name},
-// POST /groups/{name}/members, POST /groups/{name}/grants, DELETE /groups/{name}/grants/{vm}.
+// POST /groups/{name}/members, DELETE /groups/{name}/members/{user}, POST /groups/{name}/grants,
+// DELETE /groups/{name}/grants/{vm}.
 import { api, enc, get } from "../lib/api.js";
 import { html, useEffect, useState } from "../lib/h.js";
 import { fmtDate, t } from "../lib/i18n.js";
@@ -97,6 +98,10 @@ function Groups() {
     try { await api("POST", `/groups/${enc(g.name)}/members`, { user: new FormData(e.target).get(`member-${g.name}`) }); e.target.reset(); groups.reload(); }
     catch (err) { notify(t("users.failed"), "error", err); }
   };
+  const removeMember = async (g, user) => {
+    try { await api("DELETE", `/groups/${enc(g.name)}/members/${enc(user)}`); notify(t("groups.member_removed", { user, name: g.name })); groups.reload(); }
+    catch (err) { notify(t("users.failed"), "error", err); }
+  };
   const remove = async (g) => {
     if (!await confirmAction({ title: t("groups.delete_title", { name: g.name }), confirm: t("action.delete") })) return;
     try { await api("DELETE", `/groups/${enc(g.name)}`); groups.reload(); } catch (err) { notify(t("users.failed"), "error", err); }
@@ -105,7 +110,8 @@ function Groups() {
     <${ErrorBox} error=${groups.error} />
     ${groups.data && (groups.data.length ? html`<ul class="plain groups">${groups.data.map((g) => html`<li key=${g.name} class="card-inner">
       <h3>${g.name} <button type="button" class="small danger" onClick=${() => remove(g)} aria-label=${t("groups.delete_one", { name: g.name })}>${t("action.delete")}</button></h3>
-      <p><span class="muted">${t("groups.members")}</span> ${g.members.join(", ") || "—"}</p>
+      <div class="members"><span class="muted">${t("groups.members")}</span> <ul class="chips">${g.members.map((m) => html`<li key=${m}>${m} <button type="button" class="icon"
+        onClick=${() => removeMember(g, m)} aria-label=${t("groups.remove_member_one", { user: m, name: g.name })}>×</button></li>`)}${!g.members.length && html`<li class="muted">—</li>`}</ul></div>
       <form class="inline-form" onSubmit=${(e) => addMember(g, e)}><label for=${"member-" + g.name}>${t("groups.add_member")}</label>
         <input id=${"member-" + g.name} name=${"member-" + g.name} required /><button type="submit" class="small">${t("action.add")}</button></form>
       <p class="muted">${t("users.grants")}</p><${Grants} kind="group" name=${g.name} grants=${g.grants} reload=${groups.reload} />

@@ -1,6 +1,6 @@
-// One VM, with tabs: overview, graphical console, serial console, snapshots, disks and NICs, settings,
-// metrics, XML. Routes: GET /vms/{name}, POST /vms/{name}/actions/{action}, DELETE /vms/{name}, PATCH
-// /vms/{name}; the tabs' routes are listed in their modules.
+// One VM, with tabs: overview, graphical console, serial console, snapshots, disks and NICs, settings
+// (vCPUs, memory, autostart, boot order), metrics, XML. Routes: GET /vms/{name}, POST
+// /vms/{name}/actions/{action}, DELETE /vms/{name}, PATCH /vms/{name}; the tabs' routes are in their modules.
 import { api, enc, get } from "../lib/api.js";
 import { html, useEffect, useState } from "../lib/h.js";
 import { fmtMiB, fmtNumber, t } from "../lib/i18n.js";
@@ -71,6 +71,9 @@ function Overview({ vm, me }) {
     <//>`;
 }
 
+const BOOT_SLOTS = ["boot1", "boot2", "boot3"];
+const BOOT_DEVICES = ["hd", "cdrom", "network"];
+
 function Settings({ vm, me, reload }) {
   const [errors, setErrors] = useState({});
   const [error, setError] = useState(null);
@@ -87,6 +90,8 @@ function Settings({ vm, me, reload }) {
     if (memory && memory !== String(vm.memory_mib)) body.memory = /^\d+$/.test(memory) ? Number(memory) : memory;
     const autostart = f.get("autostart") === "on";
     if (autostart !== vm.autostart) body.autostart = autostart;
+    const boot = BOOT_SLOTS.map((id) => String(f.get(id) || "")).filter(Boolean);
+    if (boot.join(",") !== (vm.boot || []).join(",")) body.boot = boot;
     if (running) { body.live = f.get("live") === "on"; body.config = true; }
     setBusy(true);
     try {
@@ -95,7 +100,7 @@ function Settings({ vm, me, reload }) {
       notify(t("settings.saved", { name: vm.name }));
       reload();
     } catch (err) {
-      setErrors(fieldErrors(err, (loc) => ({ vcpus: "vcpus", memory: "memory", autostart: "autostart" })[loc[0]]));
+      setErrors(fieldErrors(err, (loc) => ({ vcpus: "vcpus", memory: "memory", autostart: "autostart", boot: "boot1" })[loc[0]]));
       setError(err);
     } finally { setBusy(false); }
   };
@@ -109,9 +114,12 @@ function Settings({ vm, me, reload }) {
         <label for="autostart">${t("vm.autostart")}</label></div>
       ${running && html`<div class="field check"><input type="checkbox" id="live" name="live" defaultChecked=${true} disabled=${!can} />
         <label for="live">${t("settings.live")}</label></div>`}
-      <div class="field wide"><span class="label">${t("vm.boot")}</span>
-        <p>${(vm.boot || []).map((b) => t("boot." + b)).join(" → ") || "—"}</p>
-        <p class="help">${t("settings.boot_help")}</p></div>
+      <fieldset class="wide boot-order"><legend>${t("vm.boot")}</legend>
+        <div class="form-grid">${BOOT_SLOTS.map((id, i) => html`<${Field} key=${id} id=${id} label=${t("settings.boot_pos", { n: fmtNumber(i + 1) })} error=${errors[id]}>
+          <select ...${inputProps(id, errors)} defaultValue=${(vm.boot || [])[i] || ""} disabled=${!can}>
+            <option value="">${t("settings.boot_none")}</option>
+            ${BOOT_DEVICES.map((b) => html`<option key=${b} value=${b}>${t("boot." + b)}</option>`)}</select><//>`)}</div>
+        <p class="help">${t("settings.boot_next_start")}</p></fieldset>
       ${can && html`<div class="buttons wide"><button type="submit" disabled=${busy}>${t("action.save")}</button></div>`}
     </form>
     <${ErrorBox} error=${error} />

@@ -19,9 +19,6 @@ export function GraphicalConsole({ vm, me }) {
     import("/static/vnc-console.js").then((mod) => {
       if (!alive || !host.current) return;
       handle = mod.mountVncConsole(host.current, vm.name, { viewOnly: !atLeast(me, "operator"), t });
-      // the screen takes keys and pointer: a named element needs a role (until the component sets one)
-      const screen = host.current.querySelector(".vnc-screen[aria-label]:not([role])");
-      if (screen) screen.setAttribute("role", "application");
     }, () => { if (alive) setProblem("missing"); });
     return () => {
       alive = false;

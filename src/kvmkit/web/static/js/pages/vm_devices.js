@@ -1,21 +1,13 @@
-// Disks and NICs: attach (a pool volume, or a new volume made first), detach (a task), resize a disk's
-// volume. Routes: POST /vms/{name}/disks, DELETE /vms/{name}/disks/{target}, POST /vms/{name}/nics,
-// DELETE /vms/{name}/nics/{mac}, GET /pools, GET /pools/{pool}/volumes, POST /pools/{pool}/volumes,
-// PATCH /pools/{pool}/volumes/{vol} {"capacity"}, GET /networks.
+// Disks and NICs: attach (a pool volume, or a new volume made first), detach (a task), resize a disk through
+// its VM (live when it runs). Routes: POST /vms/{name}/disks, DELETE /vms/{name}/disks/{target}, POST
+// /vms/{name}/disks/{target}/resize {"size", "allow_shrink"}, POST /vms/{name}/nics, DELETE
+// /vms/{name}/nics/{mac}, GET /pools, GET /pools/{pool}/volumes, POST /pools/{pool}/volumes, GET /networks.
 import { api, enc, get } from "../lib/api.js";
 import { html, useState } from "../lib/h.js";
 import { fmtBytes, t } from "../lib/i18n.js";
 import { trackTask, waitTask } from "../lib/live.js";
 import { atLeast } from "../lib/store.js";
 import { confirmAction, ErrorBox, Field, fieldErrors, inputProps, notify, Section, useLoad } from "../lib/ui.js";
-
-/** {pool, volume} of a disk's source path, from the pools' target directories. */
-export function volumeOf(path, pools) {
-  if (!path) return null;
-  const dir = path.slice(0, path.lastIndexOf("/"));
-  const pool = (pools || []).find((p) => p.target && p.target.replace(/\/$/, "") === dir);
-  return pool ? { pool: pool.name, volume: path.slice(dir.length + 1) } : null;
-}
 
 async function detach(vm, kind, id) {
   const ok = await confirmAction({ title: t(`dev.detach_${kind}_title`, { id, name: vm.name }), body: t("dev.detach_warning"), confirm: t("dev.detach") });
@@ -31,25 +23,30 @@ async function detach(vm, kind, id) {
   return false;
 }
 
-function Resize({ disk, where, reload }) {
+function Resize({ vm, disk, reload }) {
   const [open, setOpen] = useState(false);
   const [error, setError] = useState(null);
   const id = `resize-${disk.target}`;
+  const off = vm.state === "shut-off";
   if (!open) return html`<button type="button" class="small secondary" onClick=${() => setOpen(true)}
     aria-label=${t("dev.resize_one", { target: disk.target })}>${t("dev.resize")}</button>`;
   const submit = async (e) => {
     e.preventDefault();
-    const size = new FormData(e.target).get(id);
+    const f = new FormData(e.target);
+    const size = String(f.get(id)).trim();
     try {
-      await api("PATCH", `/pools/${enc(where.pool)}/volumes/${enc(where.volume)}`, { capacity: String(size).trim() });
-      notify(t("dev.resized", { target: disk.target, size }));
+      const r = await api("POST", `/vms/${enc(vm.name)}/disks/${enc(disk.target)}/resize`, { size, allow_shrink: f.get(id + "-shrink") === "on" });
+      notify(r.changed ? t(r.live ? "dev.resized_live" : "dev.resized", { target: disk.target, size: fmtBytes(r.capacity) }) : t("dev.resize_same", { target: disk.target }));
       setOpen(false); setError(null); reload();
     } catch (err) { setError(err); }
   };
   return html`<form class="inline-form" onSubmit=${submit}>
     <label for=${id}>${t("dev.new_size")}</label><input id=${id} name=${id} size="6" placeholder="20G" required />
+    ${off && html`<span class="field check"><input type="checkbox" id=${id + "-shrink"} name=${id + "-shrink"} />
+      <label for=${id + "-shrink"}>${t("dev.allow_shrink")}</label></span>`}
     <button type="submit" class="small">${t("dev.resize")}</button>
     <button type="button" class="small secondary" onClick=${() => setOpen(false)}>${t("action.cancel")}</button>
+    <p class="help">${t(off ? "dev.resize_help_off" : "dev.resize_help_live")}</p>
     <${ErrorBox} error=${error} compact /></form>`;
 }
 
@@ -132,10 +129,10 @@ export function Devices({ vm, me, reload }) {
         <th scope="col" class="hide-sm">${t("dev.bus")}</th><th scope="col" class="hide-sm">${t("word.format")}</th><th scope="col">${t("dev.source")}</th>
         ${can && html`<th scope="col"><span class="sr-only">${t("vms.actions")}</span></th>`}</tr></thead>
       <tbody>${(vm.disks || []).map((d) => {
-        const where = volumeOf(d.source, pools.data);
+        const resizable = d.device === "disk" && !d.readonly && d.source && (d.format === "raw" || d.format === "qcow2");
         return html`<tr key=${d.target}><td>${d.target}</td><td>${t("dev.kind." + d.device)}</td><td class="hide-sm">${d.bus}</td>
           <td class="hide-sm">${d.format || "—"}</td><td class="path">${d.source || "—"}</td>
-          ${can && html`<td class="act">${where && d.device === "disk" && unrestricted && html`<${Resize} disk=${d} where=${where} reload=${reload} />`}
+          ${can && html`<td class="act">${resizable && unrestricted && html`<${Resize} vm=${vm} disk=${d} reload=${reload} />`}
             <button type="button" class="small danger" onClick=${async () => { if (await detach(vm, "disk", d.target)) reload(); }}
               aria-label=${t("dev.detach_one", { id: d.target })}>${t("dev.detach")}</button></td>`}</tr>`;
       })}</tbody></table></div>
