@@ -210,9 +210,14 @@ def test_delegated_rows(evconn: Any, prefix: str) -> None:
     for n in ("a", "b", "c"):
         evconn.defineXML(shell_xml(f"{prefix}{n}"))
     rows, _ = new_cache(lambda: evconn).current()
-    body = filtered(rows, frozenset({f"{prefix}a", f"{prefix}c", f"{prefix}gone"}))
+    from kvmkit.service.access.auth import Principal
+
+    def delegated(names: set[str]) -> Principal:
+        return Principal("d", "operator", 1, granted=frozenset(names))
+
+    body = filtered(rows, delegated({f"{prefix}a", f"{prefix}c", f"{prefix}gone"}))
     assert [r["name"] for r in json.loads(body)] == [f"{prefix}a", f"{prefix}c"]
-    assert json.loads(filtered(rows, frozenset())) == []
+    assert json.loads(filtered(rows, delegated(set()))) == []
 
 
 def test_a_task_body_invalidates_the_list_before_the_task_is_recorded(evconn: Any, tmp_path: Any) -> None:
