@@ -14,20 +14,8 @@ from kvmkit.hosts import inventory
 from kvmkit.hosts.lean import has_other_hosts
 from kvmkit.spec.host import HostLimits, HostSpec
 from kvmkit.store.db import Store
-from tests.api.conftest import pg_cluster  # noqa: F401
 
 LOCAL_URI = "qemu:///system"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
-    if request.param == "postgresql":
-        url = request.getfixturevalue("pg_cluster").new_database()
-    else:
-        url = f"sqlite:///{tmp_path}/kvmkit.db"
-    s = Store(url)
-    yield s
-    s.engine.dispose()
 
 
 @pytest.mark.fast

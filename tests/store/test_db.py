@@ -3,8 +3,6 @@ tokens sha256 and revocable; the login rate limiter; task recovery marks interru
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from sqlalchemy import inspect, select
 
@@ -16,17 +14,6 @@ from kvmkit.store.models import Task, Token, User
 
 TABLES = {"users", "groups", "group_members", "vm_grants", "tokens", "tasks", "task_steps", "audit",
           "alembic_version"}
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
-    if request.param == "postgresql":
-        url = request.getfixturevalue("pg_cluster").new_database()
-    else:
-        url = f"sqlite:///{tmp_path}/kvmkit.db"
-    s = Store(url)
-    yield s
-    s.engine.dispose()
 
 
 @pytest.mark.fast

@@ -5,42 +5,18 @@ and it downgrades again."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
-from alembic import command
 from alembic.autogenerate import compare_metadata
-from alembic.config import Config
 from alembic.migration import MigrationContext
 from sqlalchemy import Engine, inspect, text
 from sqlalchemy.exc import IntegrityError
 
-from kvmkit.store.db import MIGRATIONS, make_engine
 from kvmkit.store.models import Base
+from tests.support.databases import migrate
 
 pytestmark = pytest.mark.fast
 MINE = {"servers", "task_locks", "tasks", "task_steps"}
 STEP = "INSERT INTO task_steps (task_id, seq, name, at) VALUES ('t-old', 1, '{name}', CURRENT_TIMESTAMP)"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "postgresql":
-        url = request.getfixturevalue("pg_cluster").new_database()
-    else:
-        url = f"sqlite:///{tmp_path}/kvmkit.db"
-    eng = make_engine(url)
-    yield eng
-    eng.dispose()
-
-
-def _migrate(engine: Engine, verb: str, rev: str) -> None:
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as connection:
-        cfg.attributes["connection"] = connection
-        getattr(command, verb)(cfg, rev)
 
 
 def _about_mine(diff: list) -> list:  # type: ignore[type-arg]
@@ -61,13 +37,13 @@ def _about_mine(diff: list) -> list:  # type: ignore[type-arg]
 
 
 def test_0005_upgrades_data_matches_the_models_and_downgrades(engine: Engine) -> None:
-    _migrate(engine, "upgrade", "0004")
+    migrate(engine, "upgrade", "0004")
     with engine.begin() as c:
         c.execute(text("INSERT INTO tasks (id, kind, target, state, percent, message, cancel_requested, created_at, "
                        "updated_at) VALUES ('t-old', 'vm.create', 'vm:web1', 'running', 10, 'define', false, "
                        "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
         c.execute(text(STEP.format(name="create")))
-    _migrate(engine, "upgrade", "head")
+    migrate(engine, "upgrade", "head")
     with engine.connect() as c:
         assert c.execute(text("SELECT id, state, owner FROM tasks")).all() == [("t-old", "running", None)]
         diff = compare_metadata(MigrationContext.configure(c), Base.metadata)
@@ -82,11 +58,11 @@ def test_0005_upgrades_data_matches_the_models_and_downgrades(engine: Engine) ->
         for holder in ("t-a", "t-b"):
             c.execute(text("INSERT INTO task_locks (target, holder, kind, server, since) "
                            f"VALUES ('vm:web1', '{holder}', 'vm.start', 's1', CURRENT_TIMESTAMP)"))
-    _migrate(engine, "downgrade", "0004")
+    migrate(engine, "downgrade", "0004")
     insp = inspect(engine)
     assert not {"servers", "task_locks"} & set(insp.get_table_names())
     assert "owner" not in {col["name"] for col in insp.get_columns("tasks")}
     with engine.connect() as c:
         assert c.execute(text("SELECT id, state FROM tasks")).all() == [("t-old", "running")]
         assert c.execute(text("SELECT count(*) FROM task_steps")).scalar() == 1
-    _migrate(engine, "upgrade", "head")
+    migrate(engine, "upgrade", "head")
