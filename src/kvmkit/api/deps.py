@@ -71,14 +71,9 @@ async def principal(request: Request, creds: HTTPAuthorizationCredentials | None
 
 
 def vm_uuid(st: ServerState, name: str) -> str | None:
-    """The UUID of the VM called ``name`` now (None when there is none): from the server's VM list when it
-    is fresh, else from libvirt."""
-    conn = st.hv.peek()
-    snap = st.vm_list.lookup(conn) if conn is not None else None
-    if snap is not None:
-        found = next((str(r.get("uuid")).lower() for r in snap[0] if r.get("name") == name and r.get("uuid")), None)
-        if found is not None:
-            return found
+    """The UUID of the VM called ``name`` now (None when there is none), asked of libvirt: an access check
+    never trusts the cached VM list, whose events may still be on their way (a VM undefined and made again
+    under its name a moment ago)."""
     import libvirt
 
     try:

@@ -71,6 +71,89 @@ class GuestAddress(Out):
     source: str = Field(description="where it was found: lease (libvirt DHCP), arp (host neighbours) or agent")
 
 
+class VMOs(Out):
+    """The guest OS the VM was made for (``vm create --os``), from libosinfo's database or kvmkit's overlay."""
+
+    id: str
+    short_id: str | None
+    name: str | None
+    version: str | None = None
+    family: str | None = None
+    distro: str | None = None
+    release_date: str | None = None
+    source: str | None = Field(description="which database the entry came from (null: no longer known)")
+    source_name: str | None = None
+    replaces: str | None = Field(None, description="the newer release this entry stands in for, if any")
+
+
+class VMTpm(Out):
+    model: str | None = Field(description="tpm-crb or tpm-tis")
+    backend: str | None = Field(description="emulator (swtpm) or passthrough")
+    version: str | None = Field(description="TPM version, e.g. 2.0")
+
+
+class AgentOs(Out):
+    """The guest's own account of its OS (guest-get-osinfo)."""
+
+    id: str | None = None
+    name: str | None = None
+    pretty_name: str | None = None
+    version: str | None = None
+    version_id: str | None = None
+    kernel_release: str | None = None
+    kernel_version: str | None = None
+    machine: str | None = None
+    variant: str | None = None
+    variant_id: str | None = None
+
+
+class AgentTimezone(Out):
+    name: str | None
+    offset: int | None = Field(description="seconds east of UTC")
+
+
+class AgentUser(Out):
+    name: str | None
+    domain: str | None
+    login_time: float | None = Field(description="seconds since the epoch")
+
+
+class AgentFilesystem(Out):
+    mountpoint: str | None
+    device: str | None
+    fstype: str | None
+    total_bytes: int | None
+    used_bytes: int | None
+    disks: list[str | None] = Field(description="the VM's disks it lives on (their aliases)")
+
+
+class AgentAddress(Out):
+    type: str | None = Field(description="ipv4 or ipv6")
+    addr: str | None
+    prefix: int | None
+
+
+class AgentInterface(Out):
+    name: str | None
+    mac: str | None
+    addresses: list[AgentAddress]
+
+
+class VMAgent(Out):
+    """The guest agent: its channel state and, when it answers, what it reports."""
+
+    configured: bool = Field(description="the VM has the agent channel")
+    state: str = Field(description="none (no channel), disconnected, connected")
+    connected: bool
+    error: str | None = Field(None, description="why the connected agent did not answer")
+    os: AgentOs | None = None
+    hostname: str | None = None
+    timezone: AgentTimezone | None = None
+    users: list[AgentUser] | None = None
+    filesystems: list[AgentFilesystem] | None = None
+    interfaces: list[AgentInterface] | None = None
+
+
 class VMDetail(Out):
     """``GET /api/v1/vms/{name}`` (``kvmkit vm show``)."""
 
@@ -114,6 +197,11 @@ class VMDetail(Out):
     host: str
     addresses: list[GuestAddress] = Field(description="while it runs")
     ip: str | None = Field(description="the first IPv4 address of addresses")
+    os: VMOs | None = Field(description="the guest OS it was made for (vm create --os); null: none given")
+    tpm: VMTpm | None = Field(description="its TPM (swtpm), if any")
+    secure_boot: bool = Field(description="UEFI Secure Boot is on")
+    agent: VMAgent
+    xml: str | None = Field(None, description="?xml=true: the domain XML (without display passwords)")
 
 
 class ResourcesChanged(Out):
