@@ -71,7 +71,9 @@ def make_user(server: Server, admin: httpx.Client, prefix: str):
 def wait_task(client: httpx.Client, task_id: str, timeout: float = 180) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
-        task = client.get(f"/api/v1/tasks/{task_id}").json()
+        r = client.get(f"/api/v1/tasks/{task_id}")
+        assert r.status_code == 200, f"GET /api/v1/tasks/{task_id}: {r.status_code} {r.text}"
+        task = r.json()
         if task["state"] not in ("queued", "running"):
             return task
         if time.monotonic() > deadline:

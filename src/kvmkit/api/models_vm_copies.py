@@ -20,6 +20,11 @@ class Snapshot(Out):
     memory_file: str | None
     overlays: dict[str, str | None] = Field(description="external: disk target -> its overlay file")
     current: bool
+    quiesced: bool | None = Field(None, description="the guest's file systems were frozen by its agent while it "
+                                                    "was taken (null: made before kvmkit recorded it)")
+    consistency: str | None = Field(None, description="quiesced, crash-consistent, memory (with the memory) or "
+                                                      "offline (the VM was shut off)")
+    quiesce_error: str | None = Field(None, description="why the agent could not freeze the guest")
 
 
 class SnapshotRow(Snapshot):
@@ -96,6 +101,7 @@ class Backup(Out):
     created: str
     consistency: str
     frozen: bool = Field(description="the guest's file systems were frozen by its agent")
+    quiesced: bool = Field(description="the same as frozen (the word snapshots use)")
     domain_xml: str
     domain_xml_secrets: bool
     private_files: list[str]

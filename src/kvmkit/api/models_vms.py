@@ -285,6 +285,10 @@ class VMActionDone(Out):
     log_append_set: list[str] | None = Field(None, description="start: serial logs switched to append first")
     forced: bool | None = Field(None, description="shutdown: powered off after the timeout")
     seconds: float | None = Field(None, description="shutdown: how long it took")
+    method: str | None = Field(None, description="shutdown and reboot: acpi (the power button), agent (the guest "
+                                                 "agent, when the guest ignored the button) or forced (power cut)")
+    agent_tried: bool | None = Field(None, description="a forced shutdown: whether the agent was asked first")
+    seed_ejected: str | None = Field(None, description="the cloud-init seed volume ejected on the way (eject=yes)")
 
 
 class CrashRestarted(VMActionDone):
