@@ -109,18 +109,23 @@ class CloudInitSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    user_data: str | None = None     # a host file: #cloud-config YAML (or any user-data cloud-init accepts)
+    user_data: str | None = Field(None, description="a host file (admins only): #cloud-config YAML or any "
+                                                    "user-data cloud-init accepts; others send user_data_text")
     user_data_text: SecretStr | None = Field(None, description=(
         "the user-data document itself (instead of a host file; at most 1 MiB): #cloud-config YAML (a mapping), "
         "a #! script, another cloud-init header, or a MIME multipart document. Write-only: never echoed"))
     ssh_authorized_keys: list[str] = Field(default_factory=list, max_length=64, description=(
         "OpenSSH public key lines for the default user (ssh-ed25519 AAAA... comment), besides ssh_key's file"))
-    meta_data: str | None = None     # YAML; instance-id and local-hostname are added when missing
-    ssh_key: str | None = None       # public key file(s) for the default user's authorized_keys
-    hostname: str | None = None      # local-hostname; default: the VM name
+    meta_data: str | None = Field(None, description="a host file (admins only): meta-data YAML; instance-id and "
+                                                    "local-hostname are added when missing")
+    ssh_key: str | None = Field(None, description="a host file (admins only) of public keys for the default "
+                                                  "user; others send ssh_authorized_keys")
+    hostname: str | None = Field(None, description="the guest's hostname (local-hostname), a DNS label; default: "
+                                                   "made from the VM name")
     password: SecretStr | None = Field(None, exclude=True, description=(
         "the default user's password (write-only: hashed at once, never stored, logged or echoed)"))
-    password_file: str | None = Field(None, description="a host file whose first line is the password")
+    password_file: str | None = Field(None, description="a host file (admins only) whose first line is the "
+                                                        "password; others send password")
     password_hash: str | None = Field(None, description="a SHA-512 or SHA-256 crypt hash ($6$... / $5$...)")
     eject: bool = Field(False, description="detach and delete the seed once the guest agent reports that "
                                            "cloud-init has finished (docs/cloud-init.md)")

@@ -74,7 +74,7 @@ def check_cloud_init(p: Principal, spec: Any) -> None:
     fields = cloud_init_file_fields(spec)
     if fields and not is_admin(p):
         instead = "; ".join(f"{f} -> cloud_init.{CLOUD_INIT_INLINE[f.split('.', 1)[1]]}" for f in fields)
-        raise _refuse(p, ", ".join(fields), "read host files into the cloud-init seed",
+        raise _refuse(p, ", ".join(fields), "use host paths for cloud-init (files read into the seed)",
                       f"send the content in the request instead: {instead}")
 
 
