@@ -17,8 +17,10 @@ from kvmkit.images import cloud_init
 from kvmkit.spec.cloud_init import CloudInitSpec
 from tests.support.cli_run import kvmkit, leftovers
 
-PUB = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKvmkitTestKeyOnlyForTests00000000000000000 test@kvmkit"
-OTHER = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQCkvmkit other@kvmkit"
+PUB = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIP5adS3KQexugxXNgDWX3bqfPdY/cG2kGb8vahWfVtOF test@kvmkit"
+OTHER = ("ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQDHOMKw8mY0j3U5Izwetu6+oCGqcvM/A/SJGnVMhNpJMON5LLyZlKCPVKG8bmtCP0h"
+         "BnwU0hBZigyGBm/IIPzH9WehPQxQSTM+P0+Gq43I5RgWVF1xuQPa1OP95UZmDwr1ZoX538ir5MmaYuFRtSW0M3D3YGB1OB130aNuI9G"
+         "jZIQ== other@kvmkit")
 
 
 @pytest.fixture()

@@ -95,7 +95,8 @@ def _graphics(value: str) -> dict[str, Any] | None:
 
 def _cloud_init(value: str) -> dict[str, Any]:
     """'user-data=FILE,ssh-key=FILE,hostname=H,password-file=F,eject=yes' -> CloudInitSpec fields (paths made
-    absolute). ``password=`` works too but puts the password on the command line: prefer password-file."""
+    absolute; user-data read here into ``user_data_text``). ``password=`` works too but puts the password on the
+    command line: prefer password-file."""
     import os
 
     opts: dict[str, Any] = dict(parse_opts(value, "--cloud-init"))
@@ -108,6 +109,13 @@ def _cloud_init(value: str) -> dict[str, Any]:
     for key in ("user_data", "meta_data", "ssh_key", "password_file"):
         if key in opts:
             opts[key] = os.path.abspath(os.path.expanduser(opts[key]))
+    if "user_data" in opts:  # the CLI runs as its caller on the host: it reads the file and sends the text
+        from kvmkit.spec.cloud_init import read_user_data_file
+
+        try:
+            opts["user_data_text"] = read_user_data_file(opts.pop("user_data"))
+        except ValueError as err:
+            raise InvalidInput(f"--cloud-init: {err}", hint="fix the path and try again") from None
     if "eject" in opts:
         opts["eject"] = _bool(opts["eject"], "--cloud-init eject")
     return opts

@@ -6,7 +6,8 @@ bus (kvmkit attaches it as a read-only virtio disk).
 
 :func:`render` produces the two files from a :class:`~kvmkit.spec.cloud_init.CloudInitSpec`:
 meta-data always has ``instance-id`` (a new UUID per VM unless the given meta-data has one) and
-``local-hostname``; an ssh key is merged into #cloud-config user-data as ``ssh_authorized_keys`` (the
+``local-hostname``; ssh keys (from a key file and/or ``ssh_authorized_keys``) are merged into #cloud-config
+user-data — a host file or ``user_data_text``, laid out the same — as ``ssh_authorized_keys`` (the
 distribution's default user), a password as its crypt hash (``password`` + ``chpasswd: {expire: false}``),
 and with ``eject`` a copy of the meta-data into the guest's NoCloud seed directory (so that the guest stays
 the same instance once the seed disk is gone); without user-data a minimal ``#cloud-config`` is written.
@@ -25,11 +26,10 @@ import yaml
 
 from kvmkit.errors import HostError, InvalidInput
 from kvmkit.spec.cloud_init import CloudInitSpec, hostname_from
+from kvmkit.spec.user_data import validate_public_key
 
 LABEL = "cidata"
 CLOUD_CONFIG = "#cloud-config"
-_KEY_TYPES = ("ssh-rsa", "ssh-ed25519", "ssh-dss", "ecdsa-sha2-", "sk-ssh-ed25519@openssh.com",
-              "sk-ecdsa-sha2-")
 
 
 def _read(path: str, what: str) -> str:
@@ -42,17 +42,19 @@ def _read(path: str, what: str) -> str:
 
 
 def _yaml_mapping(text: str, path: str, what: str) -> dict[str, Any]:
+    """``path``: the file's path, or a description of inline text ("the user-data text")."""
+    where = path if path.startswith("the ") else f"{what} file {path}"
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise InvalidInput(f"{what} file {path} is not valid YAML{where}",
+        line = f" at line {mark.line + 1}" if mark is not None else ""
+        raise InvalidInput(f"{where} is not valid YAML{line}",
                            hint="fix the YAML (check indentation and quoting)") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise InvalidInput(f"{what} file {path} is not a YAML mapping (key: value lines)",
+        raise InvalidInput(f"{where} is not a YAML mapping (key: value lines)",
                            hint=f"write {what} as key: value lines")
     return data
 
@@ -66,9 +68,11 @@ def read_ssh_keys(path: str) -> list[str]:
     if not keys:
         raise InvalidInput(f"ssh-key file {path} has no key", hint="give a public key file, e.g. ~/.ssh/id_ed25519.pub")
     for key in keys:
-        if not key.startswith(_KEY_TYPES) or len(key.split()) < 2:
-            raise InvalidInput(f"ssh-key file {path} has a line that is not an OpenSSH public key: {key[:40]!r}",
-                               hint="give a public key file, e.g. ~/.ssh/id_ed25519.pub")
+        try:
+            validate_public_key(key)
+        except ValueError as err:
+            raise InvalidInput(f"ssh-key file {path} has a line that is not an OpenSSH public key: {err}",
+                               hint="give a public key file, e.g. ~/.ssh/id_ed25519.pub") from None
     return keys
 
 
@@ -79,6 +83,7 @@ def _extras(spec: CloudInitSpec, meta_data: str) -> dict[str, Any]:
     """What kvmkit adds to #cloud-config user-data: keys, the password hash, the seed copy for eject."""
     extras: dict[str, Any] = {}
     keys = read_ssh_keys(spec.ssh_key) if spec.ssh_key else []
+    keys += [k for k in spec.ssh_authorized_keys if k not in keys]  # given inline (validated with the spec)
     if keys:
         extras["ssh_authorized_keys"] = keys
     try:
@@ -127,18 +132,21 @@ def _merge(config: dict[str, Any], extras: dict[str, Any], path: str) -> dict[st
 
 def _user_data(spec: CloudInitSpec, meta_data: str) -> str:
     extras = _extras(spec, meta_data)
-    if spec.user_data is None:
+    if spec.user_data is not None:
+        text, where = _read(spec.user_data, "user-data"), spec.user_data
+    elif spec.user_data_text is not None:
+        text, where = spec.user_data_text.get_secret_value(), "the user-data text"
+    else:
         return CLOUD_CONFIG + "\n" + (yaml.safe_dump(extras, sort_keys=False) if extras else "")
-    text = _read(spec.user_data, "user-data")
     if not extras:
         return text  # passed through as written: cloud-config, a script, or a MIME multipart
     if not text.lstrip().startswith(CLOUD_CONFIG):
-        what = ", ".join(k for k, on in (("ssh-key", spec.ssh_key), ("password", "password" in extras),
-                                         ("eject", spec.eject)) if on)
-        raise InvalidInput(f"{what} can only be merged into #cloud-config user-data, and {spec.user_data} "
+        what = ", ".join(k for k, on in (("ssh-key", spec.ssh_key or spec.ssh_authorized_keys),
+                                         ("password", "password" in extras), ("eject", spec.eject)) if on)
+        raise InvalidInput(f"{what} can only be merged into #cloud-config user-data, and {where} "
                            "does not start with #cloud-config",
-                           hint="add it to your user-data yourself, or make it a #cloud-config file")
-    config = _merge(_yaml_mapping(text, spec.user_data, "user-data"), extras, spec.user_data)
+                           hint="add it to your user-data yourself, or make it a #cloud-config document")
+    config = _merge(_yaml_mapping(text, where, "user-data"), extras, where)
     return CLOUD_CONFIG + "\n" + yaml.safe_dump(config, sort_keys=False)
 
 

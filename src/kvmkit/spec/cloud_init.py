@@ -3,6 +3,12 @@
 ``kvmkit vm create --cloud-init user-data=FILE,meta-data=FILE,ssh-key=FILE,hostname=H,password-file=F,eject=yes``
 parses into a :class:`CloudInitSpec`; :mod:`kvmkit.images.cloud_init` turns it into the seed image.
 
+Content may also come in the spec itself, for callers that may not name host files (operators over the API):
+``user_data_text`` (the user-data document: #cloud-config, a script, a MIME multipart ...; checked by
+:mod:`kvmkit.spec.user_data`, write-only — a ``SecretStr``, since cloud-config often carries passwords),
+``ssh_authorized_keys`` (OpenSSH public key lines), ``hostname`` and the password fields. The CLI reads its
+``user-data=FILE`` itself and passes the text.
+
 A password (``password`` or ``password_file``) is write-only: it is turned into a SHA-512 crypt hash while
 the spec is validated (``openssl passwd -6``, the clear text on its stdin, never on a command line) and
 then dropped; only ``password_hash`` is kept, dumped and written into the seed. ``password_file`` is read
@@ -84,19 +90,42 @@ def _readable_file(path: str, what: str) -> str:
     return path
 
 
+def read_user_data_file(path: str) -> str:
+    """The text of a user-data file (checked like a seed file, UTF-8), for callers that may read host files
+    themselves (the CLI, as its user); ValueError naming the file and what is wrong."""
+    _readable_file(path, "user-data")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read()
+    except UnicodeDecodeError:
+        raise ValueError(f"user-data file {path} is not UTF-8 text; give a text file") from None
+    except OSError as err:
+        raise ValueError(f"cannot read user-data file {path}: {err.strerror}") from None
+
+
 class CloudInitSpec(BaseModel):
     """Files (host paths, made absolute) and hostname for the VM's NoCloud seed. All optional: an empty
     spec still gives the VM a seed with an instance-id and its name as hostname."""
 
     model_config = ConfigDict(extra="forbid")
 
-    user_data: str | None = None     # #cloud-config YAML (or any user-data cloud-init accepts)
-    meta_data: str | None = None     # YAML; instance-id and local-hostname are added when missing
-    ssh_key: str | None = None       # public key file(s) for the default user's authorized_keys
-    hostname: str | None = None      # local-hostname; default: the VM name
+    user_data: str | None = Field(None, description="a host file (admins only): #cloud-config YAML or any "
+                                                    "user-data cloud-init accepts; others send user_data_text")
+    user_data_text: SecretStr | None = Field(None, description=(
+        "the user-data document itself (instead of a host file; at most 1 MiB): #cloud-config YAML (a mapping), "
+        "a #! script, another cloud-init header, or a MIME multipart document. Write-only: never echoed"))
+    ssh_authorized_keys: list[str] = Field(default_factory=list, max_length=64, description=(
+        "OpenSSH public key lines for the default user (ssh-ed25519 AAAA... comment), besides ssh_key's file"))
+    meta_data: str | None = Field(None, description="a host file (admins only): meta-data YAML; instance-id and "
+                                                    "local-hostname are added when missing")
+    ssh_key: str | None = Field(None, description="a host file (admins only) of public keys for the default "
+                                                  "user; others send ssh_authorized_keys")
+    hostname: str | None = Field(None, description="the guest's hostname (local-hostname), a DNS label; default: "
+                                                   "made from the VM name")
     password: SecretStr | None = Field(None, exclude=True, description=(
         "the default user's password (write-only: hashed at once, never stored, logged or echoed)"))
-    password_file: str | None = Field(None, description="a host file whose first line is the password")
+    password_file: str | None = Field(None, description="a host file (admins only) whose first line is the "
+                                                        "password; others send password")
     password_hash: str | None = Field(None, description="a SHA-512 or SHA-256 crypt hash ($6$... / $5$...)")
     eject: bool = Field(False, description="detach and delete the seed once the guest agent reports that "
                                            "cloud-init has finished (docs/cloud-init.md)")
@@ -127,6 +156,30 @@ class CloudInitSpec(BaseModel):
             except ValueError as err:
                 raise InvalidInput(f"invalid cloud_init.{field}: {err}", hint="fix the path and try again") from None
 
+    @field_validator("user_data_text")
+    @classmethod
+    def _user_data_text(cls, v: SecretStr | None) -> SecretStr | None:
+        from kvmkit.spec.user_data import user_data_kind
+
+        if v is not None:
+            user_data_kind(v.get_secret_value())  # ValueError: the kind, size or YAML problem (never the text)
+        return v
+
+    @field_validator("ssh_authorized_keys")
+    @classmethod
+    def _keys(cls, v: list[str]) -> list[str]:
+        from kvmkit.spec.user_data import validate_public_key
+
+        out: list[str] = []
+        for i, line in enumerate(v):
+            try:
+                key = validate_public_key(line)
+            except ValueError as err:
+                raise ValueError(f"ssh_authorized_keys[{i}]: {err}") from None
+            if key not in out:
+                out.append(key)
+        return out
+
     @field_validator("hostname")
     @classmethod
     def _hostname(cls, v: str | None) -> str | None:
@@ -147,6 +200,8 @@ class CloudInitSpec(BaseModel):
         given = [f for f in ("password", "password_file", "password_hash") if getattr(self, f) is not None]
         if len(given) > 1:
             raise ValueError("give one of password, password-file or password-hash")
+        if self.user_data is not None and self.user_data_text is not None:
+            raise ValueError("give user-data as a host file (user_data) or as text (user_data_text), not both")
         if self.password is not None:
             self.password_hash = hash_password(self.password.get_secret_value())
             self.password = None

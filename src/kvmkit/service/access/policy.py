@@ -48,15 +48,34 @@ def check_host_path(p: Principal, field: str) -> None:
                       "use pool volumes (disks: size=, or a template), or ask an admin")
 
 
+# cloud-init's host-file fields -> what a non-admin sends instead (the content itself, in the request)
+CLOUD_INIT_INLINE = {"user_data": "user_data_text (the user-data document itself)",
+                     "ssh_key": "ssh_authorized_keys (the public key lines)",
+                     "password_file": "password (hashed at once, never stored)",
+                     "meta_data": "hostname (kvmkit writes the meta-data)"}
+
+
 def host_path_fields(spec: Any) -> list[str]:
     """The fields of a VMSpec that name files or devices on the host."""
     fields = [f"disks[{i}].path" for i, d in enumerate(spec.disks) if d.path]
     fields += [f for f in ("kernel", "initrd", "serial_log", "virtio_win") if getattr(spec, f, None)]
+    return fields + cloud_init_file_fields(spec)
+
+
+def cloud_init_file_fields(spec: Any) -> list[str]:
+    """The cloud-init fields of a VMSpec that name host files (each has an inline alternative)."""
     ci = getattr(spec, "cloud_init", None)
-    if ci is not None:
-        fields += [f"cloud_init.{f}" for f in ("user_data", "meta_data", "ssh_key", "password_file")
-                   if getattr(ci, f, None)]
-    return fields
+    return [] if ci is None else [f"cloud_init.{f}" for f in CLOUD_INIT_INLINE if getattr(ci, f, None)]
+
+
+def check_cloud_init(p: Principal, spec: Any) -> None:
+    """Inline cloud-init (hostname, user_data_text, ssh_authorized_keys, password, password_hash, eject) is
+    for every operator; its host-file fields are the admin's: 403 naming the field and its inline twin."""
+    fields = cloud_init_file_fields(spec)
+    if fields and not is_admin(p):
+        instead = "; ".join(f"{f} -> cloud_init.{CLOUD_INIT_INLINE[f.split('.', 1)[1]]}" for f in fields)
+        raise _refuse(p, ", ".join(fields), "use host paths for cloud-init (files read into the seed)",
+                      f"send the content in the request instead: {instead}")
 
 
 def check_nic(p: Principal, nic: Any, field: str) -> None:
@@ -135,12 +154,13 @@ def check_vm_spec(p: Principal, spec: Any, conn: Any, vm: str | None = None) -> 
     """Every policy check of a VMSpec, in field order; the first refusal is raised."""
     if is_admin(p):
         return
-    paths = host_path_fields(spec)
+    paths = [f for f in host_path_fields(spec) if not f.startswith("cloud_init.")]
     if paths:
         raise _refuse(p, ", ".join(paths), "use host paths",
                       "use pool volumes (disks: size=, or a template), the micro-guest, or ask an admin")
     for i, nic in enumerate(spec.nics):
         check_nic(p, nic, f"nics[{i}]")
     check_graphics(p, spec.graphics)
+    check_cloud_init(p, spec)
     for i, disk in enumerate(spec.disks):
         check_disk(p, disk, f"disks[{i}]", conn, vm)

@@ -20,6 +20,16 @@ export async function isoLibrary() {
   return lists.flat();
 }
 
+// cloud_init spec field -> the wizard's input (a model-level error, e.g. two user-data sources: the text)
+const CI_FIELDS = { hostname: "ci_hostname", user_data_text: "ci_user_data_text", ssh_authorized_keys: "ci_ssh_keys",
+  password: "ci_password", password_hash: "ci_password", user_data: "ci_user_data",
+  meta_data: "ci_meta_data", ssh_key: "ci_ssh_key" };
+
+/** The SSH public keys textarea: one key per line, blank lines and # comments left out. */
+export function keyLines(text) {
+  return String(text || "").split(/\r?\n/).map((l) => l.trim()).filter((l) => l && !l.startsWith("#"));
+}
+
 /** Where a 422 field location points in this form. */
 export function wizardField(loc) {
   const [a, b, c] = loc;
@@ -28,7 +38,7 @@ export function wizardField(loc) {
   if (a === "vcpus" || a === "max_vcpus") return "vcpus";
   if (a === "template") return "template";
   if (a === "nics") return "network";
-  if (a === "cloud_init") return { hostname: "ci_hostname", user_data: "ci_user_data", meta_data: "ci_meta_data", ssh_key: "ci_ssh_key" }[b] || "ci_hostname";
+  if (a === "cloud_init") return b === "eject" ? null : (CI_FIELDS[b] || "ci_user_data_text");
   if (a === "disks") return c === "size" || b === 1 || loc.length === 1 ? "disk_size" : "source_volume";
   if (a === "graphics") return "graphics";
   return null;
@@ -62,6 +72,13 @@ export function buildSpec(f, source) {
       const v = String(f.get(field) || "").trim();
       if (v) ci[key] = v;
     }
+    const keys = keyLines(f.get("ci_ssh_keys"));
+    if (keys.length) ci.ssh_authorized_keys = keys;
+    const password = String(f.get("ci_password") || "");  // sent as typed (write-only: hashed by the server)
+    if (password) ci.password = password;
+    const userData = String(f.get("ci_user_data_text") || "");
+    if (userData.trim()) ci.user_data_text = userData.replace(/\r\n/g, "\n");
+    if (f.get("ci_eject") === "on") ci.eject = true;
     spec.cloud_init = ci;
   }
   return spec;
@@ -157,10 +174,20 @@ export function CreateVm({ me }) {
         <label for="cloud_init">${t("wiz.ci_enable")}</label></div>
       ${cloudInit && html`<div class="form-grid">
         <${Field} id="ci_hostname" label=${t("word.hostname")} error=${errors.ci_hostname} help=${t("wiz.ci_hostname_help")}>
-          <input ...${inputProps("ci_hostname", errors)} /><//>
-        ${[["ci_user_data", "wiz.ci_user_data"], ["ci_meta_data", "wiz.ci_meta_data"], ["ci_ssh_key", "wiz.ci_ssh_key"]].map(([id, key]) => html`
+          <input ...${inputProps("ci_hostname", errors)} autocomplete="off" /><//>
+        <${Field} id="ci_password" label=${t("wiz.ci_password")} error=${errors.ci_password} help=${t("wiz.ci_password_help")}>
+          <input ...${inputProps("ci_password", errors)} type="password" autocomplete="new-password" /><//>
+        <${Field} id="ci_ssh_keys" label=${t("wiz.ci_ssh_keys")} error=${errors.ci_ssh_keys} help=${t("wiz.ci_ssh_keys_help")} wide>
+          <textarea ...${inputProps("ci_ssh_keys", errors)} class="mono" rows="3" spellcheck="false" autocomplete="off"
+            placeholder="ssh-ed25519 AAAA… user@host"></textarea><//>
+        <${Field} id="ci_user_data_text" label=${t("wiz.ci_user_data_text")} error=${errors.ci_user_data_text} help=${t("wiz.ci_user_data_text_help")} wide>
+          <textarea ...${inputProps("ci_user_data_text", errors)} class="mono" rows="8" spellcheck="false" autocomplete="off"
+            placeholder="#cloud-config"></textarea><//>
+        <div class="field check wide"><input type="checkbox" id="ci_eject" name="ci_eject" aria-describedby="ci_eject-help" />
+          <label for="ci_eject">${t("wiz.ci_eject")}</label><p class="help" id="ci_eject-help">${t("wiz.ci_eject_help")}</p></div>
+        ${admin && [["ci_user_data", "wiz.ci_user_data"], ["ci_meta_data", "wiz.ci_meta_data"], ["ci_ssh_key", "wiz.ci_ssh_key"]].map(([id, key]) => html`
           <${Field} key=${id} id=${id} label=${t(key)} error=${errors[id]} help=${t("wiz.ci_path_help")}>
-            <input ...${inputProps(id, errors)} placeholder="/etc/kvmkit/cloud-init/…" disabled=${!admin} /><//>`)}
+            <input ...${inputProps(id, errors)} placeholder="/etc/kvmkit/cloud-init/…" /><//>`)}
       </div>`}
     <//>
     <div class="buttons"><button type="submit" disabled=${busy}>${busy ? t("wiz.creating") : t("wiz.create")}</button></div>
