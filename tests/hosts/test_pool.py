@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 import time
 
+import libvirt
 import pytest
 
 from kvmkit.hosts.pool import HostDown, HostHandle, HostPool
@@ -64,6 +65,49 @@ def test_down_fails_at_once_and_the_monitor_brings_it_back(hosts) -> None:
         assert a.get().getLibVersion() > 0
     finally:
         pool.close()
+
+
+def test_the_check_is_no_second_caller_on_a_connection_a_call_hangs_on(hosts) -> None:
+    """The monitor's check makes no call on the pooled connection, so it never waits behind another
+    thread's call on it. Two threads in calls on one connection when it dies of keepalive crash libvirt
+    9.0's client (a stale poll source dispatched into the first thread's dead stack: the server's SIGSEGV
+    after a bed host's link came back); HostHandle.check docs the cause."""
+    register_event_impl()  # as in the server: keepalive works
+    h = HostHandle("c", hosts["c"].uri)
+    conn = h.get()
+    hosts["c"].link_down()
+    entered, finished = threading.Event(), threading.Event()
+
+    def hang() -> None:
+        entered.set()
+        try:
+            conn.getLibVersion()  # no answer: hangs until the link is back or keepalive kills the connection
+        except libvirt.libvirtError:
+            pass
+        finally:
+            finished.set()
+
+    caller = threading.Thread(target=hang, daemon=True)
+    try:
+        caller.start()
+        assert entered.wait(30)
+        result: list[bool] = []
+        checked = threading.Event()
+
+        def check() -> None:
+            result.append(h.check())
+            checked.set()
+
+        threading.Thread(target=check, daemon=True).start()
+        # a round trip would wait behind that call, and when keepalive kills the connection libvirt hands the
+        # dispatch to it: it then waits for input that never comes (until the link is back), or crashes
+        assert checked.wait(60), "the check is waiting behind the hanging call"
+        assert not finished.is_set(), "the check returned only once the hanging call ended: it waited behind it"
+        assert result == [True] and h.state == "up"
+    finally:
+        hosts["c"].link_up()
+        finished.wait(120)
+        h.close()
 
 
 def test_an_address_that_stops_answering_is_down_after_the_timeout(hosts) -> None:

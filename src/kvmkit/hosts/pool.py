@@ -11,7 +11,8 @@ its live connection (opened again after libvirtd went away), ``peek()`` the open
   libvirtd is used again at once). A late connection that succeeds after its caller gave up is kept for
   the next call.
 - With :meth:`HostPool.start_monitor` (the server), one thread per other host checks it every few
-  seconds (a round trip) and reconnects when due, so its state changes without anybody asking; each change
+  seconds (whether its connection is alive: keepalive finds a dead one; no call of its own on it, see
+  :meth:`HostHandle.check`) and reconnects when due, so its state changes without anybody asking; each change
   goes to ``on_state(name, state, error)`` (the server puts it on the event stream).
 """
 
@@ -210,18 +211,27 @@ class HostHandle:
         return err
 
     def check(self) -> bool:
-        """One round trip to the host (connecting when due); updates the state. True when it is up."""
+        """Is the host up? Updates the state; connects when due. True when it is up.
+
+        No call is made on the pooled connection: ``isAlive()`` is answered by the client alone, and the
+        connection's keepalive (:func:`_keepalive`, sent by the server's event loop) turns it false when
+        libvirtd goes away (EOF) or the host stops answering (silent link). A round trip here would make
+        the monitor a second caller on a connection another thread's call may be hanging on, and libvirt
+        9.0's RPC client crashes when a connection dies (keepalive timeout) with two threads in calls on
+        it: the first thread's poll source, which points at its stack, is left attached to the client's
+        private main context (virNetClientIOEventLoop only unrefs it when another thread's call woke it
+        up), the first thread returns with the error and passes the dispatch to the second, whose poll
+        then dispatches the stale source into the dead stack frame (SIGSEGV in virNetClientIOEventFD)."""
         conn = self._conn
         if conn is not None:
-            try:
-                conn.getLibVersion()
+            if _alive(conn):
                 if self.state != "up":
                     with self._lock:
                         self._set_state("up", None)
                 return True
-            except libvirt.libvirtError as err:
-                self.mark_down(err.get_error_message() or "connection lost")
-                return False
+            self.mark_down(f"the connection to {self.uri} was lost (libvirtd stopped, or the host stopped "
+                           "answering keepalive)")
+            return False
         if time.monotonic() < self._retry_at:
             return False
         try:
