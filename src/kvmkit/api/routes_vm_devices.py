@@ -105,7 +105,7 @@ class ResizeDisk(BaseModel):
                                                   "the new end is lost")
 
 
-class DiskResized(BaseModel):
+class DiskResized(Out):
     name: str
     action: str
     target: str

@@ -1,0 +1,106 @@
+"""Typed answers of /api/v1/vms/{name}/exec, /password, /seed/eject and /guest/... (routes_vm_guest.py):
+what kvmkit.service.guests returns, and the result of the vm.seed.eject task."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from kvmkit.api.models_base import Out
+
+
+class ExecResult(Out):
+    name: str
+    command: list[str]
+    pid: int
+    exited: bool
+    timed_out: bool
+    exit_code: int | None
+    signal: int | None
+    stdout: str
+    stderr: str
+    stdout_b64: str | None = None
+    stderr_b64: str | None = None
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
+    seconds: float
+    message: str | None = None
+
+
+class PasswordResult(Out):
+    name: str
+    user: str
+    action: str
+    changed: bool
+
+
+class GuestEntry(Out):
+    name: str
+    path: str
+    type: str
+    mode: str
+    size: int
+    uid: int
+    gid: int
+    mtime: int
+    target: str | None = None
+
+
+class GuestListing(Out):
+    vm: str
+    path: str
+    entries: list[GuestEntry]
+
+
+class GuestFilesystem(Out):
+    filesystem: str
+    size_kib: int
+    used_kib: int
+    available_kib: int
+    use_percent: float
+
+
+class GuestDf(Out):
+    vm: str
+    readonly: bool
+    filesystems: list[GuestFilesystem]
+
+
+class GuestFs(Out):
+    device: str | None = None
+    type: str | None = None
+    label: str | None = None
+    uuid: str | None = None
+
+
+class GuestOS(Out):
+    """One operating system as libguestfs inspection reports it (virt-inspector's fields)."""
+
+    root: str | None = None
+    name: str | None = Field(None, description="linux, windows, freebsd ...")
+    arch: str | None = None
+    distro: str | None = None
+    product_name: str | None = None
+    product_variant: str | None = None
+    major_version: str | None = None
+    minor_version: str | None = None
+    package_format: str | None = None
+    package_management: str | None = None
+    hostname: str | None = None
+    osinfo: str | None = Field(None, description="the libosinfo short id, e.g. debian12")
+    windows_systemroot: str | None = None
+    mountpoints: dict[str, str | None] = Field(default_factory=dict, description="mount point -> device")
+    filesystems: list[GuestFs] = Field(default_factory=list)
+
+
+class GuestInspection(Out):
+    vm: str
+    readonly: bool
+    disks: list[str]
+    operating_systems: list[GuestOS]
+
+
+class CopiedIn(Out):
+    vm: str
+    path: str
+    size: int
+    sha256: str
