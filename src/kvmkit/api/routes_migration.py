@@ -136,7 +136,9 @@ def evacuate(name: str, body: EvacuateSpec, request: Request, p: Principal = Dep
     return submit(request, st, p, "host.evacuate", target, job, {"host": name})
 
 
-@hosts_router.get("/placement/cpu-baseline")
+@hosts_router.get("/placement/cpu-baseline", responses={
+    404: {"description": "a host named in hosts is not in the inventory"},
+    409: {"description": "no host (of those named) can say which CPU it gives its guests"}})
 def cpu_baseline(request: Request, hosts: list[str] = Query(default=[], description="only these hosts"),
                  virt_type: str | None = Query(None, pattern="^(kvm|qemu)$"),
                  _p: Principal = Depends(require("viewer"))) -> CpuBaseline:
