@@ -104,3 +104,19 @@ class CopiedIn(Out):
     path: str
     size: int
     sha256: str
+
+
+class CloudInitResult(Out):
+    datasource: str = Field(description="where cloud-init read its data from (kvmkit's seed: NoCloud)")
+    errors: list[str]
+
+
+class SeedEjected(Out):
+    """Result of vm.seed.eject."""
+
+    name: str
+    action: str = Field(description="eject-seed")
+    volume: str | None = Field(description="the seed's volume (deleted)")
+    target: str | None = Field(description="the seed's disk target, e.g. sda")
+    forced: bool = Field(description="ejected without asking the guest agent")
+    cloud_init: CloudInitResult | None = Field(description="cloud-init's result as the guest said (null: forced)")

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from kvmkit.api.models_base import Out
+from kvmkit.api.models_os import OsSummary
 
 STATE = ("libvirt's state as a word: running, blocked, paused, shutdown (shutting down), shut-off, crashed, "
          "pmsuspended, nostate")
@@ -185,6 +186,44 @@ class VMCreated(Out):
     macs: list[str | None]
     serial_log: str | None
     autostart: bool
+    os: OsSummary | None = Field(None, description="with the spec's os: the OS whose preset was applied")
+    warnings: list[str] | None = Field(None, description="with os: what the preset could not give the VM")
+    notes: list[str] | None = Field(None, description="with os: what the preset chose, and why")
+
+
+class ImportedGuest(Out):
+    """What libguestfs inspection found in an imported VM's disks."""
+
+    found: bool = Field(description="an operating system was found")
+    root: str | None
+    os_type: str | None = Field(description="linux, windows, freebsd ...")
+    distro: str | None
+    product: str | None
+    major: int | None
+    minor: int | None
+    osinfo: str | None = Field(description="libguestfs's osinfo short id (debian12, win10 ...)")
+    arch: str | None
+    hostname: str | None
+    firmware: str | None = Field(description="uefi, bios, or null (cannot tell)")
+    bootloader: str | None
+    virtio_block: bool
+    virtio_net: bool
+    kernel: str | None = Field(description="guest path of the newest kernel in /boot")
+    initrd: str | None
+    kernel_file: str | None = Field(description="the host copy of the kernel booted directly, if any")
+    initrd_file: str | None
+    root_uuid: str | None
+    cmdline: str | None = Field(description="/etc/kernel/cmdline when the guest has one")
+    fstab_sd: bool = Field(description="/etc/fstab names /dev/sdX or /dev/hdX (renamed under virtio)")
+
+
+class VMImported(VMCreated):
+    """Result of vm.import: the created VM, and how the import went."""
+
+    path: Literal["kvmkit", "virt-v2v"] = Field(description="which path converted it")
+    guest: ImportedGuest
+    boot: Literal["kernel", "firmware", "unknown"] = Field(
+        description="kernel: boots the guest's kernel directly; firmware: through its boot loader")
 
 
 class VMActionDone(Out):
@@ -197,12 +236,18 @@ class VMActionDone(Out):
     log_append_set: list[str] | None = Field(None, description="start: serial logs switched to append first")
     forced: bool | None = Field(None, description="shutdown: powered off after the timeout")
     seconds: float | None = Field(None, description="shutdown: how long it took")
+    method: Literal["acpi", "agent", "forced"] | None = Field(
+        None, description="shutdown, reboot: how it went (the power button, the guest agent, or a power cut)")
+    agent_tried: bool | None = Field(None, description="shutdown forced: the guest agent's power-off was tried first")
+    seed_ejected: str | None = Field(None, description="shutdown, reboot: the cloud-init seed volume ejected first "
+                                                       "(cloud-init had finished)")
 
 
 class CrashRestarted(VMActionDone):
     """Result of vm.crash-restart (the server's own task when a VM's QEMU died and on_crash says restart)."""
 
     policy: str = Field(description="the VM's on_crash policy")
+    note: str | None = Field(None, description="why nothing was done (it runs again already)")
 
 
 class KeptDisk(Out):
