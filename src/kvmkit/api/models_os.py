@@ -90,3 +90,19 @@ class OsDetail(OsSummary):
     firmware: list[OsFirmware]
     variants: list[OsVariant]
     preset: OsPreset
+
+
+class OsRef(Out):
+    """A VM's OS as its definition records it: the libosinfo entry, or only its id when this machine's
+    database does not know it."""
+
+    id: str
+    short_id: str | None
+    name: str | None
+    version: str | None = None
+    family: str | None = None
+    distro: str | None = None
+    release_date: str | None = None
+    source: str | None
+    source_name: str | None = None
+    replaces: str | None = None

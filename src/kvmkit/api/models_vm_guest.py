@@ -120,3 +120,66 @@ class SeedEjected(Out):
     target: str | None = Field(description="the seed's disk target, e.g. sda")
     forced: bool = Field(description="ejected without asking the guest agent")
     cloud_init: CloudInitResult | None = Field(description="cloud-init's result as the guest said (null: forced)")
+
+
+class AgentOS(Out):
+    """The guest's OS as its agent reports it (libvirt's os.* guest info, dashes as underscores)."""
+
+    id: str | None = None
+    name: str | None = None
+    pretty_name: str | None = None
+    version: str | None = None
+    version_id: str | None = None
+    kernel_release: str | None = None
+    kernel_version: str | None = None
+    machine: str | None = None
+    variant: str | None = None
+    variant_id: str | None = None
+
+
+class AgentTimezone(Out):
+    name: str | None
+    offset: int | None = Field(description="seconds east of UTC")
+
+
+class AgentUser(Out):
+    name: str | None
+    domain: str | None
+    login_time: int | None = Field(description="milliseconds since the epoch")
+
+
+class AgentFilesystem(Out):
+    mountpoint: str | None
+    device: str | None
+    fstype: str | None
+    total_bytes: int | None
+    used_bytes: int | None
+    disks: list[str | None] = Field(description="the VM's disks (aliases) it lives on")
+
+
+class AgentAddress(Out):
+    type: str | None = Field(description="ipv4 or ipv6")
+    addr: str | None
+    prefix: int | None
+
+
+class AgentInterface(Out):
+    name: str | None
+    mac: str | None
+    addresses: list[AgentAddress]
+
+
+class GuestAgent(Out):
+    """The ``agent`` part of ``GET /api/v1/vms/{name}``: the channel's state, and what the agent reports while
+    it is connected."""
+
+    configured: bool = Field(description="the VM has a guest-agent channel")
+    state: str = Field(description="none (no channel), off (VM not running), disconnected or connected")
+    connected: bool
+    error: str | None = Field(None, description="connected, but it did not answer")
+    os: AgentOS | None = None
+    hostname: str | None = None
+    timezone: AgentTimezone | None = None
+    users: list[AgentUser] | None = None
+    filesystems: list[AgentFilesystem] | None = None
+    interfaces: list[AgentInterface] | None = None

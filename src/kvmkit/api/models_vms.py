@@ -8,7 +8,8 @@ from typing import Literal
 from pydantic import Field
 
 from kvmkit.api.models_base import Out
-from kvmkit.api.models_os import OsSummary
+from kvmkit.api.models_os import OsRef, OsSummary
+from kvmkit.api.models_vm_guest import GuestAgent
 
 STATE = ("libvirt's state as a word: running, blocked, paused, shutdown (shutting down), shut-off, crashed, "
          "pmsuspended, nostate")
@@ -72,6 +73,12 @@ class GuestAddress(Out):
     source: str = Field(description="where it was found: lease (libvirt DHCP), arp (host neighbours) or agent")
 
 
+class VMTpm(Out):
+    model: str | None = Field(description="e.g. tpm-crb")
+    backend: str | None = Field(description="e.g. emulator (swtpm)")
+    version: str | None = Field(description="e.g. 2.0")
+
+
 class VMDetail(Out):
     """``GET /api/v1/vms/{name}`` (``kvmkit vm show``)."""
 
@@ -115,6 +122,10 @@ class VMDetail(Out):
     host: str
     addresses: list[GuestAddress] = Field(description="while it runs")
     ip: str | None = Field(description="the first IPv4 address of addresses")
+    os: OsRef | None = Field(description="the OS it was made for (the spec's os), as libosinfo knows it")
+    tpm: VMTpm | None = Field(description="its emulated TPM (null: none)")
+    secure_boot: bool = Field(description="UEFI Secure Boot is asked for")
+    agent: GuestAgent
 
 
 class ResourcesChanged(Out):
