@@ -96,7 +96,7 @@ def create_app(db_url: str | None = None, uri: str | None = None, *, tls: bool =
     import kvmkit.api.routes_vm_xml as routes_vm_xml
     import kvmkit.api.routes_vms as routes_vms
     import kvmkit.api.routes_volumes as routes_volumes
-    from kvmkit.api.host_scope import host_scope
+    from kvmkit.api.host_scope import HOST_RESPONSES, host_scope
 
     # routers of what lives on a libvirt host take ?host=NAME (api/host_scope.py); these do not
     hostless = {routes_auth, routes_tasks, routes_events, routes_users, routes_tokens, routes_audit, routes_hosts,
@@ -108,10 +108,12 @@ def create_app(db_url: str | None = None, uri: str | None = None, *, tls: bool =
                 routes_vm_copies, routes_vm_devices, routes_vm_runtime, routes_vm_xml, routes_host, routes_metrics,
                 routes_volumes, routes_images, routes_templates, routes_vm_guest, routes_hosts, routes_servers,
                 routes_migration):
-        app.include_router(mod.router, prefix=API, dependencies=[] if mod in hostless else scoped)
+        app.include_router(mod.router, prefix=API, dependencies=[] if mod in hostless else scoped,
+                           responses={} if mod in hostless else HOST_RESPONSES)
     app.include_router(routes_migration.hosts_router, prefix=API)  # evacuate, cpu-baseline: not host-scoped
-    app.include_router(routes_console.router, dependencies=scoped)  # its path carries the /api/v1 prefix itself
-    app.include_router(routes_console_vnc.router, dependencies=scoped)  # the same
+    # the console routers' paths carry the /api/v1 prefix themselves
+    app.include_router(routes_console.router, dependencies=scoped, responses=HOST_RESPONSES)
+    app.include_router(routes_console_vnc.router, dependencies=scoped, responses=HOST_RESPONSES)
     app.include_router(routes_metrics.scrape_router)  # /metrics, outside /api/v1
     from kvmkit.api import openapi_doc, task_results  # noqa: F401 - task_results: the strict check of results
 

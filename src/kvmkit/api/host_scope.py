@@ -19,6 +19,10 @@ from kvmkit.api.state import current_host
 
 HOST_QUERY = Query(None, description="the host to work on: a name from GET /api/v1/hosts (default: the local host)",
                    max_length=64)
+# what every host-scoped route may answer because of ?host= (a route's own 404 description, when it has one, is
+# kept: its 404 covers the host too)
+HOST_RESPONSES: dict[int | str, dict[str, Any]] = {
+    404: {"description": "no such object, or ?host= names no host of the inventory"}}
 
 
 async def host_scope(conn: HTTPConnection, host: str | None = HOST_QUERY) -> str | None:

@@ -61,8 +61,9 @@ class Task(Out):
     user: str | None = Field(description="who started it (kvmkit for the server's own tasks)")
     created_at: str | None = Field(description="ISO 8601, UTC")
     finished_at: str | None = Field(description="ISO 8601, UTC; null while it runs")
-    server: str | None = Field(None, description="the id of the management server running it (several servers "
-                                                 "may share one database: GET /api/v1/servers)")
+    server: str | None = Field(None, description="the id of the server (kvmkit serve process, see GET "
+                                                 "/api/v1/servers) that runs or ran it; null for a task written "
+                                                 "before servers were recorded")
     steps: list[TaskStep] | None = Field(None, description="GET /api/v1/tasks/{id} only: the journal, each step "
                                                            "written before it was taken")
 

@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field
 
 from kvmkit.api.models_base import Out
+from kvmkit.api.models_os import OsRef, OsSummary
+from kvmkit.api.models_vm_guest import GuestAgent
 
 STATE = ("libvirt's state as a word: running, blocked, paused, shutdown (shutting down), shut-off, crashed, "
          "pmsuspended, nostate")
@@ -71,87 +73,10 @@ class GuestAddress(Out):
     source: str = Field(description="where it was found: lease (libvirt DHCP), arp (host neighbours) or agent")
 
 
-class VMOs(Out):
-    """The guest OS the VM was made for (``vm create --os``), from libosinfo's database or kvmkit's overlay."""
-
-    id: str
-    short_id: str | None
-    name: str | None
-    version: str | None = None
-    family: str | None = None
-    distro: str | None = None
-    release_date: str | None = None
-    source: str | None = Field(description="which database the entry came from (null: no longer known)")
-    source_name: str | None = None
-    replaces: str | None = Field(None, description="the newer release this entry stands in for, if any")
-
-
 class VMTpm(Out):
-    model: str | None = Field(description="tpm-crb or tpm-tis")
-    backend: str | None = Field(description="emulator (swtpm) or passthrough")
-    version: str | None = Field(description="TPM version, e.g. 2.0")
-
-
-class AgentOs(Out):
-    """The guest's own account of its OS (guest-get-osinfo)."""
-
-    id: str | None = None
-    name: str | None = None
-    pretty_name: str | None = None
-    version: str | None = None
-    version_id: str | None = None
-    kernel_release: str | None = None
-    kernel_version: str | None = None
-    machine: str | None = None
-    variant: str | None = None
-    variant_id: str | None = None
-
-
-class AgentTimezone(Out):
-    name: str | None
-    offset: int | None = Field(description="seconds east of UTC")
-
-
-class AgentUser(Out):
-    name: str | None
-    domain: str | None
-    login_time: float | None = Field(description="seconds since the epoch")
-
-
-class AgentFilesystem(Out):
-    mountpoint: str | None
-    device: str | None
-    fstype: str | None
-    total_bytes: int | None
-    used_bytes: int | None
-    disks: list[str | None] = Field(description="the VM's disks it lives on (their aliases)")
-
-
-class AgentAddress(Out):
-    type: str | None = Field(description="ipv4 or ipv6")
-    addr: str | None
-    prefix: int | None
-
-
-class AgentInterface(Out):
-    name: str | None
-    mac: str | None
-    addresses: list[AgentAddress]
-
-
-class VMAgent(Out):
-    """The guest agent: its channel state and, when it answers, what it reports."""
-
-    configured: bool = Field(description="the VM has the agent channel")
-    state: str = Field(description="none (no channel), disconnected, connected")
-    connected: bool
-    error: str | None = Field(None, description="why the connected agent did not answer")
-    os: AgentOs | None = None
-    hostname: str | None = None
-    timezone: AgentTimezone | None = None
-    users: list[AgentUser] | None = None
-    filesystems: list[AgentFilesystem] | None = None
-    interfaces: list[AgentInterface] | None = None
+    model: str | None = Field(description="e.g. tpm-crb")
+    backend: str | None = Field(description="e.g. emulator (swtpm)")
+    version: str | None = Field(description="e.g. 2.0")
 
 
 class VMDetail(Out):
@@ -197,10 +122,10 @@ class VMDetail(Out):
     host: str
     addresses: list[GuestAddress] = Field(description="while it runs")
     ip: str | None = Field(description="the first IPv4 address of addresses")
-    os: VMOs | None = Field(description="the guest OS it was made for (vm create --os); null: none given")
-    tpm: VMTpm | None = Field(description="its TPM (swtpm), if any")
-    secure_boot: bool = Field(description="UEFI Secure Boot is on")
-    agent: VMAgent
+    os: OsRef | None = Field(description="the OS it was made for (the spec's os), as libosinfo knows it")
+    tpm: VMTpm | None = Field(description="its emulated TPM (null: none)")
+    secure_boot: bool = Field(description="UEFI Secure Boot is asked for")
+    agent: GuestAgent
     xml: str | None = Field(None, description="?xml=true: the domain XML (without display passwords)")
 
 
@@ -273,6 +198,44 @@ class VMCreated(Out):
     macs: list[str | None]
     serial_log: str | None
     autostart: bool
+    os: OsSummary | None = Field(None, description="with the spec's os: the OS whose preset was applied")
+    warnings: list[str] | None = Field(None, description="with os: what the preset could not give the VM")
+    notes: list[str] | None = Field(None, description="with os: what the preset chose, and why")
+
+
+class ImportedGuest(Out):
+    """What libguestfs inspection found in an imported VM's disks."""
+
+    found: bool = Field(description="an operating system was found")
+    root: str | None
+    os_type: str | None = Field(description="linux, windows, freebsd ...")
+    distro: str | None
+    product: str | None
+    major: int | None
+    minor: int | None
+    osinfo: str | None = Field(description="libguestfs's osinfo short id (debian12, win10 ...)")
+    arch: str | None
+    hostname: str | None
+    firmware: str | None = Field(description="uefi, bios, or null (cannot tell)")
+    bootloader: str | None
+    virtio_block: bool
+    virtio_net: bool
+    kernel: str | None = Field(description="guest path of the newest kernel in /boot")
+    initrd: str | None
+    kernel_file: str | None = Field(description="the host copy of the kernel booted directly, if any")
+    initrd_file: str | None
+    root_uuid: str | None
+    cmdline: str | None = Field(description="/etc/kernel/cmdline when the guest has one")
+    fstab_sd: bool = Field(description="/etc/fstab names /dev/sdX or /dev/hdX (renamed under virtio)")
+
+
+class VMImported(VMCreated):
+    """Result of vm.import: the created VM, and how the import went."""
+
+    path: Literal["kvmkit", "virt-v2v"] = Field(description="which path converted it")
+    guest: ImportedGuest
+    boot: Literal["kernel", "firmware", "unknown"] = Field(
+        description="kernel: boots the guest's kernel directly; firmware: through its boot loader")
 
 
 class VMActionDone(Out):
@@ -285,16 +248,18 @@ class VMActionDone(Out):
     log_append_set: list[str] | None = Field(None, description="start: serial logs switched to append first")
     forced: bool | None = Field(None, description="shutdown: powered off after the timeout")
     seconds: float | None = Field(None, description="shutdown: how long it took")
-    method: str | None = Field(None, description="shutdown and reboot: acpi (the power button), agent (the guest "
-                                                 "agent, when the guest ignored the button) or forced (power cut)")
-    agent_tried: bool | None = Field(None, description="a forced shutdown: whether the agent was asked first")
-    seed_ejected: str | None = Field(None, description="the cloud-init seed volume ejected on the way (eject=yes)")
+    method: Literal["acpi", "agent", "forced"] | None = Field(
+        None, description="shutdown, reboot: how it went (the power button, the guest agent, or a power cut)")
+    agent_tried: bool | None = Field(None, description="shutdown forced: the guest agent's power-off was tried first")
+    seed_ejected: str | None = Field(None, description="shutdown, reboot: the cloud-init seed volume ejected first "
+                                                       "(cloud-init had finished)")
 
 
 class CrashRestarted(VMActionDone):
     """Result of vm.crash-restart (the server's own task when a VM's QEMU died and on_crash says restart)."""
 
     policy: str = Field(description="the VM's on_crash policy")
+    note: str | None = Field(None, description="why nothing was done (it runs again already)")
 
 
 class KeptDisk(Out):

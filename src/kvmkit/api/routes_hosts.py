@@ -11,40 +11,13 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 
 from kvmkit.api.deps import require, state
+from kvmkit.api.models_hosts import HostLimitsSet, HostRemoved, HostRow, MaintenanceState, Placement
 from kvmkit.api.responses import Responses
 from kvmkit.service.access.auth import Principal
 from kvmkit.spec.host import HostLimits, HostSpec
 
 router = APIRouter(tags=["hosts"])
 NOT_FOUND: Responses = {404: {"description": "no such host in the inventory"}}
-
-
-class HostRow(BaseModel):
-    name: str
-    uri: str
-    local: bool
-    state: str = Field(description="up, down or maintenance (maintenance: up, but placement skips it)")
-    maintenance: bool
-    reachable: bool
-    error: str | None = None
-    ssh_key: str | None = None
-    max_memory_mib: int | None = None
-    cpu_overcommit: float | None = None
-    virt_type: str | None = Field(None, description="kvm or qemu, as probed on that host")
-    virt_type_reason: str | None = None
-    hostname: str | None = None
-    libvirt_version: str | None = None
-    qemu_version: str | None = None
-    cpu_model: str | None = None
-    cpus: int | None = None
-    cores: int | None = Field(None, description="physical cores")
-    numa_nodes: int | None = None
-    memory_mib: int | None = None
-    free_memory_mib: int | None = None
-    vms: int | None = None
-    vms_running: int | None = None
-    vcpus_running: int | None = None
-    memory_running_mib: int | None = None
 
 
 class AddHost(HostSpec):
@@ -57,51 +30,9 @@ class Maintenance(BaseModel):
     on: bool = Field(description="true: placement gives it no new VMs; its VMs keep running")
 
 
-class MaintenanceState(BaseModel):
-    name: str
-    maintenance: bool
-
-
-class Limits(BaseModel):
-    name: str
-    max_memory_mib: int | None = None
-    cpu_overcommit: float | None = None
-
-
-class Removed(BaseModel):
-    name: str
-    removed: bool
-    uri: str
-    vms_left: list[str] | None = Field(None, description="the host's VMs when it was removed (None: forced)")
-
-
 class PlacementRequest(BaseModel):
     vcpus: int = Field(1, ge=1, le=4096)
     memory: str | int = Field("512M", description="the VM's memory: 512M, 2G, 2048 (MiB)")
-
-
-class Candidate(BaseModel):
-    name: str
-    ok: bool
-    reason: str
-    state: str
-    free_memory_mib: int | None = None
-    available_mib: int | None = None
-    memory_after_mib: int | None = None
-    cores: int | None = None
-    vcpus_after: int | None = None
-    vcpu_limit: float | None = None
-    cpu_overcommit: float | None = None
-    numa_node: int | None = None
-    notes: list[str] = []
-
-
-class Placement(BaseModel):
-    vcpus: int
-    memory_mib: int
-    chosen: str | None = Field(None, description="the host a create without ?host= would use (None: none fits)")
-    reason: str | None = None
-    candidates: list[Candidate]
 
 
 @router.get("/hosts")
@@ -133,10 +64,10 @@ def show_host(name: str, request: Request, _p: Principal = Depends(require("view
                                                                            "be asked); force=true removes it"}})
 def remove_host(name: str, request: Request,
                 force: bool = Query(False, description="remove it even with VMs (they stay on it)"),
-                _p: Principal = Depends(require("admin"))) -> Removed:
+                _p: Principal = Depends(require("admin"))) -> HostRemoved:
     from kvmkit.service.hosts.manage import remove_host as remove
 
-    return Removed.model_validate(remove(state(request).hosts, name, force=force))
+    return HostRemoved.model_validate(remove(state(request).hosts, name, force=force))
 
 
 @router.post("/hosts/{name}/maintenance", responses=NOT_FOUND)
@@ -148,11 +79,12 @@ def set_maintenance(name: str, body: Maintenance, request: Request,
 
 
 @router.patch("/hosts/{name}", responses=NOT_FOUND)
-def set_limits(name: str, body: HostLimits, request: Request, _p: Principal = Depends(require("admin"))) -> Limits:
+def set_limits(name: str, body: HostLimits, request: Request,
+               _p: Principal = Depends(require("admin"))) -> HostLimitsSet:
     """Placement limits: memory VMs may use there, vCPUs per physical core."""
     from kvmkit.service.hosts.manage import set_limits as limits
 
-    return Limits.model_validate(limits(state(request).hosts, name, body))
+    return HostLimitsSet.model_validate(limits(state(request).hosts, name, body))
 
 
 @router.post("/placement")

@@ -20,9 +20,9 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
 
 from kvmkit.api.deps import require, state
+from kvmkit.api.models_migration import CpuBaseline, MigrationPlan
 from kvmkit.api.responses import ACCEPTED
 from kvmkit.api.submit import not_busy, submit
 from kvmkit.service.access.auth import Principal
@@ -33,55 +33,6 @@ router = APIRouter(tags=["migration"])  # host-scoped (?host= is the VM's host)
 hosts_router = APIRouter(tags=["migration"])  # not host-scoped
 REFUSED = {**ACCEPTED, 409: {"description": "refused by a pre-check (``checks`` lists them all), busy, or the VM "
                              "is on the destination already"}}
-
-
-class CheckOut(BaseModel):
-    name: str
-    status: str = Field(description="pass, warn or fail")
-    detail: str
-    fix: str | None = None
-
-
-class DiskOut(BaseModel):
-    target: str
-    path: str
-    kind: str = Field(description="disk, cdrom, boot (kernel, initrd, loader, nvram) or log")
-    readonly: bool
-    action: str = Field(description="shared (the destination sees this file), copy, or none")
-    format: str | None = None
-    capacity: int | None = None
-    allocation: int | None = None
-    source_pool: str | None = None
-    dest_pool: str | None = None
-    same_file: bool | None = None
-
-
-class MigrationPlan(BaseModel):
-    vm: str
-    source: str
-    dest: str
-    mode: str
-    transport: str = Field(description="peer-to-peer, or managed when the destination's URI is a local one")
-    ok: bool
-    checks: list[CheckOut]
-    disks: list[DiskOut]
-    memory_mib: int
-    vcpus: int
-    clock_skew_s: float | None = None
-    notes: list[str]
-
-
-class BaselineOut(BaseModel):
-    model: str | None
-    virt_type: str
-    arch: str
-    hosts: list[str]
-    left_out: list[dict[str, str]]
-    features: dict[str, str]
-    usable_everywhere: bool = Field(description="the baseline's model is usable as it is on every host")
-    recommended: str | None = Field(description="the model to name with --cpu / cpu_model")
-    cpu_xml: str
-    create_option: str | None
 
 
 def _host_target(host: str, target: str) -> str:
@@ -185,15 +136,17 @@ def evacuate(name: str, body: EvacuateSpec, request: Request, p: Principal = Dep
     return submit(request, st, p, "host.evacuate", target, job, {"host": name})
 
 
-@hosts_router.get("/placement/cpu-baseline")
+@hosts_router.get("/placement/cpu-baseline", responses={
+    404: {"description": "a host named in hosts is not in the inventory"},
+    409: {"description": "no host (of those named) can say which CPU it gives its guests"}})
 def cpu_baseline(request: Request, hosts: list[str] = Query(default=[], description="only these hosts"),
                  virt_type: str | None = Query(None, pattern="^(kvm|qemu)$"),
-                 _p: Principal = Depends(require("viewer"))) -> BaselineOut:
+                 _p: Principal = Depends(require("viewer"))) -> CpuBaseline:
     """A CPU model every host can give its guests (``kvmkit host cpu-baseline``): create VMs with it so that
     they can migrate between those hosts."""
     from kvmkit.service.migration.cpu_baseline import cpu_baseline as baseline
 
-    return BaselineOut.model_validate(baseline(state(request).hosts, names=hosts or None, virt_type=virt_type))
+    return CpuBaseline.model_validate(baseline(state(request).hosts, names=hosts or None, virt_type=virt_type))
 
 
 def _recover(conn: Any, task: dict[str, Any], _steps: list[dict[str, Any]]) -> list[str]:

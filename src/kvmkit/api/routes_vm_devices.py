@@ -25,6 +25,7 @@ from kvmkit.api.submit import not_busy, submit
 from kvmkit.service.access import policy
 from kvmkit.service.access.auth import Principal
 from kvmkit.service.vms.domains import domain
+from kvmkit.spec.vm_devices import DiskFormat
 
 router = APIRouter(prefix="/vms/{name}", tags=["vm devices"], dependencies=[LIMITS])
 LIVE = "the running VM (default: when it runs)"
@@ -34,7 +35,7 @@ NOT_FOUND: Responses = {404: {"description": "no such VM or device (or not deleg
 
 
 class AttachDisk(BaseModel):
-    format: Literal["raw", "qcow2"] = Field(description="the image's format (always explicit: never guessed)")
+    format: DiskFormat = Field(description="the image's format (always explicit: never guessed)")
     pool: str | None = Field(None, description="storage pool of `volume`")
     volume: str | None = Field(None, description="volume name in `pool`")
     path: str | None = Field(None, description="image file or block device on the host (admins only)")
@@ -105,7 +106,7 @@ class ResizeDisk(BaseModel):
                                                   "the new end is lost")
 
 
-class DiskResized(BaseModel):
+class DiskResized(Out):
     name: str
     action: str
     target: str

@@ -28,6 +28,14 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from starlette.background import BackgroundTask
 
 from kvmkit.api.deps import check_vm_visible, require, state
+from kvmkit.api.models_vm_guest import (
+    CopiedIn,
+    ExecResult,
+    GuestDf,
+    GuestInspection,
+    GuestListing,
+    PasswordResult,
+)
 from kvmkit.api.submit import TASK_RESPONSES, not_busy, submit
 from kvmkit.errors import InvalidInput
 from kvmkit.service.access.auth import Principal
@@ -50,24 +58,6 @@ class ExecBody(BaseModel):
     input_b64: str | None = Field(None, description="bytes fed to its stdin, base64 (instead of input)")
 
 
-class ExecResult(BaseModel):
-    name: str
-    command: list[str]
-    pid: int
-    exited: bool
-    timed_out: bool
-    exit_code: int | None
-    signal: int | None
-    stdout: str
-    stderr: str
-    stdout_b64: str | None = None
-    stderr_b64: str | None = None
-    stdout_truncated: bool = False
-    stderr_truncated: bool = False
-    seconds: float
-    message: str | None = None
-
-
 class PasswordBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -75,91 +65,11 @@ class PasswordBody(BaseModel):
     password: SecretStr = Field(..., description="write-only: never stored, logged or echoed")
 
 
-class PasswordResult(BaseModel):
-    name: str
-    user: str
-    action: str
-    changed: bool
-
-
 class EjectBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     wait: float = Field(0, ge=0, le=3600, description="seconds to wait for cloud-init to finish")
     force: bool = Field(False, description="eject without asking the guest agent")
-
-
-class GuestEntry(BaseModel):
-    name: str
-    path: str
-    type: str
-    mode: str
-    size: int
-    uid: int
-    gid: int
-    mtime: int
-    target: str | None = None
-
-
-class GuestListing(BaseModel):
-    vm: str
-    path: str
-    entries: list[GuestEntry]
-
-
-class GuestFilesystem(BaseModel):
-    filesystem: str
-    size_kib: int
-    used_kib: int
-    available_kib: int
-    use_percent: float
-
-
-class GuestDf(BaseModel):
-    vm: str
-    readonly: bool
-    filesystems: list[GuestFilesystem]
-
-
-class GuestFs(BaseModel):
-    device: str | None = None
-    type: str | None = None
-    label: str | None = None
-    uuid: str | None = None
-
-
-class GuestOS(BaseModel):
-    """One operating system as libguestfs inspection reports it (virt-inspector's fields)."""
-
-    root: str | None = None
-    name: str | None = Field(None, description="linux, windows, freebsd ...")
-    arch: str | None = None
-    distro: str | None = None
-    product_name: str | None = None
-    product_variant: str | None = None
-    major_version: str | None = None
-    minor_version: str | None = None
-    package_format: str | None = None
-    package_management: str | None = None
-    hostname: str | None = None
-    osinfo: str | None = Field(None, description="the libosinfo short id, e.g. debian12")
-    windows_systemroot: str | None = None
-    mountpoints: dict[str, str | None] = Field(default_factory=dict, description="mount point -> device")
-    filesystems: list[GuestFs] = Field(default_factory=list)
-
-
-class GuestInspection(BaseModel):
-    vm: str
-    readonly: bool
-    disks: list[str]
-    operating_systems: list[GuestOS]
-
-
-class CopiedIn(BaseModel):
-    vm: str
-    path: str
-    size: int
-    sha256: str
 
 
 def _vm(request: Request, p: Principal, name: str) -> Any:

@@ -17,7 +17,9 @@ from kvmkit.api.models_tasks import RESULT_CHECK
 @cache
 def results() -> dict[str, type[BaseModel]]:
     """kind -> the model of its result (imported on first use: the area modules import models_tasks)."""
+    from kvmkit.api import models_migration as m
     from kvmkit.api import models_vm_copies as c
+    from kvmkit.api import models_vm_guest as g
     from kvmkit.api import models_vms as v
     from kvmkit.api import storage_models as s
 
@@ -26,6 +28,10 @@ def results() -> dict[str, type[BaseModel]]:
         **{f"vm.{a}": v.VMActionDone for a in ("start", "shutdown", "reboot", "destroy", "suspend", "resume")},
         "vm.crash-restart": v.CrashRestarted,
         "vm.delete": v.VMDeleted,
+        "vm.import": v.VMImported,
+        "vm.seed.eject": g.SeedEjected,
+        "vm.migrate": m.VMMigrated,
+        "host.evacuate": m.HostEvacuated,
         "vm.snapshot.create": c.SnapshotMade,
         "vm.snapshot.revert": c.SnapshotReverted,
         "vm.snapshot.delete": c.SnapshotDeleted,

@@ -18,7 +18,9 @@ from kvmkit.spec.common import (
 )
 
 DiskBus = Literal["virtio", "virtio-scsi", "sata", "ide"]
-DiskFormat = Literal["raw", "qcow2"]
+# the order of kvmkit.spec.storage.VolumeFormat: equal Literals share one cached schema (the first one made),
+# so one order keeps the OpenAPI document the same whatever was imported first
+DiskFormat = Literal["qcow2", "raw"]
 CacheMode = Literal["none", "writethrough", "writeback", "directsync", "unsafe"]
 IoMode = Literal["native", "threads"]
 NicModel = Literal["virtio", "e1000e", "rtl8139"]
