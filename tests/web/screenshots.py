@@ -18,7 +18,8 @@ from tests.api.server import ROOT, Server
 from tests.web.conftest import CHROMIUM, CHROMIUM_ARGS, LAPTOP, PASSWORD, PHONE
 
 PAGES = {"dashboard": "", "vms": "vms", "create": "create", "storage": "storage", "networks": "networks/default",
-         "host": "host", "templates": "templates", "tasks": "tasks", "audit": "audit", "users": "users"}
+         "host": "host", "hosts": "hosts", "templates": "templates", "tasks": "tasks", "audit": "audit",
+         "users": "users"}
 TABS = ["overview", "console", "serial", "snapshots", "devices", "settings", "metrics", "xml"]
 PHONE_PAGES = ["dashboard", "vms", "create", "vm-overview"]
 

@@ -1,11 +1,12 @@
 """The portal in a real browser (Debian's chromium driven by Playwright) against a real ``kvmkit serve`` on
 qemu:///system: log in; the dashboard's charts have data; the wizard refuses a bad memory value next to
 its field, then creates a micro-guest that reaches running in the list without a reload (and without the
-list being fetched again); a snapshot appears in the tree; an ISO uploads with a progress bar into the
-ISO library; every page passes axe-core (no serious or critical violation), has no horizontal overflow at
-390 px and, in Chinese, shows no English catalog text; the list switches to Chinese; the VM is deleted
-with the bulk action after confirmation. One server, one browser, one micro-guest for the module; the
-tests run in order and share ``flow``."""
+list being fetched again); a snapshot appears in the tree; the Hosts page adds a host that is down, turns
+its maintenance on and off and removes it, and the VM's Migrate check against it shows the refusal; an ISO
+uploads with a progress bar into the ISO library; every page passes axe-core (no serious or critical
+violation), has no horizontal overflow at 390 px and, in Chinese, shows no English catalog text; the list
+switches to Chinese; the VM is deleted with the bulk action after confirmation. One server, one browser, one
+micro-guest for the module; the tests run in order and share ``flow``."""
 
 from __future__ import annotations
 
@@ -135,6 +136,72 @@ def test_snapshot_appears_in_the_tree(admin_page: PortalPage, flow: dict[str, An
     admin_page.assert_clean()
 
 
+def host_row(name: str) -> str:
+    return f"table.hosts tbody tr[data-host='{name}']"
+
+
+def test_hosts_page_adds_a_down_host_and_the_migrate_check_refuses_it(admin_page: PortalPage, web_prefix: str,
+                                                                        flow: dict[str, Any]) -> None:
+    """The Hosts page: add a host whose libvirt cannot answer (check off) -> listed as down; maintenance on and
+    off; the VM's Migrate dialog checks against it and shows the refusal with its reason; remove it (force,
+    as it cannot be asked). The VM list has a Host column naming the VM's host."""
+    page = admin_page.page
+    name = f"{web_prefix}h2"
+    admin_page.goto("hosts")
+    page.wait_for_selector(host_row("local"), timeout=60_000)
+    page.fill("#host_name", name)
+    page.fill("#host_uri", "qemu+tcp://192.0.2.1/system")  # TEST-NET-1: nothing answers there
+    page.uncheck("#host_check")
+    page.click("form:has(#host_name) button[type=submit]")
+    row = host_row(name)
+    page.wait_for_selector(f"{row} .badge.host-down", timeout=120_000)
+    assert page.locator(f"{row} td.path").inner_text() == "qemu+tcp://192.0.2.1/system"
+    # a bad URI is refused next to its field
+    page.fill("#host_name", f"{web_prefix}h3")
+    page.fill("#host_uri", "http://example.org/")
+    page.click("form:has(#host_name) button[type=submit]")
+    err = page.wait_for_selector("#host_uri-error", timeout=30_000)
+    assert "not a libvirt URI" in err.inner_text()
+    assert page.get_attribute("#host_uri", "aria-invalid") == "true"
+    # maintenance on and off (the button says which; the state shows down while it cannot be reached)
+    page.click(f"{row} button:text-is('Maintenance on')")
+    page.wait_for_selector(f"{row} button:text-is('Maintenance off')", timeout=120_000)
+    page.click(f"{row} button:text-is('Maintenance off')")
+    page.wait_for_selector(f"{row} button:text-is('Maintenance on')", timeout=120_000)
+    admin_page.assert_clean()
+
+    # the VM list names each VM's host
+    admin_page.goto("vms")
+    page.wait_for_selector(vm_row(flow["vm"]), timeout=LONG)
+    assert page.locator("table.vms thead th.host").inner_text() == "Host"
+    assert page.locator(f"{vm_row(flow['vm'])} td.host").inner_text() == "local"
+    page.select_option("#vm-host", "local")
+    assert page.locator(vm_row(flow["vm"])).count() == 1
+
+    # the Migrate dialog: Check against the down host shows the refusal and why
+    admin_page.goto(f"vms/{flow['vm']}")
+    page.click("#vm-migrate")
+    page.wait_for_selector("dialog.migrate[open] #mig_to option", state="attached", timeout=60_000)
+    page.select_option("#mig_to", name)
+    page.click("#mig-check")
+    box = page.wait_for_selector("dialog.migrate .error-box, dialog.migrate .migrate-plan", timeout=120_000)
+    text = box.inner_text()
+    assert name in text and ("down" in text or "answer" in text), text
+    assert page.evaluate("axe.run(document.querySelector('dialog.migrate')).then(r => r.violations"
+                         ".filter(v => v.impact === 'serious' || v.impact === 'critical').map(v => v.id))") == []
+    page.keyboard.press("Escape")
+    page.wait_for_selector("dialog.migrate[open]", state="detached")
+
+    # remove it: the confirmation says it does not answer (forced)
+    admin_page.goto("hosts")
+    page.click(f"{row} button.danger", timeout=60_000)
+    dialog = page.wait_for_selector("dialog.confirm[open]")
+    assert "force" in dialog.inner_text()
+    page.click("dialog.confirm button[type=submit]")
+    page.wait_for_selector(row, state="detached", timeout=120_000)
+    admin_page.assert_clean()
+
+
 def make_iso(path: Path, web_prefix: str) -> Path:
     src = path.parent / "iso-src"
     src.mkdir(exist_ok=True)
@@ -171,8 +238,8 @@ def test_upload_an_iso_with_a_progress_bar(admin_page: PortalPage, web_prefix: s
     admin_page.assert_clean()
 
 
-PAGES = ["", "vms", "create", "storage", "networks", "networks/default", "host", "templates", "tasks", "audit",
-         "users"]
+PAGES = ["", "vms", "create", "storage", "networks", "networks/default", "host", "hosts", "templates", "tasks",
+         "audit", "users"]
 VM_TABS = ["overview", "console", "serial", "snapshots", "devices", "settings", "metrics", "xml"]
 
 VISIBLE_TEXT = """() => {

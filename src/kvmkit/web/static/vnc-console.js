@@ -98,7 +98,7 @@ export function keysForText(text) {
 const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 // -- the component ---------------------------------------------------------------------------------------
-export function mountVncConsole(element, vmName, { viewOnly = false, t = english } = {}) {
+export function mountVncConsole(element, vmName, { viewOnly = false, t = english, host = null } = {}) {
   ensureStyles();
   const tr = (key, vars) => {
     const s = t(key, vars);
@@ -221,7 +221,8 @@ export function mountVncConsole(element, vmName, { viewOnly = false, t = english
   }
 
   async function ticket() {
-    const res = await fetch(`/api/v1/vms/${encodeURIComponent(vmName)}/console`, {
+    const scope = host && host !== "local" ? `?host=${encodeURIComponent(host)}` : "";  // the VM's host
+    const res = await fetch(`/api/v1/vms/${encodeURIComponent(vmName)}/console${scope}`, {
       method: "POST", credentials: "same-origin",
       headers: { "Content-Type": "application/json", "X-CSRF-Token": cookie("kvmkit_csrf") },
       body: JSON.stringify({ kind: "vnc", view_only: !!viewOnly }),

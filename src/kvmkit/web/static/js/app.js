@@ -87,6 +87,7 @@ const NAV = [
   { id: "storage", key: "nav.storage", path: "storage", unrestricted: true },
   { id: "networks", key: "nav.networks", path: "networks", unrestricted: true },
   { id: "host", key: "nav.host", path: "host", unrestricted: true },
+  { id: "hosts", key: "nav.hosts", path: "hosts", unrestricted: true },
   { id: "templates", key: "nav.templates", path: "templates", unrestricted: true },
   { id: "tasks", key: "nav.tasks", path: "tasks" },
   { id: "audit", key: "nav.audit", path: "audit", role: "admin" },

@@ -28,6 +28,12 @@ export function setUnauthorizedHandler(fn) { onUnauthorized = fn; }
 
 export const enc = encodeURIComponent;
 
+/** A VM route of the VM's host: `?host=NAME` added for a host other than the local one (none for `local`). */
+export function withHost(path, host) {
+  if (!host || host === "local") return path;
+  return path + (path.includes("?") ? "&" : "?") + "host=" + enc(host);
+}
+
 export async function api(method, path, body, { quiet401 = false } = {}) {
   const headers = { Accept: "application/json" };
   if (body !== undefined) headers["Content-Type"] = "application/json";

@@ -2,8 +2,8 @@
 // (GET /api/v1/events, server-sent events). A VM event patches or refetches that one row; a task event
 // replaces that task. The whole list is fetched again only after the stream reconnects (events may have
 // been missed while it was down).
-import { api, enc, get } from "./api.js";
-import { app, taskStore, vmStore } from "./store.js";
+import { api, enc, get, withHost } from "./api.js";
+import { app, hostStore, taskStore, vmKey, vmStore } from "./store.js";
 
 const STATE_OF_EVENT = { started: "running", resumed: "running", suspended: "paused", stopped: "shut-off",
   crashed: "crashed", pmsuspended: "pm-suspended" };
@@ -22,25 +22,26 @@ export async function loadVms() {
   try {
     const rows = await get("/vms");
     const vms = new Map();
-    for (const r of rows) vms.set(r.name, r);
+    for (const r of rows) vms.set(vmKey(r.name, r.host), r);
     vmStore.set({ vms, loaded: true, error: null });
   } catch (e) {
     vmStore.set({ loaded: true, error: e });
   }
 }
 
-/** Fetch one VM again (its row only), at most once per 300 ms per VM. */
-export function refreshVm(name) {
-  if (pending.has(name)) return;
-  pending.set(name, setTimeout(async () => {
-    pending.delete(name);
+/** Fetch one VM of `host` again (its row only), at most once per 300 ms per VM. */
+export function refreshVm(name, host) {
+  const key = vmKey(name, host);
+  if (pending.has(key)) return;
+  pending.set(key, setTimeout(async () => {
+    pending.delete(key);
     try {
-      const vm = await get(`/vms/${enc(name)}`, { quiet401: true });
+      const vm = await get(withHost(`/vms/${enc(name)}`, host), { quiet401: true });
       const row = {};
       for (const f of ROW_FIELDS) row[f] = vm[f];
-      setVms((m) => m.set(name, { ...m.get(name), ...row }));
+      setVms((m) => m.set(key, { ...m.get(key), ...row }));
     } catch (e) {
-      if (e.status === 404) setVms((m) => m.delete(name));
+      if (e.status === 404) setVms((m) => m.delete(key));
     }
   }, 300));
 }
@@ -48,14 +49,36 @@ export function refreshVm(name) {
 function onVm(ev) {
   const name = ev.vm;
   if (!name) return;
+  const key = vmKey(name, ev.host);
   if (ev.event === "undefined") {
-    setVms((m) => m.delete(name));
+    setVms((m) => m.delete(key));
     return;
   }
   const state = STATE_OF_EVENT[ev.event];
-  const row = vmStore.get().vms.get(name);
-  if (state && row) setVms((m) => m.set(name, { ...row, state }));
-  else refreshVm(name);  // defined (new or changed), shutdown, or a VM not listed yet
+  const row = vmStore.get().vms.get(key);
+  if (state && row) setVms((m) => m.set(key, { ...row, state }));
+  else refreshVm(name, ev.host);  // defined (new or changed), shutdown, or a VM not listed yet
+}
+
+/** A task's target "vm:NAME" (local host) or "vm:NAME@HOST" -> [name, host]. */
+export function vmOfTarget(target) {
+  const rest = String(target || "").slice(3);
+  const at = rest.lastIndexOf("@");
+  return at > 0 ? [rest.slice(0, at), rest.slice(at + 1)] : [rest, "local"];
+}
+
+function onHost(ev) {
+  if (!ev.host || !ev.state) return;
+  const states = new Map(hostStore.get().states);
+  states.set(ev.host, ev.state);
+  hostStore.set({ states });
+}
+
+function onMigration(ev) {
+  if (!ev.task) return;
+  const migrations = new Map(hostStore.get().migrations);
+  migrations.set(ev.task, ev);
+  hostStore.set({ migrations });
 }
 
 function onTask(task) {
@@ -63,7 +86,11 @@ function onTask(task) {
   const tasks = new Map(taskStore.get().tasks);
   tasks.set(task.id, task);
   taskStore.set({ tasks });
-  if (task.state === "succeeded" && String(task.target || "").startsWith("vm:")) refreshVm(task.target.slice(3));
+  if (task.state === "succeeded" && String(task.target || "").startsWith("vm:")) {
+    const [name, host] = vmOfTarget(task.target);
+    refreshVm(name, host);
+    if (/^vm\.migrate$/.test(task.kind)) loadVms();  // the VM left its host: its row moves to the destination's
+  }
 }
 
 export async function loadTasks(limit = 100) {
@@ -91,6 +118,8 @@ export function connect() {
   });
   source.addEventListener("vm", (e) => onVm(JSON.parse(e.data)));
   source.addEventListener("task", (e) => onTask(JSON.parse(e.data).task));
+  source.addEventListener("host", (e) => onHost(JSON.parse(e.data)));
+  source.addEventListener("migration", (e) => onMigration(JSON.parse(e.data)));
   source.onerror = () => {
     app.set({ live: false });
     lost = true;

@@ -10,7 +10,7 @@ import { atLeast, useStore, vmStore } from "../lib/store.js";
 import { confirmAction, ErrorBox, Field, Loading, notify, Section, useLoad } from "../lib/ui.js";
 
 async function placement(nodes, vms) {
-  const running = [...vms.values()].filter((v) => v.state === "running");
+  const running = [...vms.values()].filter((v) => v.state === "running" && (!v.host || v.host === "local"));  // this host's
   const out = Object.fromEntries(nodes.map((n) => [n.id, []]));
   out.spread = [];
   if (nodes.length === 1) { out[nodes[0].id] = running.map((v) => v.name); return out; }

@@ -13,7 +13,7 @@ const ROLES = ["viewer", "operator", "admin"];
 function VmPicker({ id, label }) {
   const { vms } = useStore(vmStore);
   return html`<${Field} id=${id} label=${label}><input id=${id} name=${id} list=${id + "-list"} required autocomplete="off" />
-    <datalist id=${id + "-list"}>${[...vms.keys()].sort().slice(0, 500).map((n) => html`<option value=${n} />`)}</datalist><//>`;
+    <datalist id=${id + "-list"}>${[...new Set([...vms.values()].map((v) => v.name))].sort().slice(0, 500).map((n) => html`<option value=${n} />`)}</datalist><//>`;
 }
 
 function Grants({ kind, name, grants, reload }) {

@@ -1,17 +1,18 @@
 // One VM, with tabs: overview, graphical console, serial console, snapshots, disks and NICs, settings
 // (vCPUs, memory, autostart, boot order), metrics, XML. Routes: GET /vms/{name}, POST
 // /vms/{name}/actions/{action}, DELETE /vms/{name}, PATCH /vms/{name}; the tabs' routes are in their modules.
-import { api, enc, get } from "../lib/api.js";
+import { api, enc, get, withHost } from "../lib/api.js";
 import { html, useEffect, useState } from "../lib/h.js";
 import { fmtMiB, fmtNumber, t } from "../lib/i18n.js";
 import { go, href } from "../lib/router.js";
-import { atLeast, taskStore, useStore, vmStore } from "../lib/store.js";
+import { atLeast, taskStore, useStore, vmKey, vmStore } from "../lib/store.js";
 import { confirmAction, ErrorBox, Field, fieldErrors, inputProps, isActive, Loading, notify, Section, TaskItem, useLoad } from "../lib/ui.js";
 import { GraphicalConsole, SerialConsole } from "./vm_console.js";
 import { Devices } from "./vm_devices.js";
 import { VmMetrics, VmXml } from "./vm_more.js";
 import { Snapshots } from "./vm_snapshots.js";
-import { StateBadge, vmAction } from "./vms.js";
+import { MigrateButton } from "./vm_migrate.js";
+import { StateBadge, vmAction, vmHref } from "./vms.js";
 
 const TABS = [
   ["overview", "vm.tab.overview"], ["console", "vm.tab.console"], ["serial", "vm.tab.serial"],
@@ -39,7 +40,7 @@ export function PowerButtons({ vm, me, onDeleted }) {
       if (!ok) return;
     }
     try {
-      await vmAction(vm.name, action);
+      await vmAction(vm.name, action, vm.host);
       notify(t("vm.action_started", { action: label, name: vm.name }));
       if (action === "delete" && onDeleted) onDeleted();
     } catch (e) {
@@ -52,9 +53,10 @@ export function PowerButtons({ vm, me, onDeleted }) {
 
 function Overview({ vm, me }) {
   const { tasks } = useStore(taskStore);
-  const mine = [...tasks.values()].filter((x) => x.target === `vm:${vm.name}` && isActive(x));
+  const target = vm.host && vm.host !== "local" ? `vm:${vm.name}@${vm.host}` : `vm:${vm.name}`;
+  const mine = [...tasks.values()].filter((x) => x.target === target && isActive(x));
   const rows = [
-    ["vm.uuid", vm.uuid], ["vm.vcpus", `${fmtNumber(vm.vcpus)} / ${fmtNumber(vm.max_vcpus)}`],
+    ["vm.host", vm.host || "local"], ["vm.uuid", vm.uuid], ["vm.vcpus", `${fmtNumber(vm.vcpus)} / ${fmtNumber(vm.max_vcpus)}`],
     ["vm.memory", `${fmtMiB(vm.memory_mib)} / ${fmtMiB(vm.max_memory_mib)}`],
     ["vm.autostart", vm.autostart ? t("common.yes") : t("common.no")],
     ["vm.virt_type", vm.virt_type], ["vm.machine", vm.machine], ["vm.firmware", vm.firmware],
@@ -95,7 +97,7 @@ function Settings({ vm, me, reload }) {
     if (running) { body.live = f.get("live") === "on"; body.config = true; }
     setBusy(true);
     try {
-      await api("PATCH", `/vms/${enc(vm.name)}`, body);
+      await api("PATCH", withHost(`/vms/${enc(vm.name)}`, vm.host), body);
       setErrors({}); setError(null);
       notify(t("settings.saved", { name: vm.name }));
       reload();
@@ -126,13 +128,15 @@ function Settings({ vm, me, reload }) {
   <//>`;
 }
 
-export function VmPage({ parts, me }) {
+export function VmPage({ parts, me, query }) {
   const name = parts[1];
   const tab = parts[2] || "overview";
-  const row = useStore(vmStore, (s) => s.vms.get(name));
-  const detail = useLoad(() => get(`/vms/${enc(name)}`), [name, row && row.state, row && row.vcpus, row && row.memory_mib]);
+  const host = (query && query.get("host")) || "local";
+  const row = useStore(vmStore, (s) => s.vms.get(vmKey(name, host)));
+  const detail = useLoad(() => get(withHost(`/vms/${enc(name)}`, host)),
+    [name, host, row && row.state, row && row.vcpus, row && row.memory_mib]);
   useEffect(() => { document.title = `${name} · kvmkit`; }, [name]);
-  const vm = detail.data;
+  const vm = detail.data && { ...detail.data, host: detail.data.host || host };
   const tabs = TABS.filter(([id]) => id !== "xml" || true);
   let body = null;
   if (vm) {
@@ -145,11 +149,12 @@ export function VmPage({ parts, me }) {
     else if (tab === "metrics") body = html`<${VmMetrics} vm=${vm} />`;
     else if (tab === "xml") body = html`<${VmXml} vm=${vm} me=${me} reload=${detail.reload} />`;
   }
-  return html`<nav class="crumbs" aria-label=${t("nav.breadcrumbs")}><a href=${href("vms")}>${t("nav.vms")}</a> › <span>${name}</span></nav>
+  return html`<nav class="crumbs" aria-label=${t("nav.breadcrumbs")}><a href=${href("vms")}>${t("nav.vms")}</a> › <span>${name}</span>${host !== "local" && html` <span class="muted">(${t("vm.on_host", { host })})</span>`}</nav>
     <div class="page-head"><h1 tabindex="-1">${name}</h1>${vm && html`<${StateBadge} state=${(row && row.state) || vm.state} />`}
-      ${vm && html`<${PowerButtons} vm=${{ ...vm, state: (row && row.state) || vm.state }} me=${me} onDeleted=${() => go("vms")} />`}</div>
+      ${vm && html`<${PowerButtons} vm=${{ ...vm, state: (row && row.state) || vm.state }} me=${me} onDeleted=${() => go("vms")} />`}
+      ${vm && html`<${MigrateButton} vm=${{ ...vm, state: (row && row.state) || vm.state }} me=${me} />`}</div>
     <nav class="tabs" aria-label=${t("vm.tabs")}>
-      ${tabs.map(([id, key]) => html`<a key=${id} href=${href("vms", name, id)} aria-current=${tab === id ? "page" : undefined}>${t(key)}</a>`)}
+      ${tabs.map(([id, key]) => html`<a key=${id} href=${vmHref(name, host, id)} aria-current=${tab === id ? "page" : undefined}>${t(key)}</a>`)}
     </nav>
     ${detail.loading && !vm && html`<${Loading} />`}
     <${ErrorBox} error=${detail.error} />

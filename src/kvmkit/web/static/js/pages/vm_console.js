@@ -2,7 +2,7 @@
 // tab with mountVncConsole(element, vmName, {viewOnly, t}); a clear message when it is not installed.
 // Serial: POST /vms/{name}/console {"kind": "serial"} -> a single-use ticket, then the WebSocket
 // ws_path?ticket=... relaying the guest's serial port.
-import { api, enc } from "../lib/api.js";
+import { api, enc, withHost } from "../lib/api.js";
 import { html, useEffect, useRef, useState } from "../lib/h.js";
 import { t } from "../lib/i18n.js";
 import { atLeast } from "../lib/store.js";
@@ -18,7 +18,7 @@ export function GraphicalConsole({ vm, me }) {
     let alive = true;
     import("/static/vnc-console.js").then((mod) => {
       if (!alive || !host.current) return;
-      handle = mod.mountVncConsole(host.current, vm.name, { viewOnly: !atLeast(me, "operator"), t });
+      handle = mod.mountVncConsole(host.current, vm.name, { viewOnly: !atLeast(me, "operator"), t, host: vm.host });
     }, () => { if (alive) setProblem("missing"); });
     return () => {
       alive = false;
@@ -57,7 +57,7 @@ export function SerialConsole({ vm, me }) {
     setStatus("connecting");
     let ticket;
     try {
-      ticket = await api("POST", `/vms/${enc(vm.name)}/console`, { kind: "serial" });
+      ticket = await api("POST", withHost(`/vms/${enc(vm.name)}/console`, vm.host), { kind: "serial" });
     } catch (e) {
       setError(e); setStatus("closed");
       return;

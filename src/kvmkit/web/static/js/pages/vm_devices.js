@@ -2,7 +2,7 @@
 // its VM (live when it runs). Routes: POST /vms/{name}/disks, DELETE /vms/{name}/disks/{target}, POST
 // /vms/{name}/disks/{target}/resize {"size", "allow_shrink"}, POST /vms/{name}/nics, DELETE
 // /vms/{name}/nics/{mac}, GET /pools, GET /pools/{pool}/volumes, POST /pools/{pool}/volumes, GET /networks.
-import { api, enc, get } from "../lib/api.js";
+import { api, enc, get, withHost } from "../lib/api.js";
 import { html, useState } from "../lib/h.js";
 import { fmtBytes, t } from "../lib/i18n.js";
 import { trackTask, waitTask } from "../lib/live.js";
@@ -13,7 +13,7 @@ async function detach(vm, kind, id) {
   const ok = await confirmAction({ title: t(`dev.detach_${kind}_title`, { id, name: vm.name }), body: t("dev.detach_warning"), confirm: t("dev.detach") });
   if (!ok) return false;
   try {
-    const task = trackTask(await api("DELETE", `/vms/${enc(vm.name)}/${kind === "disk" ? "disks" : "nics"}/${enc(id)}`));
+    const task = trackTask(await api("DELETE", withHost(`/vms/${enc(vm.name)}/${kind === "disk" ? "disks" : "nics"}/${enc(id)}`, vm.host)));
     const done = await waitTask(task.id);
     if (done.state === "succeeded") { notify(t("dev.detached", { id })); return true; }
     notify(t("dev.detach_failed", { id }), "error", done.error ? { message: done.error, code: "failed" } : null);
@@ -35,7 +35,7 @@ function Resize({ vm, disk, reload }) {
     const f = new FormData(e.target);
     const size = String(f.get(id)).trim();
     try {
-      const r = await api("POST", `/vms/${enc(vm.name)}/disks/${enc(disk.target)}/resize`, { size, allow_shrink: f.get(id + "-shrink") === "on" });
+      const r = await api("POST", withHost(`/vms/${enc(vm.name)}/disks/${enc(disk.target)}/resize`, vm.host), { size, allow_shrink: f.get(id + "-shrink") === "on" });
       notify(r.changed ? t(r.live ? "dev.resized_live" : "dev.resized", { target: disk.target, size: fmtBytes(r.capacity) }) : t("dev.resize_same", { target: disk.target }));
       setOpen(false); setError(null); reload();
     } catch (err) { setError(err); }
@@ -53,7 +53,7 @@ function Resize({ vm, disk, reload }) {
 function AttachDisk({ vm, pools, reload }) {
   const [pool, setPool] = useState("default");
   const [mode, setMode] = useState("new");
-  const vols = useLoad(() => (mode === "existing" && pool ? get(`/pools/${enc(pool)}/volumes`) : []), [pool, mode]);
+  const vols = useLoad(() => (mode === "existing" && pool ? get(withHost(`/pools/${enc(pool)}/volumes`, vm.host)) : []), [pool, mode]);
   const [errors, setErrors] = useState({});
   const [error, setError] = useState(null);
   const [busy, setBusy] = useState(false);
@@ -65,14 +65,14 @@ function AttachDisk({ vm, pools, reload }) {
       let volume = f.get("disk_volume");
       let format = f.get("disk_format");
       if (mode === "new") {
-        const made = await api("POST", `/pools/${enc(pool)}/volumes`, { name: f.get("disk_name"), size: f.get("disk_size"), format });
+        const made = await api("POST", withHost(`/pools/${enc(pool)}/volumes`, vm.host), { name: f.get("disk_name"), size: f.get("disk_size"), format });
         volume = made.name;
         format = made.format;
       } else {
         const v = (vols.data || []).find((x) => x.name === volume);
         format = v && (v.format === "raw" || v.format === "qcow2") ? v.format : "raw";
       }
-      await api("POST", `/vms/${enc(vm.name)}/disks`, { pool, volume, format, bus: f.get("disk_bus") });
+      await api("POST", withHost(`/vms/${enc(vm.name)}/disks`, vm.host), { pool, volume, format, bus: f.get("disk_bus") });
       notify(t("dev.attached_disk", { volume }));
       setErrors({}); setError(null); e.target.reset(); reload();
     } catch (err) {
@@ -99,13 +99,13 @@ function AttachDisk({ vm, pools, reload }) {
 }
 
 function AttachNic({ vm, reload }) {
-  const nets = useLoad(() => get("/networks"), []);
+  const nets = useLoad(() => get(withHost("/networks", vm.host)), []);
   const [error, setError] = useState(null);
   const submit = async (e) => {
     e.preventDefault();
     const f = new FormData(e.target);
     try {
-      const r = await api("POST", `/vms/${enc(vm.name)}/nics`, { network: f.get("nic_network"), model: f.get("nic_model") });
+      const r = await api("POST", withHost(`/vms/${enc(vm.name)}/nics`, vm.host), { network: f.get("nic_network"), model: f.get("nic_model") });
       notify(t("dev.attached_nic", { mac: r.mac }));
       setError(null); reload();
     } catch (err) { setError(err); }
@@ -123,7 +123,7 @@ function AttachNic({ vm, reload }) {
 export function Devices({ vm, me, reload }) {
   const can = atLeast(me, "operator");
   const unrestricted = me.vm_scope !== "granted";
-  const pools = useLoad(() => (unrestricted ? get("/pools") : []), []);
+  const pools = useLoad(() => (unrestricted ? get(withHost("/pools", vm.host)) : []), []);
   return html`<${Section} id="vm-disks" title=${t("dev.disks")}>
       <div class="table-wrap" tabindex="0"><table><thead><tr><th scope="col">${t("dev.target")}</th><th scope="col">${t("dev.device")}</th>
         <th scope="col" class="hide-sm">${t("dev.bus")}</th><th scope="col" class="hide-sm">${t("word.format")}</th><th scope="col">${t("dev.source")}</th>

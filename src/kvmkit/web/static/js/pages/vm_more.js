@@ -1,6 +1,6 @@
 // VM metrics charts (GET /vms/{name}/metrics?since=) and the XML tab (GET /vms/{name}/xml; admins replace
 // it with PUT /vms/{name}/xml, the server's schema errors shown under the editor, the diff on success).
-import { api, enc, get } from "../lib/api.js";
+import { api, enc, get, withHost } from "../lib/api.js";
 import { Chart } from "../lib/chart.js";
 import { html, useEffect, useState } from "../lib/h.js";
 import { t } from "../lib/i18n.js";
@@ -11,7 +11,7 @@ const RANGES = [["1h", "range.1h"], ["6h", "range.6h"], ["24h", "range.24h"], ["
 
 export function VmMetrics({ vm }) {
   const [range, setRange] = useState("1h");
-  const m = useLoad(() => get(`/vms/${enc(vm.name)}/metrics?since=${range}`), [vm.name, range]);
+  const m = useLoad(() => get(withHost(`/vms/${enc(vm.name)}/metrics?since=${range}`, vm.host)), [vm.name, range]);
   useEffect(() => {
     const timer = setInterval(() => m.reload(), 20000);
     return () => clearInterval(timer);
@@ -32,7 +32,7 @@ export function VmMetrics({ vm }) {
 
 export function VmXml({ vm, me, reload }) {
   const [inactive, setInactive] = useState(false);
-  const x = useLoad(() => get(`/vms/${enc(vm.name)}/xml?inactive=${inactive}`), [vm.name, inactive]);
+  const x = useLoad(() => get(withHost(`/vms/${enc(vm.name)}/xml?inactive=${inactive}`, vm.host)), [vm.name, inactive]);
   const [text, setText] = useState(null);
   const [error, setError] = useState(null);
   const [result, setResult] = useState(null);
@@ -44,7 +44,7 @@ export function VmXml({ vm, me, reload }) {
     e.preventDefault();
     setBusy(true);
     try {
-      const r = await api("PUT", `/vms/${enc(vm.name)}/xml`, { xml: value });
+      const r = await api("PUT", withHost(`/vms/${enc(vm.name)}/xml`, vm.host), { xml: value });
       setResult(r); setError(null);
       notify(r.changed ? t("xml.replaced") : t("xml.unchanged"));
       x.reload(); reload();

@@ -1,7 +1,7 @@
 // Snapshots as a tree (parents before children, indented by depth); create, revert, delete as tasks.
 // Routes: GET /vms/{name}/snapshots, POST /vms/{name}/snapshots, POST .../snapshots/{snap}/revert,
 // DELETE .../snapshots/{snap}.
-import { api, enc, get } from "../lib/api.js";
+import { api, enc, get, withHost } from "../lib/api.js";
 import { html, useState } from "../lib/h.js";
 import { fmtDate, t } from "../lib/i18n.js";
 import { trackTask, waitTask } from "../lib/live.js";
@@ -9,7 +9,7 @@ import { atLeast } from "../lib/store.js";
 import { confirmAction, ErrorBox, Field, fieldErrors, inputProps, Loading, notify, Section, useLoad } from "../lib/ui.js";
 
 export function Snapshots({ vm, me }) {
-  const list = useLoad(() => get(`/vms/${enc(vm.name)}/snapshots`), [vm.name]);
+  const list = useLoad(() => get(withHost(`/vms/${enc(vm.name)}/snapshots`, vm.host)), [vm.name]);
   const [errors, setErrors] = useState({});
   const [error, setError] = useState(null);
   const [busy, setBusy] = useState(null);
@@ -38,7 +38,7 @@ export function Snapshots({ vm, me }) {
     setBusy("create");
     let task;
     try {
-      task = api("POST", `/vms/${enc(vm.name)}/snapshots`, body);
+      task = api("POST", withHost(`/vms/${enc(vm.name)}/snapshots`, vm.host), body);
       await task;
       setErrors({}); setError(null);
     } catch (err) {
@@ -51,11 +51,11 @@ export function Snapshots({ vm, me }) {
   };
   const revert = async (s) => {
     if (!await confirmAction({ title: t("snap.revert_title", { name: s.name }), body: t("snap.revert_warning"), confirm: t("snap.revert") })) return;
-    runTask("revert", api("POST", `/vms/${enc(vm.name)}/snapshots/${enc(s.name)}/revert`));
+    runTask("revert", api("POST", withHost(`/vms/${enc(vm.name)}/snapshots/${enc(s.name)}/revert`, vm.host)));
   };
   const remove = async (s) => {
     if (!await confirmAction({ title: t("snap.delete_title", { name: s.name }), body: t("snap.delete_warning"), confirm: t("action.delete") })) return;
-    runTask("delete", api("DELETE", `/vms/${enc(vm.name)}/snapshots/${enc(s.name)}`));
+    runTask("delete", api("DELETE", withHost(`/vms/${enc(vm.name)}/snapshots/${enc(s.name)}`, vm.host)));
   };
   const snaps = list.data || [];
   return html`<${Section} id="vm-snapshots" title=${t("vm.tab.snapshots")}>
