@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from kvmkit.api.models_base import Out
+from kvmkit.api.models_hosts import Placement
 from kvmkit.api.models_os import OsRef, OsSummary
 from kvmkit.api.models_vm_guest import GuestAgent
 
@@ -201,6 +202,8 @@ class VMCreated(Out):
     os: OsSummary | None = Field(None, description="with the spec's os: the OS whose preset was applied")
     warnings: list[str] | None = Field(None, description="with os: what the preset could not give the VM")
     notes: list[str] | None = Field(None, description="with os: what the preset chose, and why")
+    host: str | None = Field(None, description="placed (no ?host= given, more than one host): the host chosen")
+    placement: Placement | None = Field(None, description="placed: how each host was weighed")
 
 
 class ImportedGuest(Out):
