@@ -232,8 +232,23 @@ class ImportedGuest(Out):
     fstab_sd: bool = Field(description="/etc/fstab names /dev/sdX or /dev/hdX (renamed under virtio)")
 
 
+class ImportedDisk(Out):
+    source: str = Field(description="the disk in the package (or the file) it was converted from")
+    format: str = Field(description="its format, as read from its header")
+    volume: str = Field(description="the pool volume it became")
+    path: str
+    virtual_size: int = Field(description="bytes")
+
+
 class VMImported(VMCreated):
     """Result of vm.import: the created VM, and how the import went."""
+
+    source: str = Field(description="the file imported")
+    kind: str = Field(description="ova, ovf or disk")
+    manifest: str | None = Field(description="checked: the package's .mf digests matched; none: it had no manifest")
+    pool: str = Field(description="the pool the disks were converted into")
+    needed_bytes: int = Field(description="the space the conversion needed in the pool")
+    disks: list[ImportedDisk] = Field(description="the converted disks")  # type: ignore[assignment]
 
     path: Literal["kvmkit", "virt-v2v"] = Field(description="which path converted it")
     guest: ImportedGuest

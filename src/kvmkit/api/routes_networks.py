@@ -8,14 +8,14 @@ a host route is 409 naming what it overlaps; a spec the NetworkSpec refuses is 4
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 
 from kvmkit.api.deps import require, require_unrestricted, state
 from kvmkit.api.driver_limits import LIMITS
-from kvmkit.api.models_base import Out
+from kvmkit.api.models_base import Out, json_value
 from kvmkit.api.responses import Responses
 from kvmkit.service.access.auth import Principal
 from kvmkit.spec.network import DhcpHost, NetworkSpec
@@ -80,6 +80,10 @@ class BridgeCreated(Out):
     created: str
     owner: str | None = None
     uplink: str | None = None
+    addresses: Any = json_value("the uplink's addresses moved onto the bridge: `ip -j address` entries (family, "
+                                "local, prefixlen, scope, broadcast ...); restored on delete")
+    routes: Any = json_value("the uplink's routes moved onto the bridge: `ip -j route` entries (dst, gateway, "
+                             "protocol, metric, prefsrc, scope ...)")
     warnings: list[str] = Field(default_factory=list)
 
 
