@@ -18,6 +18,7 @@ import libvirt
 import pytest
 
 from kvmkit.hypervisor.connection import connect, wait_for
+from tests.support import test_driver
 from tests.support.cleanup import stop_domains, sweep
 from tests.support.micro_domain import MicroDomain
 from tests.support.serial import SerialLog
@@ -37,6 +38,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     except Exception as err:
         pytest.exit(f"qemu:///system is not reachable, refusing to run: {err} "
                     "(run scripts/setup.sh to install and start libvirtd)", returncode=3)
+    test_driver.record_defaults()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -74,8 +76,9 @@ def conn() -> libvirt.virConnect:
 
 @pytest.fixture()
 def test_conn() -> Iterator[libvirt.virConnect]:
-    """libvirt's in-memory test driver: fresh state per test, for fast API-shape tests."""
-    c = connect("test:///default")
+    """libvirt's in-memory test driver in its default state, for fast API-shape tests."""
+    c = connect(test_driver.URI)
+    test_driver.reset(c)
     yield c
     c.close()
 

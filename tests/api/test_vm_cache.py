@@ -17,6 +17,7 @@ from lxml import etree
 from kvmkit.api.vm_cache import VMListCache, filtered, invalidating_runner
 from kvmkit.service.tasks.events import register_event_impl
 from kvmkit.service.vms.query import list_vms
+from tests.support import test_driver
 
 pytestmark = pytest.mark.fast
 
@@ -54,6 +55,7 @@ def evconn() -> Any:
     c = libvirt.open("test:///default")
     yield c
     _close_caches()  # before the connection: deregistering needs it open
+    test_driver.reset(c)  # the shell domains these tests defined
     c.close()
 
 
