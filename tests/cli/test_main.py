@@ -63,3 +63,26 @@ def test_host_check_exits_1_when_the_host_is_not_ready():
     res = run("host", "check", "--json", "--connect", "qemu+unix:///system?socket=/nonexistent.sock")
     assert res.returncode == 1, res.stderr
     assert json.loads(res.stdout)["ready"] is False
+
+
+@pytest.mark.fast
+def test_no_command_has_an_option_that_a_global_option_would_swallow():
+    """--json, --connect and --host are taken out of argv wherever they stand (kvmkit.cli.context), so a
+    command's own option of that name would never see its value (``net create --host`` once meant a DHCP
+    reservation and failed with 'host ... is not in the inventory')."""
+    import click
+
+    from kvmkit.cli.context import _VALUED
+    from kvmkit.cli.main import _available, _command
+
+    def options(cmd: click.Command, path: str):
+        for param in cmd.params:
+            for opt in getattr(param, "opts", []):
+                yield path, opt
+        for name, sub in getattr(cmd, "commands", {}).items():
+            yield from options(sub, f"{path} {name}")
+
+    swallowed = {*_VALUED, "--json"}
+    clashes = [(path, opt) for group in sorted(_available()) for path, opt in options(_command(group), group)
+               if opt in swallowed]
+    assert clashes == []

@@ -25,17 +25,20 @@ def _host_group() -> None:
     """static DHCP reservations: a MAC always gets the same address"""
 
 
-def parse_host(value: str) -> dict[str, str]:
-    """``mac=52:54:00:..,ip=10.0.0.5[,name=web]`` -> dict (validated by the spec)."""
+def parse_host(value: str, flag: str = "--reserve") -> dict[str, str]:
+    """``mac=52:54:00:..,ip=10.0.0.5[,name=web]`` -> dict (validated by the spec). (Not ``--host``: that is
+    the global option naming a host of the inventory.)"""
     out: dict[str, str] = {}
     for part in value.split(","):
         key, sep, val = part.partition("=")
         key = key.strip()
         if not sep or key not in ("mac", "ip", "name") or not val.strip():
-            raise InvalidInput(f"bad --host '{value}'", hint="use --host mac=52:54:00:12:34:56,ip=10.0.0.5[,name=web]")
+            raise InvalidInput(f"bad {flag} '{value}'",
+                               hint=f"use {flag} mac=52:54:00:12:34:56,ip=10.0.0.5[,name=web]")
         out[key] = val.strip()
     if "mac" not in out or "ip" not in out:
-        raise InvalidInput(f"--host '{value}' needs mac= and ip=", hint="e.g. --host mac=52:54:00:12:34:56,ip=10.0.0.5")
+        raise InvalidInput(f"{flag} '{value}' needs mac= and ip=",
+                           hint=f"e.g. {flag} mac=52:54:00:12:34:56,ip=10.0.0.5")
     return out
 
 
@@ -93,7 +96,8 @@ def create(
     no_dhcp: bool = typer.Option(False, "--no-dhcp", help="no DHCP server on this network"),
     no_dns: bool = typer.Option(False, "--no-dns", help="no DNS server on this network"),
     domain: str = typer.Option(None, "--domain", help="DNS domain for the guests' names"),
-    host: list[str] = typer.Option([], "--host", help="static reservation mac=..,ip=..[,name=..] (repeatable)"),
+    reserve: list[str] = typer.Option([], "--reserve", help="static DHCP reservation mac=..,ip=..[,name=..] "
+                                      "(repeatable)"),
     bridge: str = typer.Option(None, "--bridge", help="bridge mode: the host bridge; else libvirt's bridge name"),
     forward_dev: str = typer.Option(None, "--forward-dev", help="nat/route: host interface to forward through"),
     create_bridge: bool = typer.Option(False, "--create-bridge", help="bridge mode: create the host bridge"),
@@ -113,7 +117,7 @@ def create(
     spec = NetworkSpec.model_validate({
         "name": name, "mode": mode, "subnet": subnet, "gateway": gateway, "dhcp": not no_dhcp,
         "dhcp_start": start, "dhcp_end": end, "dns": not no_dns, "domain": domain,
-        "hosts": [parse_host(h) for h in host], "bridge": bridge, "forward_dev": forward_dev})
+        "hosts": [parse_host(h) for h in reserve], "bridge": bridge, "forward_dev": forward_dev})
     data = create_network(connection(), spec, start=not no_start, autostart=autostart,
                           create_bridge=create_bridge, uplink=uplink)
 
@@ -173,7 +177,7 @@ def host_add(network: str, host: str = typer.Argument(..., help="mac=..,ip=..[,n
     from kvmkit.service.net.networks import add_host
     from kvmkit.spec.network import DhcpHost
 
-    data = add_host(connection(), network, DhcpHost(**parse_host(host)))
+    data = add_host(connection(), network, DhcpHost(**parse_host(host, "the reservation")))
     emit(data, lambda d: console().print(f"{network}: {len(d['hosts'])} reservation(s)"))
 
 

@@ -123,7 +123,7 @@ def test_cli_create_list_stop_start_autostart_delete(conn, netlab) -> None:
         assert (res.returncode == 0) == ok, res.stderr
         return json.loads(res.stdout) if res.stdout.strip() else {}
 
-    made = kvmkit("create", name, "--mode", "isolated", "--subnet", subnet, "--host",
+    made = kvmkit("create", name, "--mode", "isolated", "--subnet", subnet, "--reserve",
                   f"mac=52:54:00:12:34:56,ip={ipaddress.IPv4Network(subnet).network_address + 9},name=db")
     assert made["mode"] == "isolated" and made["active"] and made["hosts"][0]["name"] == "db"
     assert name in [n["name"] for n in kvmkit("list")]
@@ -137,7 +137,7 @@ def test_cli_create_list_stop_start_autostart_delete(conn, netlab) -> None:
     assert [h["ip"] for h in hosts][-1] == extra
     assert kvmkit("host", "add", name, f"mac=52:54:00:12:34:58,ip={extra}", ok=False)["code"] == "conflict"
     assert [h["mac"] for h in kvmkit("host", "remove", name, "52:54:00:12:34:56")["hosts"]] == ["52:54:00:12:34:57"]
-    assert kvmkit("create", f"{name}y", "--host", "mac=zz,ip=1.2.3.4", "--subnet", subnet,
+    assert kvmkit("create", f"{name}y", "--reserve", "mac=zz,ip=1.2.3.4", "--subnet", subnet,
                   ok=False)["code"] == "invalid"
     err = kvmkit("create", f"{name}x", "--subnet", subnet, ok=False)
     assert err["code"] == "conflict" and name in err["error"]
