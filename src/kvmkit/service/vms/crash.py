@@ -11,17 +11,19 @@ detail ``failed``) and does nothing else, whatever the policy says. For an admin
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import libvirt
 from lxml import etree
 
 from kvmkit.errors import InvalidState
-from kvmkit.hypervisor.errors import libvirt_errors
+from kvmkit.hypervisor.errors import libvirt_errors, translate
 from kvmkit.service.vms.domains import domain, state_key, state_of
 
 RESTART_ACTIONS = ("restart", "coredump-restart", "rename-restart")
 DEFAULT_POLICY = "destroy"  # libvirt's default for <on_crash>
+ALREADY = "already running again (started by someone else first): nothing to do"
 
 
 def crash_policy(dom: libvirt.virDomain) -> str:
@@ -30,6 +32,18 @@ def crash_policy(dom: libvirt.virDomain) -> str:
     with libvirt_errors(f"reading the definition of VM {dom.name()}"):
         root = etree.fromstring(dom.XMLDesc(flags).encode())
     return (root.findtext("on_crash") or DEFAULT_POLICY).strip()
+
+
+def _wait_started(dom: libvirt.virDomain, limit: float = 120.0) -> None:
+    """While someone else's start is under way libvirt says ``paused (starting up)``: wait for its end, so the
+    state reported is the one the start left (running, or paused because the starter asked for it)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        with libvirt_errors(f"reading the state of VM {dom.name()}"):
+            state, reason = dom.state()
+        if (state, reason) != (libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_STARTING_UP):
+            return
+        time.sleep(0.1)
 
 
 def died(dom: libvirt.virDomain) -> bool:
@@ -47,11 +61,17 @@ def restart_after_crash(conn: libvirt.virConnect, name: str) -> dict[str, Any]:
         raise InvalidState(f"VM {name} is not restarted after a crash: its on_crash policy is {policy}",
                            hint=f"start it with `kvmkit vm start {name}`; create VMs with --restart-on-crash to "
                                 "have kvmkit's server restart them")
+    done = {"name": name, "action": "crash-restart", "policy": policy}
     if not died(dom):
         if dom.isActive():  # another server watching this host, or a user, started it first: it runs again
-            return {"name": name, "action": "crash-restart", "policy": policy, "state": state_key(dom),
-                    "note": "already running again (started by someone else first): nothing to do"}
+            _wait_started(dom)
+            return {**done, "state": state_key(dom), "note": ALREADY}
         raise InvalidState(f"VM {name} is {state_of(dom)}, not shut off after a crash: nothing to restart")
-    with libvirt_errors(f"restarting VM {name} after its QEMU process ended"):
+    try:
         dom.create()
-    return {"name": name, "action": "crash-restart", "policy": policy, "state": state_key(dom)}
+    except libvirt.libvirtError as err:
+        if not dom.isActive():
+            raise translate(err, f"restarting VM {name} after its QEMU process ended") from err
+        _wait_started(dom)  # another server watching this host started it in the meantime
+        return {**done, "state": state_key(dom), "note": ALREADY}
+    return {**done, "state": state_key(dom)}
