@@ -80,6 +80,7 @@ def test_conn() -> Iterator[libvirt.virConnect]:
     c = connect(test_driver.URI)
     test_driver.reset(c)
     yield c
+    test_driver.reset(c)  # what the test defined, gone with it
     c.close()
 
 

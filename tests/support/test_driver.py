@@ -29,14 +29,20 @@ def record_defaults() -> None:
 
 
 def reset(c: libvirt.virConnect) -> None:
-    """Put ``c``'s (shared) state back to the defaults recorded by record_defaults()."""
+    """Put ``c``'s (shared) state back to the defaults recorded by record_defaults() (AssertionError if it
+    cannot: a later test would see the leftovers)."""
     for dom in c.listAllDomains():
         if dom.name() in _pristine:
             continue
+        persistent = dom.isPersistent()
         with contextlib.suppress(libvirt.libvirtError):
             if dom.isActive():
                 dom.destroy()
-        with contextlib.suppress(libvirt.libvirtError):
+        if not persistent:
+            continue  # a transient domain is gone once destroyed
+        try:  # snapshot metadata or a managed save would make a plain undefine refuse
+            dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
+        except libvirt.libvirtError:
             dom.undefine()
     for name, xml in _pristine.items():
         try:
@@ -45,3 +51,5 @@ def reset(c: libvirt.virConnect) -> None:
             dom = c.defineXML(xml)
         if not dom.isActive():
             dom.create()
+    left = sorted(set(d.name() for d in c.listAllDomains()) - set(_pristine))
+    assert not left, f"test:///default still has {left} after the reset"
