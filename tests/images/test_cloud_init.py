@@ -7,7 +7,6 @@ import subprocess
 import uuid
 from pathlib import Path
 
-import libvirt
 import pytest
 import yaml
 from lxml import etree
@@ -186,58 +185,8 @@ def test_failed_create_removes_the_seed(conn, prefix, logs):
     assert not Path(f"/var/lib/libvirt/images/{prefix}vm-cidata.img").exists()
 
 
-@pytest.fixture(scope="module")
-def debian_image() -> dict[str, str]:
-    from kvmkit.images import debian
-
-    return debian.build(None)  # cached after the first build (tests/images/test_debian.py builds it too)
-
-
-def _overlay_volume(conn, name: str, image: dict[str, str]) -> None:
-    """A qcow2 overlay volume in the default pool backed by the cached image, which stays pristine."""
-    from kvmkit.images import qemu_img
-
-    vol = etree.Element("volume")
-    etree.SubElement(vol, "name").text = name
-    etree.SubElement(vol, "capacity", unit="bytes").text = str(qemu_img.info(image["path"], "qcow2")["virtual-size"])
-    etree.SubElement(etree.SubElement(vol, "target"), "format", type="qcow2")
-    backing = etree.SubElement(vol, "backingStore")
-    etree.SubElement(backing, "path").text = image["path"]
-    etree.SubElement(backing, "format", type="qcow2")
-    conn.storagePoolLookupByName("default").createXML(etree.tostring(vol, encoding="unicode"), 0)
-
-
-@pytest.mark.full
-@pytest.mark.timeout(900)
-def test_debian_guest_takes_the_hostname_from_the_seed(conn, prefix, debian_image, workdir):
-    from kvmkit.service.vms.create import create_vm
-    from kvmkit.service.vms.lifecycle import delete
-    from tests.support.serial import SerialLog
-
-    hostname = f"{prefix}ci"
-    _overlay_volume(conn, f"{prefix}root.qcow2", debian_image)
-    log = workdir / "serial.log"
-    user = _write(workdir / "user.yaml", "#cloud-config\nruncmd:\n  - [sh, -c, 'echo KVMKIT-CI-KEYS=$(cat "
-                  "/home/*/.ssh/authorized_keys | grep -c test@kvmkit) > /dev/ttyS0']\n")
-    key = _write(workdir / "id.pub", PUB + "\n")
-    spec = {"name": f"{prefix}deb", "memory_mib": 1024, "vcpus": 1, "rng": True, "machine": "pc",
-            "kernel": debian_image["kernel"], "initrd": debian_image["initrd"], "cmdline": debian_image["cmdline"],
-            "disks": [{"volume": f"{prefix}root.qcow2", "pool": "default"}], "serial_log": str(log),
-            "cloud_init": {"hostname": hostname, "user_data": user, "ssh_key": key}}
-    result = create_vm(conn, spec, start=True)
-    seed = Path(f"/var/lib/libvirt/images/{prefix}deb-cidata.img")
-    assert seed.exists() and f"{prefix}deb-cidata.img" in result["volumes_created"]
-    serial = SerialLog(log)
-    serial.wait_for(rf"{hostname} login:", timeout=600)  # 110-270 s under load; the CPU is shared
-    assert "Debian GNU/Linux 12" in serial.text()
-    serial.wait_for(r"KVMKIT-CI-KEYS=1", timeout=300)  # user-data ran; the key reached the default user
-    fresh = libvirt.open("qemu:///system")  # other work may restart libvirtd during the long boot
-    try:
-        delete(fresh, f"{prefix}deb", storage=True, force=True)
-    finally:
-        fresh.close()
-    assert not seed.exists()
-    assert Path(debian_image["path"]).exists()
+# The debian-12 guest taking the hostname, the key and a user-data file from its seed, and SSH into it:
+# tests/service/guests/test_debian_guest.py (one boot shared with the agent and guest-disk tests).
 
 
 @pytest.mark.fast

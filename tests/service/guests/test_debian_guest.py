@@ -32,6 +32,8 @@ BOOT_DEADLINE_S = 1200  # 1-4 min on a quiet host; 8 agents share 2 cores here
 PASSWORD = "kvmkit-seed-pw-1"
 NEW_PASSWORD = "kvmkit-new-pw-2"
 USER = "debian"  # the image's cloud-init default user
+USER_DATA_MARK = "KVMKIT-USER-DATA-RAN"
+USER_DATA_FILE = "/var/tmp/kvmkit-user-data"
 
 
 @dataclass
@@ -107,6 +109,8 @@ def deb() -> Iterator[Deb]:
                        check=True)
         pwfile = work / "password"
         pwfile.write_text(PASSWORD + "\n")
+        user_data = work / "user.yaml"  # a host user-data file, merged with the key, password and eject
+        user_data.write_text(f"#cloud-config\nruncmd:\n  - [sh, -c, 'echo {USER_DATA_MARK} > {USER_DATA_FILE}']\n")
         vol = etree.Element("volume")
         etree.SubElement(vol, "name").text = f"{prefix}root.qcow2"
         size = qemu_img.info(image["path"], "qcow2")["virtual-size"]
@@ -122,7 +126,7 @@ def deb() -> Iterator[Deb]:
                 "disks": [{"volume": f"{prefix}root.qcow2", "pool": "default"}], "serial_log": str(work / "serial.log"),
                 "nics": [{"type": "network", "source": "default"}],
                 "cloud_init": {"hostname": d.hostname, "ssh_key": f"{key}.pub", "password_file": str(pwfile),
-                               "eject": True}}
+                               "user_data": str(user_data), "eject": True}}
         create_vm(conn, spec, start=True)
         d.boots.append(_wait_ready(d))
         yield d
@@ -167,8 +171,8 @@ def api(deb: Deb) -> Iterator[httpx.Client]:
 def test_cloud_init_sets_the_hostname_and_the_key_lets_ssh_in(deb: Deb) -> None:
     ip = _lease_ip(deb.dom)
     assert ip, "no DHCP lease"
-    res = _ssh(deb, ip, "hostname; id -un; cat /etc/hostname")
-    assert res.stdout.split() == [deb.hostname, USER, deb.hostname]
+    res = _ssh(deb, ip, f"hostname; id -un; cat /etc/hostname {USER_DATA_FILE}")
+    assert res.stdout.split() == [deb.hostname, USER, deb.hostname, USER_DATA_MARK]  # the user-data file ran too
     print(f"first boot ready after {deb.boots[0]:.0f} s")
 
 
