@@ -27,7 +27,7 @@ from lxml import etree
 from bench.common import KVMKIT, PREFIX, Ctx, Row, Series, log, run
 from bench.warm import COLD
 
-SCEN = "9. live migration between two hosts"
+SCEN = "11. live migration between two hosts"
 
 
 def _guest_xml(ctx: Ctx, name: str, log_path: str, disk: str | None) -> str:
