@@ -62,16 +62,19 @@ def restart_after_crash(conn: libvirt.virConnect, name: str) -> dict[str, Any]:
                            hint=f"start it with `kvmkit vm start {name}`; create VMs with --restart-on-crash to "
                                 "have kvmkit's server restart them")
     done = {"name": name, "action": "crash-restart", "policy": policy}
+
+    def started_by_another() -> dict[str, Any]:  # another server watching this host, or a user, was first
+        _wait_started(dom)
+        return {**done, "state": state_key(dom), "note": ALREADY}
+
     if not died(dom):
-        if dom.isActive():  # another server watching this host, or a user, started it first: it runs again
-            _wait_started(dom)
-            return {**done, "state": state_key(dom), "note": ALREADY}
+        if dom.isActive():
+            return started_by_another()
         raise InvalidState(f"VM {name} is {state_of(dom)}, not shut off after a crash: nothing to restart")
     try:
         dom.create()
     except libvirt.libvirtError as err:
         if not dom.isActive():
             raise translate(err, f"restarting VM {name} after its QEMU process ended") from err
-        _wait_started(dom)  # another server watching this host started it in the meantime
-        return {**done, "state": state_key(dom), "note": ALREADY}
+        return started_by_another()  # started in the meantime: its create() came first
     return {**done, "state": state_key(dom)}
