@@ -52,7 +52,7 @@ def _close_caches() -> None:
 def evconn() -> Any:
     """A test:///default connection that delivers events (the event loop is registered first)."""
     register_event_impl()
-    c = libvirt.open("test:///default")
+    c = libvirt.open(test_driver.URI)
     yield c
     _close_caches()  # before the connection: deregistering needs it open
     test_driver.reset(c)  # the shell domains these tests defined

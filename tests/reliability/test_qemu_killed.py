@@ -67,9 +67,16 @@ def audit_of(admin: httpx.Client, name: str, count: int = 1, timeout: float = 60
         time.sleep(0.2)
 
 
-def restart_tasks(admin: httpx.Client, name: str) -> list[dict[str, Any]]:
-    return [t for t in admin.get("/api/v1/tasks", params={"limit": 1000}).json()
-            if t["kind"] == "vm.crash-restart" and t["target"] == f"vm:{name}"]
+def restart_tasks(admin: httpx.Client, name: str, count: int = 0, timeout: float = 120) -> list[dict[str, Any]]:
+    """The server's crash-restart tasks for ``name`` (newest first), once there are ``count`` of them."""
+    deadline = time.monotonic() + timeout
+    while True:
+        tasks = [t for t in admin.get("/api/v1/tasks", params={"limit": 1000}).json()
+                 if t["kind"] == "vm.crash-restart" and t["target"] == f"vm:{name}"]
+        if len(tasks) >= count:
+            return tasks
+        assert time.monotonic() < deadline, f"no restart task #{count} for {name}"  # a guard, not a bound
+        time.sleep(0.2)
 
 
 def cli(srv: Server, *args: str) -> subprocess.CompletedProcess[str]:
@@ -121,11 +128,7 @@ def test_restart_on_crash_brings_a_killed_vm_back_three_times_then_gives_up(admi
         offset = log.offset()
         old = kill_qemu(name)
         assert "restarting (task" in audit_of(admin, name, n)[0]["detail"]
-        deadline = time.monotonic() + 120
-        while len(restart_tasks(admin, name)) < n:
-            assert time.monotonic() < deadline, "no restart task"
-            time.sleep(0.2)
-        task = wait_task(admin, restart_tasks(admin, name)[0]["id"])
+        task = wait_task(admin, restart_tasks(admin, name, n)[0]["id"])
         assert task["state"] == "succeeded" and task["user"] == "kvmkit", task["error"]
         assert task["result"]["policy"] == "restart"
         state = conn.lookupByName(name).state()
@@ -161,11 +164,7 @@ def test_two_servers_watching_one_host_both_answer_one_crash(srv: Server, admin:
             results = []
             for client in (admin, admin2):
                 assert "restarting (task" in audit_of(client, name)[0]["detail"]
-                deadline = time.monotonic() + 120
-                while not restart_tasks(client, name):
-                    assert time.monotonic() < deadline, "no restart task"
-                    time.sleep(0.2)
-                task = wait_task(client, restart_tasks(client, name)[0]["id"])
+                task = wait_task(client, restart_tasks(client, name, 1)[0]["id"])
                 assert task["state"] == "succeeded", task["error"]
                 results.append(task["result"])
             assert [r["state"] for r in results] == ["running", "running"], results
