@@ -110,6 +110,70 @@ def test_the_check_is_no_second_caller_on_a_connection_a_call_hangs_on(hosts) ->
         h.close()
 
 
+def test_threads_in_calls_when_a_host_goes_silent_each_get_an_answer(hosts) -> None:
+    """In the server every thread has a connection of its own to another host (kvmkit.hosts.leases), so
+    two request threads in calls on a host whose link goes silent both get keepalive's error. With one
+    shared connection (as before) one of them got it and the other never returned, even after the link
+    came back (libvirt 9.0's client; or it crashed the server)."""
+    import queue
+
+    register_event_impl()
+    h = HostHandle("c", hosts["c"].uri, per_thread=True)
+    conns: list[libvirt.virConnect] = []
+    ready, go = threading.Barrier(3), threading.Barrier(3)
+    answers: queue.Queue[str] = queue.Queue()
+
+    def call() -> None:
+        conn = h.get()
+        conn.getLibVersion()
+        conns.append(conn)
+        ready.wait(30)
+        go.wait(30)
+        try:
+            conn.getLibVersion()
+            answers.put("answered")
+        except libvirt.libvirtError as err:
+            answers.put(err.get_error_message())
+
+    try:
+        for _ in range(2):
+            threading.Thread(target=call, daemon=True).start()
+        ready.wait(30)
+        assert conns[0] is not conns[1] and h.peek() not in conns
+        hosts["c"].link_down()
+        go.wait(30)
+        got = [answers.get(timeout=120) for _ in range(2)]  # failure guard: keepalive ends them in ~20 s
+        assert all("keepalive" in a for a in got), got
+        hosts["c"].link_up()
+        assert h.get().getLibVersion() > 0  # this thread (and the pool) connect again
+    finally:
+        hosts["c"].link_up()
+        h.close()
+
+
+def test_a_thread_keeps_its_connection_and_the_next_thread_reuses_it(hosts) -> None:
+    from kvmkit.hypervisor.connection import worker_connection
+
+    h = HostHandle("b", hosts["b"].uri, per_thread=True)
+    try:
+        mine = h.get()
+        assert h.get() is mine and mine is not h.peek()
+        assert worker_connection(mine) is mine  # a task body on it opens no third one
+        seen: list[libvirt.virConnect] = []
+        first = threading.Thread(target=lambda: seen.append(h.get()))
+        first.start()
+        first.join()
+        assert seen[0] is not mine and h._threads is not None
+        assert h._threads.idle() == 1  # the thread ended: its connection waits for the next one
+        second = threading.Thread(target=lambda: seen.append(h.get()))
+        second.start()
+        second.join()
+        assert seen[1] is seen[0] and seen[1].getLibVersion() > 0
+        assert HostHandle("l", "qemu:///system", local=True, per_thread=True)._threads is None  # local: pooled
+    finally:
+        h.close()
+
+
 def test_an_address_that_stops_answering_is_down_after_the_timeout(hosts) -> None:
     states = States()
     hosts["b"].link_down()

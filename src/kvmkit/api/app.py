@@ -159,7 +159,7 @@ def build_state(db_url: str | None, uri: str, *, tls: bool = False, workers: int
         if name != "local":  # the local host's come from the hub's own event connection
             hub.publish({"type": "host", "host": name, "state": state, "error": error})
 
-    pool = HostPool(uri, on_state=host_state)
+    pool = HostPool(uri, on_state=host_state, per_thread=True)  # request threads and workers: hosts/leases.py
     hosts = Hosts(store, pool)
     hv = pool.local
     vm_list = VMListCache(hv.get, host="local")

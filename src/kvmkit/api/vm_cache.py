@@ -291,7 +291,7 @@ class HostVMLists:
             if cache is None or self._handles.get(name) is not handle:
                 if cache is not None:
                     cache.close()
-                cache = VMListCache(handle.get, host=name)
+                cache = VMListCache(handle.shared, host=name)  # the pooled connection: its events, peek()
                 if self.observers is not None:
                     cache.observers = self.observers
                 self._lists[name], self._handles[name] = cache, handle

@@ -1,7 +1,9 @@
 """A pool of libvirt connections, one per host, reconnecting with back-off and knowing which hosts are up.
 
 A :class:`HostHandle` is what the API and the service layer hold for "the host to work on": ``get()`` gives
-its live connection (opened again after libvirtd went away), ``peek()`` the open one without waiting.
+a live connection for the calling thread (opened again after libvirtd went away; in the server, for another
+host than the local one, a connection of the thread's own: kvmkit.hosts.leases says why), ``shared()`` and
+``peek()`` the pooled one (waiting for it, or not).
 
 - Every host, the local one too, is asked with a bound: opening its connection waits at most
   ``connect_timeout`` seconds (a host whose address does not answer makes libvirt wait ~2 min for TCP; a
@@ -27,6 +29,7 @@ from typing import Any
 import libvirt
 
 from kvmkit.errors import HostError
+from kvmkit.hosts.leases import ThreadConnections
 
 log = logging.getLogger("kvmkit.hosts")
 
@@ -66,7 +69,7 @@ class HostHandle:
     """One host's pooled connection and state (``unknown`` until first asked, then ``up`` or ``down``)."""
 
     def __init__(self, name: str, uri: str, *, local: bool = False, connect_timeout: float = CONNECT_TIMEOUT_S,
-                 on_state: StateCallback | None = None) -> None:
+                 on_state: StateCallback | None = None, per_thread: bool = False) -> None:
         self.name = name
         self.uri = uri
         self.local = local
@@ -84,10 +87,25 @@ class HostHandle:
         self._backoff = self._backoff_first
         self._retry_at = 0.0
         self._closed = False
+        # per-thread connections for another host, where many threads call at once (the server; not the local
+        # host, and not test:///, which is one in-process world)
+        own = per_thread and not local and not uri.startswith("test:")
+        self._threads = ThreadConnections(self._open_own) if own else None
 
     # the interface the API and the service layer use (as api.state.Hypervisor had) -------------------
     def get(self) -> Any:
-        """The live connection; HostDown when another host does not answer (in time)."""
+        """The connection for the calling thread; HostDown when another host does not answer (in time).
+
+        The local host's is the pooled one. Another host's is this thread's own (:mod:`kvmkit.hosts.leases`:
+        libvirt 9.0's client hangs or crashes when a connection dies with two threads in calls on it), given
+        only while the pooled one is up, so a host that is down fails at once as before."""
+        shared = self.shared()
+        if self._threads is None:
+            return shared
+        return self._threads.get()
+
+    def shared(self) -> Any:
+        """The pooled connection (the one the VM list registers its events on and the monitor watches)."""
         conn = self._conn
         if conn is not None and _alive(conn):
             return conn
@@ -102,6 +120,8 @@ class HostHandle:
         with self._lock:
             self._closed = True
             self._drop()
+        if self._threads is not None:
+            self._threads.close()
 
     # state -----------------------------------------------------------------------------------------
     def _set_state(self, state: str, error: str | None) -> None:
@@ -129,6 +149,8 @@ class HostHandle:
         with self._lock:
             self._drop()
             self._failed(error)
+        if self._threads is not None:
+            self._threads.drop_idle()
 
     def _failed(self, error: str) -> None:
         self._retry_at = time.monotonic() + self._backoff
@@ -165,6 +187,34 @@ class HostHandle:
             with self._lock:
                 self._set_state("down", f"no answer from {self.uri} in {timeout:g} s")
         raise self._down()
+
+    def _open_own(self) -> Any:
+        """A new connection for one thread, waited for at most ``connect_timeout`` seconds (the pooled one
+        is up, so this one normally opens at once; a host that stopped answering meanwhile is down)."""
+        got: list[Any] = []
+        done = threading.Event()
+
+        def run() -> None:
+            from kvmkit.hypervisor.connection import connect
+
+            try:
+                conn = connect(self.uri)
+                _keepalive(conn)
+                got.append(conn)
+            except Exception as err:
+                got.append(err)
+            finally:
+                done.set()
+
+        threading.Thread(target=run, name=f"kvmkit-connect-{self.name}", daemon=True).start()
+        if not done.wait(self.connect_timeout):
+            self.mark_down(f"no answer from {self.uri} in {self.connect_timeout:g} s")
+            raise self._down()
+        if isinstance(got[0], Exception):
+            err = got[0]
+            self.mark_down(err.message if isinstance(err, HostError) else str(err))
+            raise self._down()
+        return got[0]
 
     def _start_attempt(self) -> threading.Event:
         """Open the connection in a thread (the caller holds the lock); its end sets the returned event."""
@@ -256,11 +306,14 @@ class HostPool:
     """The handles of every host by name; the local one always exists."""
 
     def __init__(self, local_uri: str, *, connect_timeout: float = CONNECT_TIMEOUT_S,
-                 on_state: StateCallback | None = None) -> None:
+                 on_state: StateCallback | None = None, per_thread: bool = False) -> None:
+        """``per_thread``: other hosts' handles give each thread a connection of its own (the server, whose
+        request threads and task workers call at once; a CLI process asks each host from one thread)."""
         from kvmkit.hosts.record import LOCAL
 
         self.connect_timeout = connect_timeout
         self.on_state = on_state
+        self.per_thread = per_thread
         self.local = HostHandle(LOCAL, local_uri, local=True, on_state=on_state)
         self._handles: dict[str, HostHandle] = {LOCAL: self.local}
         self._lock = threading.Lock()
@@ -277,7 +330,8 @@ class HostPool:
                 return h
             if h is not None:
                 h.close()
-            h = HostHandle(name, uri, connect_timeout=self.connect_timeout, on_state=self.on_state)
+            h = HostHandle(name, uri, connect_timeout=self.connect_timeout, on_state=self.on_state,
+                           per_thread=self.per_thread)
             self._handles[name] = h
             if self._monitoring:
                 self._start_monitor(h)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 
 import libvirt
 
@@ -53,6 +54,13 @@ def wait_for(uri: str | None = None, timeout: float = 30.0) -> libvirt.virConnec
 
 
 _per_thread = threading.local()
+_owners: weakref.WeakKeyDictionary[libvirt.virConnect, int] = weakref.WeakKeyDictionary()
+
+
+def claim(conn: libvirt.virConnect) -> None:
+    """Record that ``conn`` is the calling thread's own (kvmkit.hosts.leases lends connections to one thread
+    at a time): :func:`worker_connection` then uses it as it is instead of opening another."""
+    _owners[conn] = threading.get_ident()
 
 
 def worker_connection(shared: libvirt.virConnect) -> libvirt.virConnect:
@@ -62,7 +70,10 @@ def worker_connection(shared: libvirt.virConnect) -> libvirt.virConnect:
     libvirtd serves at most ``max_client_requests`` (default 5) calls of one client connection at a time
     and stops reading that connection beyond them, so task workers sharing one connection queue behind
     each other's slow calls (a domain start is ~0.4 s of libvirtd's time). test:/// connections are each a
-    private in-memory host, so for them the shared connection is the only one that sees the same world."""
+    private in-memory host, so for them the shared connection is the only one that sees the same world.
+    A connection this thread already owns (:func:`claim`) is its own: it is returned as it is."""
+    if _owners.get(shared) == threading.get_ident():
+        return shared
     try:
         uri = shared.getURI()
     except libvirt.libvirtError:  # the shared one died with a libvirtd restart: this thread knows the URI
