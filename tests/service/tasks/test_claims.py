@@ -367,3 +367,33 @@ def test_a_clean_up_waits_for_libvirt(servers: Servers, handler: list[str]) -> N
     reachable.set()
     assert wait_state(r, "t-run")["state"] == "failed" and wait_state(r, "t-queued")["state"] == "failed"
     assert sorted(handler) == ["t-queued", "t-run"] and r.holder("vm:t") is None
+
+
+def test_a_clean_up_on_another_host_waits_for_that_host_and_ends_when_it_left(servers: Servers,
+                                                                             handler: list[str]) -> None:
+    """A task that ran on host b is cleaned up there: while b does not answer it waits, naming b; once b
+    is removed from the inventory it is failed at once, saying nothing was cleaned up there (before, it
+    waited for ever)."""
+    from kvmkit.errors import NotFound
+    from kvmkit.hosts.pool import HostDown
+
+    r = servers()
+    _gone_server(r.store)
+    with r.store.session() as s:
+        s.execute(update(Task).values(intent={"host": "b"}))
+    removed = threading.Event()
+
+    def host_conn(name: str) -> object:
+        assert name == "b"
+        if removed.is_set():
+            raise NotFound("host 'b' is not in the inventory")
+        raise HostDown("host 'b' is down: no answer")
+
+    r.host_conn = host_conn
+    assert r.recover(conn=object()) == []  # the local connection is no use for b's tasks
+    assert "waiting for host 'b'" in r.get("t-run")["message"] and handler == []
+    removed.set()
+    r.start_watchdog(lambda: object())
+    t = wait_state(r, "t-run")
+    assert t["state"] == "failed" and "not cleaned up: host 'b' is not in the inventory" in t["error"]
+    assert wait_state(r, "t-queued")["state"] == "failed" and handler == [] and r.holder("vm:t") is None

@@ -8,7 +8,9 @@ tick; adopting one is a conditional UPDATE (``owner = ME WHERE id = T AND owner 
 a server that adopted a task and then stopped itself leaves it an orphan again for the next one (clean-up
 handlers are idempotent: they look at what libvirt has). Once adopted, the task's holds are the adopter's
 until the clean-up has run (the object stays busy meanwhile), then the task is failed with what was done.
-A clean-up that needs libvirt waits while libvirt is unreachable (the task stays running, saying so).
+A clean-up that needs libvirt waits while libvirt (the task's host: the local one, or another host of the
+inventory) is unreachable: the task stays running, saying which host it waits for. A task whose host has
+left the inventory is failed at once, saying that nothing was cleaned up there.
 """
 
 from __future__ import annotations
@@ -134,23 +136,33 @@ class Reaper:
         handler = self.handlers.get(task["kind"])
         report: list[str] = []
         if handler is not None:
+            from kvmkit.errors import NotFound
+
             host = (task.get("intent") or {}).get("host")
+            where = "libvirt"
             if host and host != "local":  # it ran on another host: clean up there, never on this server's libvirt
                 host_conn = self.runner.host_conn
                 conn_get = (lambda: host_conn(host)) if host_conn is not None else (lambda: None)
+                where = f"host '{host}'"
+            gone = None
             try:
                 conn = conn_get()
+            except NotFound as err:  # the host left the inventory: no clean-up through kvmkit can reach it
+                conn, gone = None, err.message
             except Exception as err:
                 conn = None
-                log.debug("libvirt unreachable for the clean-up of task %s: %s", task_id, err)
-            if conn is None:
-                self._waiting(task_id)
+                log.debug("%s unreachable for the clean-up of task %s: %s", where, task_id, err)
+            if gone is not None:
+                report = [f"not cleaned up: {gone}; inspect {task['target']} on host '{host}' by hand"]
+            elif conn is None:
+                self._waiting(task_id, where)
                 return None
-            try:
-                report = handler(conn, task, steps)
-            except Exception as err:
-                log.exception("recovery of task %s failed", task_id)
-                report = [f"clean-up failed: {err}; inspect {task['target']} by hand"]
+            else:
+                try:
+                    report = handler(conn, task, steps)
+                except Exception as err:
+                    log.exception("recovery of task %s failed", task_id)
+                    report = [f"clean-up failed: {err}; inspect {task['target']} by hand"]
         reason = f"interrupted: the server stopped while the task was at step '{last}' ({info['who']})"
         if report:
             reason += "; clean-up: " + "; ".join(report)
@@ -163,8 +175,8 @@ class Reaper:
             log.warning("task %s (%s %s) %s", task_id, task["kind"], task["target"], reason)
         return {"id": task_id, "kind": task["kind"], "target": task["target"], "error": reason}
 
-    def _waiting(self, task_id: str) -> None:
-        msg = "waiting for libvirt to clean up after the server that stopped"
+    def _waiting(self, task_id: str, where: str = "libvirt") -> None:
+        msg = f"waiting for {where} to answer, to clean up after the server that stopped"
         with self.runner.store.session() as s:
             s.execute(update(Task).where(Task.id == task_id, Task.owner == self.runner.server_id,
                                          Task.message != msg).values(message=msg, updated_at=datetime.now(UTC)))
