@@ -38,9 +38,10 @@ def test_viewers_get_no_exec_password_or_guest_files(micro_guest, make_user) -> 
 
 
 @pytest.mark.guest
-def test_exec_needs_a_connected_agent_and_the_password_is_never_echoed(micro_guest, make_user) -> None:
+def test_exec_needs_a_connected_agent_and_the_password_is_never_echoed(micro_guest, make_user,
+                                                                        admin: httpx.Client) -> None:
     vm = micro_guest("x").name  # running, without an agent channel
-    _, op = make_user("op", "operator")
+    op_name, op = make_user("op", "operator")
     r = op.post(f"/api/v1/vms/{vm}/exec", json={"command": ["sh", "-c", "exit 3"], "timeout": 5})
     assert r.status_code == 409 and "guest-agent channel" in r.json()["error"], r.text
     r = op.post(f"/api/v1/vms/{vm}/password", json={"user": "root", "password": "never-echoed-1"})
@@ -50,6 +51,12 @@ def test_exec_needs_a_connected_agent_and_the_password_is_never_echoed(micro_gue
     r = op.post(f"/api/v1/vms/{vm}/seed/eject", json={"wait": 0})
     task = wait_task(op, r.json()["id"])
     assert task["state"] == "failed" and "no cloud-init seed" in task["error"]
+    # every attempt is audited under the operator's name, without the password or the command's arguments
+    entries = admin.get("/api/v1/audit", params={"user": op_name, "limit": 100}).json()
+    actions = {e["action"]: e for e in entries}
+    assert actions["POST /api/v1/vms/{name}/exec"]["target"] == vm, entries
+    assert actions["POST /api/v1/vms/{name}/password"]["result"] == "invalid", entries
+    assert "never-echoed-1" not in str(entries) and "exit 3" not in str(entries)
 
 
 @pytest.mark.guest

@@ -373,8 +373,10 @@ def register(app: typer.Typer) -> None:
         uuid: str = typer.Option(None, "--uuid"),
         metadata: list[str] = typer.Option([], "--metadata", help="KEY=VALUE kept in kvmkit's domain metadata"),
         cloud_init: str = typer.Option(None, "--cloud-init", help="NoCloud seed disk: user-data=FILE[,meta-data="
-                                       "FILE,ssh-key=FILE,hostname=H,password-file=F,password-hash=H,eject=yes] "
-                                       "(each part optional; eject: docs/cloud-init.md)"),
+                                       "FILE,ssh-key=FILE,hostname=H,password-file=F,password-hash=H,password=P,"
+                                       "eject=yes] (each part optional; the password is hashed in the seed, "
+                                       "password= shows it in the process list: prefer password-file; eject: "
+                                       "docs/cloud-init.md)"),
         profile: str = typer.Option(None, "--profile", help="fast-boot: q35+SeaBIOS, no USB/balloon/RNG/agent, "
                                     "lean kernel args (docs/vm-profiles.md); explicit flags win, no UEFI"),
         restart_on_crash: bool = typer.Option(False, "--restart-on-crash", help="start the VM again when it "
