@@ -278,6 +278,11 @@ mount --move {stage} /dev""")
         _wait_empty(self.netns)
         _run("ip", "netns", "del", self.netns, check=False)
         _run("ip", "link", "del", self.veth, check=False)  # normally gone with the namespace
+        from kvmkit.config import cache_dir
+
+        for suffix in (".json", ".lock"):  # kvmkit's KVM verdict for this host (kvmkit.host.virt_type.probe_host):
+            with contextlib.suppress(FileNotFoundError):  # the host's UUID is new in every bed
+                (cache_dir() / f"kvm-probe-{self.host_uuid}{suffix}").unlink()
 
 
 def _wait_empty(netns: str, timeout: float = 10) -> None:
