@@ -1,6 +1,7 @@
-"""One debian-12 guest (booted twice) for everything that needs a real guest: cloud-init proven over SSH,
-the guest agent (info, exec, passwords, quiesced snapshots, thaw on error, shutdown fallback, seed eject),
-and its disks offline (copy-in seen by the guest after boot, a guest-written file copied out identical).
+"""One debian-12 guest (booted twice, rebooted once) for everything that needs a real guest: cloud-init proven
+over SSH, the guest agent (info, exec, passwords, quiesced snapshots and backups, thaw on error, seed eject, reboot
+and shutdown fallback), and its disks offline (copy-in seen by the guest after boot, a guest-written file copied
+out identical).
 
 Tier ``full``: the cached debian-12 image (kvmkit image build debian-12), TCG, minutes per boot. The tests
 run in file order and share the module's guest; each says what state it leaves the guest in.
@@ -12,6 +13,7 @@ import hashlib
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -34,6 +36,7 @@ NEW_PASSWORD = "kvmkit-new-pw-2"
 USER = "debian"  # the image's cloud-init default user
 USER_DATA_MARK = "KVMKIT-USER-DATA-RAN"
 USER_DATA_FILE = "/var/tmp/kvmkit-user-data"
+BOOT_ID = "/proc/sys/kernel/random/boot_id"  # new at every boot of the guest's kernel
 
 
 @dataclass
@@ -285,6 +288,36 @@ def test_a_backup_whose_job_fails_after_the_freeze_thaws_the_guest(deb: Deb, mon
     assert not (tmp_path / "backup").exists()
 
 
+def test_a_backup_of_the_running_guest_is_quiesced_thawed_after_and_verifies(deb: Deb, monkeypatch,
+                                                                              tmp_path: Path) -> None:
+    from kvmkit.service.copies.backup import backup_vm
+    from kvmkit.service.copies.restore import verify
+    from kvmkit.service.vms.agent import command
+
+    seen = {}
+    begin = libvirt.virDomain.backupBegin
+
+    def watched_begin(dom: libvirt.virDomain, *args: object) -> object:
+        seen["status"] = command(dom, "guest-fsfreeze-status")  # as the job begins
+        return begin(dom, *args)
+
+    monkeypatch.setattr(libvirt.virDomain, "backupBegin", watched_begin)
+    dest = tmp_path / "backup"  # backups are always compressed qcow2: there is no cheaper mode to pick
+    try:
+        manifest = backup_vm(live_conn(), deb.name, dest)
+        assert seen["status"] == "frozen"  # the record is true: the job began on frozen file systems
+        assert manifest["quiesced"] is True and manifest["frozen"] is True, manifest
+        assert "frozen by the guest agent" in manifest["consistency"]
+        assert json.loads((dest / "manifest.json").read_text())["quiesced"] is True
+        assert command(deb.dom, "guest-fsfreeze-status") == "thawed"
+        assert deb.dom.isActive()
+        root = f"{deb.name.removesuffix('deb')}root.qcow2"
+        assert [os.path.basename(d["original_path"]) for d in manifest["disks"]] == [root]  # not the seed cdrom
+        assert verify(dest)["sha256"] == manifest["sha256"]  # every file matches its recorded checksum
+    finally:
+        shutil.rmtree(dest, ignore_errors=True)
+
+
 def test_guest_commands_on_the_running_vm_need_readonly(deb: Deb) -> None:
     res = kvmkit("guest", "ls", deb.name, "/", check=False)
     assert res.returncode == 1 and "running" in res.stderr and "--readonly" in res.stderr
@@ -304,6 +337,41 @@ def test_the_seed_is_ejected_after_cloud_init(deb: Deb) -> None:
     xml = deb.dom.XMLDesc(0) + deb.dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
     assert "cidata" not in xml.replace("cidata_eject", "")
     assert "<kvmkit:cidata_eject>done</kvmkit:cidata_eject>" in deb.dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+
+
+def _boot_id(deb: Deb) -> str | None:
+    """The guest kernel's boot id through the agent; None while the agent does not answer (rebooting)."""
+    from kvmkit.service.guests.exec import exec_command
+
+    try:
+        res = exec_command(live_conn(), deb.name, ["cat", BOOT_ID], timeout=30)
+    except Exception:  # no agent, or it went away mid-command
+        return None
+    return res["stdout"].strip() if res.get("exit_code") == 0 else None
+
+
+def test_reboot_goes_through_the_agent_and_the_guest_comes_back(deb: Deb) -> None:
+    """After the seed eject (a reboot would eject it itself) and with the guest left as it was: running, agent
+    connected, cloud-init done for the new boot, same instance (the last test's second boot does the same)."""
+    from kvmkit.service.vms.lifecycle import reboot
+    from tests.support.serial import SerialLog
+
+    before = _boot_id(deb)
+    assert before
+    log = SerialLog(deb.dir / "serial.log")
+    mark = log.offset()
+    res = reboot(live_conn(), deb.name)
+    assert res["method"] == "agent" and res["action"] == "reboot", res
+    assert "seed_ejected" not in res  # nothing left to eject
+    deadline = time.monotonic() + BOOT_DEADLINE_S
+    while (now := _boot_id(deb)) in (None, before):  # the agent answers again, from a new boot
+        assert time.monotonic() < deadline, f"{deb.name} did not come back from the reboot within " \
+                                            f"{BOOT_DEADLINE_S} s; serial log tail:\n{log.text()[-3000:]}"
+        time.sleep(3)
+    assert now != before
+    assert "Linux version" in log.text()[mark:]  # the kernel booted again in the same QEMU (the console shows it)
+    deb.boots.append(_wait_ready(deb))  # cloud-init done and a lease: ready for the tests after this one
+    assert deb.dom.isActive() and _boot_id(deb) == now
 
 
 # --- offline: shut down by the agent, then libguestfs --------------------------------------------
