@@ -40,7 +40,8 @@ class _Lease:
         self.box = [conn]
 
 
-def _alive(conn: Any) -> bool:
+def alive(conn: Any) -> bool:
+    """Whether the client still counts ``conn`` as connected (answered locally; keepalive drives it)."""
     try:
         return bool(conn.isAlive())
     except Exception:
@@ -60,7 +61,7 @@ class ThreadConnections:
     def get(self) -> Any:
         """This thread's connection (a live one: a dead one is replaced)."""
         lease: _Lease | None = getattr(self._local, "lease", None)
-        if lease is not None and _alive(lease.box[0]):
+        if lease is not None and alive(lease.box[0]):
             return lease.box[0]
         conn = self._take_idle()
         if conn is None:
@@ -78,7 +79,7 @@ class ThreadConnections:
         with self._lock:
             while self._idle:
                 conn = self._idle.pop()
-                if _alive(conn):
+                if alive(conn):
                     return conn
         return None
 
@@ -86,7 +87,7 @@ class ThreadConnections:
         """A thread ended (its lease was freed): keep its connection for the next thread, if it lives."""
         conn = box[0] if box else None
         box.clear()
-        if conn is None or not _alive(conn):
+        if conn is None or not alive(conn):
             return
         with self._lock:
             if not self._closed and len(self._idle) < IDLE_MAX:

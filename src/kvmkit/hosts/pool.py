@@ -29,7 +29,7 @@ from typing import Any
 import libvirt
 
 from kvmkit.errors import HostError
-from kvmkit.hosts.leases import ThreadConnections
+from kvmkit.hosts.leases import ThreadConnections, alive
 
 log = logging.getLogger("kvmkit.hosts")
 
@@ -49,13 +49,6 @@ class HostDown(HostError):
 
     code = "host_down"
     http_status = 503
-
-
-def _alive(conn: Any) -> bool:
-    try:
-        return bool(conn.isAlive())
-    except Exception:
-        return False
 
 
 def _close(conn: Any) -> None:
@@ -107,14 +100,14 @@ class HostHandle:
     def shared(self) -> Any:
         """The pooled connection (the one the VM list registers its events on and the monitor watches)."""
         conn = self._conn
-        if conn is not None and _alive(conn):
+        if conn is not None and alive(conn):
             return conn
         return self._get_remote(self.connect_timeout)
 
     def peek(self) -> Any:
         """The open connection without connecting or waiting (None when there is none or it is dead)."""
         conn = self._conn
-        return conn if conn is not None and _alive(conn) else None
+        return conn if conn is not None and alive(conn) else None
 
     def close(self) -> None:
         with self._lock:
@@ -171,7 +164,7 @@ class HostHandle:
     # connecting ------------------------------------------------------------------------------------
     def _get_remote(self, timeout: float) -> Any:
         with self._lock:
-            if self._conn is not None and _alive(self._conn):
+            if self._conn is not None and alive(self._conn):
                 return self._conn
             attempt = self._attempt
             if attempt is None:
@@ -181,7 +174,7 @@ class HostHandle:
                 attempt = self._start_attempt()
         attempt.wait(timeout)
         conn = self._conn
-        if conn is not None and _alive(conn):
+        if conn is not None and alive(conn):
             return conn
         if not attempt.is_set():  # still connecting: the host is slow or its address does not answer
             with self._lock:
@@ -274,7 +267,7 @@ class HostHandle:
         then dispatches the stale source into the dead stack frame (SIGSEGV in virNetClientIOEventFD)."""
         conn = self._conn
         if conn is not None:
-            if _alive(conn):
+            if alive(conn):
                 if self.state != "up":
                     with self._lock:
                         self._set_state("up", None)
