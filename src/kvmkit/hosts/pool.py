@@ -185,34 +185,33 @@ class HostHandle:
         """A new connection for one thread, waited for at most ``connect_timeout`` seconds (the pooled one
         is up, so this one normally opens at once; a host that stopped answering meanwhile is down)."""
         got: list[Any] = []
-        done = threading.Event()
-
-        def run() -> None:
-            from kvmkit.hypervisor.connection import connect
-
-            try:
-                conn = connect(self.uri)
-                _keepalive(conn)
-                got.append(conn)
-            except Exception as err:
-                got.append(err)
-            finally:
-                done.set()
-
-        threading.Thread(target=run, name=f"kvmkit-connect-{self.name}", daemon=True).start()
-        if not done.wait(self.connect_timeout):
+        if not self._open_in_thread(got.append).wait(self.connect_timeout):
             self.mark_down(f"no answer from {self.uri} in {self.connect_timeout:g} s")
             raise self._down()
         if isinstance(got[0], Exception):
-            err = got[0]
-            self.mark_down(err.message if isinstance(err, HostError) else str(err))
+            self.mark_down(_why(got[0]))
             raise self._down()
         return got[0]
 
     def _start_attempt(self) -> threading.Event:
         """Open the connection in a thread (the caller holds the lock); its end sets the returned event."""
+
+        def ended(result: Any) -> None:
+            with self._lock:
+                self._attempt = None
+                if isinstance(result, Exception):
+                    self._failed(_why(result))
+                else:
+                    self._connected(result)
+
+        self._attempt = self._open_in_thread(ended)
+        return self._attempt
+
+    def _open_in_thread(self, ended: Callable[[Any], None]) -> threading.Event:
+        """Connect (with keepalive) in a thread of its own, which hands the connection or the exception to
+        ``ended``, then sets the returned event: a caller waits on it with a bound, and a late end is still
+        handled by ``ended``."""
         done = threading.Event()
-        self._attempt = done
 
         def run() -> None:
             from kvmkit.hypervisor.connection import connect
@@ -220,18 +219,12 @@ class HostHandle:
             try:
                 conn = connect(self.uri)
                 _keepalive(conn)
-            except HostError as err:
-                with self._lock:
-                    self._attempt = None
-                    self._failed(err.message)
-            except Exception as err:  # pragma: no cover - libvirt raising something unexpected
-                with self._lock:
-                    self._attempt = None
-                    self._failed(str(err))
+            except Exception as err:  # HostError; anything else is libvirt raising something unexpected
+                result: Any = err
             else:
-                with self._lock:
-                    self._attempt = None
-                    self._connected(conn)
+                result = conn
+            try:
+                ended(result)
             finally:
                 done.set()
 
@@ -285,6 +278,10 @@ class HostHandle:
 
     def status(self) -> dict[str, Any]:
         return {"name": self.name, "state": self.state, "error": self.error, "since": self.since}
+
+
+def _why(err: BaseException) -> str:
+    return err.message if isinstance(err, HostError) else str(err)
 
 
 def _keepalive(conn: Any) -> None:
