@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, or_, select, text, update
 
+from kvmkit.errors import NotFound
 from kvmkit.service.tasks.rows import ACTIVE, task_dict
 from kvmkit.store.models import Server, Task, TaskLock, TaskStep
 
@@ -136,8 +137,6 @@ class Reaper:
         handler = self.handlers.get(task["kind"])
         report: list[str] = []
         if handler is not None:
-            from kvmkit.errors import NotFound
-
             host = (task.get("intent") or {}).get("host")
             where = "libvirt"
             if host and host != "local":  # it ran on another host: clean up there, never on this server's libvirt
