@@ -143,6 +143,9 @@ def test_bios_to_uefi_drops_the_manual_loader(driver):
     xml = domain(os_extra="<loader type='rom'>/usr/share/seabios/bios.bin</loader>")
     root = edited(xml, firmware="uefi")
     assert root.find("os").get("firmware") == "efi" and root.find("os/loader") is None
+    # plain UEFI says "no Secure Boot", or libvirt's auto-selection would pick the secure-boot OVMF
+    assert [(f.get("name"), f.get("enabled")) for f in root.iterfind("os/firmware/feature")] == \
+        [("secure-boot", "no")]
     defines(driver, root)
 
 

@@ -59,12 +59,13 @@ def write(root: etree._Element, spec: Any) -> None:
         else:
             typ.attrib.pop("machine", None)
     if old["firmware"] != spec.firmware:
-        if spec.firmware == "uefi":
-            os_el.set("firmware", "efi")
-        else:
-            os_el.attrib.pop("firmware", None)
         for tag in ("loader", "nvram", "firmware"):
             remove(os_el.find(tag))
+        if spec.firmware == "uefi":
+            os_el.set("firmware", "efi")
+            _no_secure_boot(os_el)
+        else:
+            os_el.attrib.pop("firmware", None)
     if old["boot"] != spec.boot:
         for b in os_el.findall("boot"):
             remove(b)
@@ -77,6 +78,16 @@ def write(root: etree._Element, spec: Any) -> None:
         have = _text(os_el, tag) if spec.kernel else old[tag]
         if have != getattr(spec, tag):
             set_text_child(os_el, tag, getattr(spec, tag))
+
+
+def _no_secure_boot(os_el: etree._Element) -> None:
+    """Plain UEFI means no Secure Boot, said explicitly: left to libvirt's firmware auto-selection, a bare
+    firmware='efi' gets the first OVMF descriptor that fits, which on Debian and Fedora is Secure Boot with
+    Microsoft's keys enrolled (40-edk2-x86_64-secure-enrolled.json), so an unsigned boot loader (a GRUB
+    without shim, as many imported guests have) is refused ("Access Denied") while `vm show` would say
+    secure_boot false. set_secure_boot() turns it on for the OSes that need it."""
+    firmware = etree.SubElement(os_el, "firmware")
+    etree.SubElement(firmware, "feature", enabled="no", name="secure-boot")
 
 
 def nvram_path(root: etree._Element) -> str | None:

@@ -22,7 +22,7 @@ def _xml(dom: libvirt.virDomain, flags: int = libvirt.VIR_DOMAIN_XML_INACTIVE) -
 
 
 @pytest.mark.guest
-def test_debian12_and_win11_define_on_qemu_system_with_the_recommended_devices(conn, prefix, logs) -> None:
+def test_debian12_and_win11_define_on_qemu_system_with_the_recommended_devices(conn, prefix) -> None:
     deb = create_vm(conn, {"name": f"{prefix}deb", "os": "debian12", "disks": [{"size": "1G"}],
                            "nics": [{"type": "network", "source": "default"}]})
     assert deb["os"]["short_id"] == "debian12" and deb["os"]["source"] == "kvmkit"
@@ -70,7 +70,23 @@ def test_debian12_and_win11_define_on_qemu_system_with_the_recommended_devices(c
 
 
 @pytest.mark.guest
-def test_cli_vm_create_os_and_fallback_warning(conn, prefix, logs) -> None:
+def test_plain_uefi_starts_the_ovmf_without_secure_boot(conn, prefix) -> None:
+    """Without an OS that needs it, --firmware uefi is UEFI without Secure Boot, in the definition and in the
+    firmware libvirt picked: a bare firmware='efi' got the Secure Boot OVMF here, which refused an imported
+    guest's unsigned GRUB ("Access Denied")."""
+    create_vm(conn, {"name": f"{prefix}efi", "firmware": "uefi", "disks": [{"size": "64M"}]})
+    dom = conn.lookupByName(f"{prefix}efi")
+    assert show_vm(conn, f"{prefix}efi")["secure_boot"] is False
+    dom.create()
+    try:
+        loader = _xml(dom, 0).find("os/loader")
+        assert loader.get("type") == "pflash" and loader.get("secure") != "yes", etree.tostring(loader)
+    finally:
+        dom.destroy()
+
+
+@pytest.mark.guest
+def test_cli_vm_create_os_and_fallback_warning(conn, prefix) -> None:
     name = f"{prefix}fed"
     res = kvmkit("--json", "vm", "create", name, "--os", "fedora99", "--disk", "size=1G")
     out = json.loads(res.stdout)
