@@ -4,6 +4,10 @@ Steps: debootstrap bookworm into a directory, apt-get install the guest packages
 packages resolve), seal it (:mod:`kvmkit.images.debian_seal`), ``mkfs.ext4 -d`` the tree into a raw file
 (one root file system, no partition table, no swap), ``qemu-img convert`` it to qcow2. The kernel and
 initrd are copied next to the image: boot it by direct kernel boot with :data:`CMDLINE`.
+GRUB's tools for UEFI (grub-install, grub-mkconfig, the x86_64-efi modules) are installed but not set up,
+so a copy of the image can be given a boot loader of its own without the network (the V2V tests make a
+UEFI disk of it that way); zstd makes the initramfs, which Debian compresses with it (gzip is ~3x slower
+to rebuild under TCG, which virt-v2v does).
 Builds are cached in the data directory by a hash of their inputs.
 """
 
@@ -29,7 +33,8 @@ FORMAT_VERSION = 3  # bump when the build or the sealing changes (3: the chroot 
 CMDLINE = "console=ttyS0 root=/dev/vda rw net.ifnames=0"
 BOOTSTRAP_INCLUDE = ["systemd-sysv", "ca-certificates", "python3-cffi-backend", "dbus"]
 PACKAGES = ["linux-image-cloud-amd64", "qemu-guest-agent", "cloud-init", "openssh-server",
-            "systemd-resolved", "sudo", "less", "iproute2", "netbase", "e2fsprogs", "locales"]
+            "systemd-resolved", "sudo", "less", "iproute2", "netbase", "e2fsprogs", "locales",
+            "zstd", "grub-common", "grub2-common", "grub-efi-amd64-bin"]  # zstd: initramfs; GRUB: see below
 HEADROOM_MIB = 512
 MIN_DISK_MIB = 4096  # virtual size; sparse in the qcow2. cloud-init grows the fs when the disk grows
 
