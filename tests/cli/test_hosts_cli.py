@@ -23,7 +23,7 @@ Run = Callable[..., subprocess.CompletedProcess[str]]
 
 
 @pytest.fixture()
-def kv(workdir: Path, logs: None) -> Run:
+def kv(workdir: Path) -> Run:
     """``kvmkit ARGS`` with this test's own inventory (KVMKIT_DB) and the machine's libvirtd as local."""
     env = {**os.environ, "KVMKIT_CONNECT": "qemu:///system", "KVMKIT_DB": f"sqlite:///{workdir}/kvmkit.db",
            "KVMKIT_NO_WARM": "1"}

@@ -11,7 +11,7 @@ from tests.support.serial import SerialLog
 
 
 @pytest.mark.guest
-def test_create_micro_start_boots_and_list_show_report_it(conn, prefix, logs):
+def test_create_micro_start_boots_and_list_show_report_it(conn, prefix):
     name = f"{prefix}cli"
     out = json.loads(kvmkit("--json", "vm", "create", name, "--micro", "--start", "--vcpus", "1,max=2",
                             "--memory", "256M,max=512M", "--network", "network=default,model=virtio").stdout)
@@ -36,7 +36,7 @@ def test_create_micro_start_boots_and_list_show_report_it(conn, prefix, logs):
 
 
 @pytest.mark.fast
-def test_create_with_disk_and_options_defines_what_was_asked(conn, prefix, logs):
+def test_create_with_disk_and_options_defines_what_was_asked(conn, prefix):
     name = f"{prefix}opts"
     kvmkit("vm", "create", name, "--micro", "--memory", "256M", "--vcpus", "2,max=4,sockets=1,cores=2,threads=2",
            "--disk", "size=32M,format=qcow2,bus=virtio,cache=none,io=native", "--network", "none",
@@ -52,7 +52,7 @@ def test_create_with_disk_and_options_defines_what_was_asked(conn, prefix, logs)
 
 
 @pytest.mark.fast
-def test_print_xml_defines_nothing(conn, prefix, logs):
+def test_print_xml_defines_nothing(conn, prefix):
     res = kvmkit("vm", "create", f"{prefix}px", "--micro", "--disk", "size=1G", "--print-xml")
     assert res.stdout.lstrip().startswith("<domain") and f"{prefix}px-disk0.qcow2" in res.stdout
     assert leftovers(conn, prefix) == []
@@ -79,7 +79,7 @@ MICRO = ["--micro", "--disk", "size=16M"]
     (["{p}v", *MICRO, "--network", "bridge"], "--network"),
     (["{p}v", "--micro", "--import"], "--import needs an existing disk"),
 ])
-def test_bad_input_one_line_error_and_nothing_left(conn, prefix, logs, args, match):
+def test_bad_input_one_line_error_and_nothing_left(conn, prefix, args, match):
     res = kvmkit("vm", "create", *[a.format(p=prefix) for a in args], check=False)
     assert res.returncode != 0
     errors = [line for line in res.stderr.splitlines() if line.startswith("error: ")]
@@ -89,7 +89,7 @@ def test_bad_input_one_line_error_and_nothing_left(conn, prefix, logs, args, mat
 
 
 @pytest.mark.fast
-def test_duplicate_name_and_mac_via_cli(conn, prefix, logs):
+def test_duplicate_name_and_mac_via_cli(conn, prefix):
     from kvmkit.service.vms.macs import generate_mac
 
     mac = generate_mac(conn)  # a free one: a fixed MAC would clash with a leftover of an interrupted run

@@ -16,7 +16,7 @@ from tests.support.serial import SerialLog
 
 
 @pytest.mark.guest
-def test_fast_boot_micro_guest_boots_lean_and_shuts_down_gracefully(conn, prefix, logs, micro_image):
+def test_fast_boot_micro_guest_boots_lean_and_shuts_down_gracefully(conn, prefix, micro_image):
     name = f"{prefix}fb"
     out = json.loads(kvmkit("--json", "vm", "create", name, "--micro", "--profile", "fast-boot", "--start",
                             "--network", "none").stdout)
@@ -62,7 +62,7 @@ def test_fast_boot_micro_guest_boots_lean_and_shuts_down_gracefully(conn, prefix
     (["--profile", "turbo"], "invalid --profile"),
     (["--metadata", "profile=slow"], "not a profile"),
 ])
-def test_bad_combinations_give_one_error_and_leave_nothing(conn, prefix, logs, extra, match):
+def test_bad_combinations_give_one_error_and_leave_nothing(conn, prefix, extra, match):
     name = f"{prefix}bad"
     args = ["vm", "create", name, "--micro", "--disk", "size=16M", "--start", *extra]
     if "--profile" not in extra:
@@ -89,7 +89,7 @@ def test_explicit_flags_win_and_print_xml_shows_the_shape(prefix):
 
 
 @pytest.mark.guest
-def test_fast_boot_guest_still_gets_its_network_and_hot_plugged_disks(conn, prefix, logs, workdir):
+def test_fast_boot_guest_still_gets_its_network_and_hot_plugged_disks(conn, prefix, workdir):
     """The lean shape drops devices, not function: DHCP on a NIC, and a disk hot-plugged after boot."""
     name = f"{prefix}fbnet"
     out = json.loads(kvmkit("--json", "vm", "create", name, "--micro", "--profile", "fast-boot", "--start",

@@ -22,13 +22,6 @@ OTHER = ("ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQDHOMKw8mY0j3U5Izwetu6+oCGqcvM/A/
          "jZIQ== other@kvmkit")
 
 
-@pytest.fixture()
-def logs(prefix):
-    yield
-    for path in Path("/var/log/kvmkit").glob(f"{prefix}*"):
-        path.unlink(missing_ok=True)
-
-
 def _mtype(img: Path, name: str) -> str:
     env = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
     return subprocess.run(["mtype", "-i", str(img), f"::{name}"], capture_output=True, text=True, env=env,
@@ -155,7 +148,7 @@ def test_print_xml_shows_the_seed_and_creates_nothing(conn, prefix):
 
 
 @pytest.mark.guest
-def test_create_then_delete_storage_leaves_no_seed(conn, prefix, tmp_path, logs):
+def test_create_then_delete_storage_leaves_no_seed(conn, prefix, tmp_path):
     user = _write(tmp_path / "user.yaml", "#cloud-config\nruncmd: [[echo, hi]]\n")
     res = kvmkit("--json", "vm", "create", f"{prefix}vm", "--micro", "--network", "none", "--start",
                  "--cloud-init", f"user-data={user},hostname=seeded")
@@ -171,7 +164,7 @@ def test_create_then_delete_storage_leaves_no_seed(conn, prefix, tmp_path, logs)
 
 
 @pytest.mark.guest
-def test_failed_create_removes_the_seed(conn, prefix, logs):
+def test_failed_create_removes_the_seed(conn, prefix):
     from kvmkit.errors import KvmkitError
     from kvmkit.service.vms.create import create_vm
 

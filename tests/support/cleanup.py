@@ -1,10 +1,14 @@
-"""Remove every libvirt object whose name starts with a test's prefix (and only those)."""
+"""Remove every libvirt object whose name starts with a test's prefix (and only those), and the serial logs
+kvmkit wrote for its VMs."""
 
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 
 import libvirt
+
+from kvmkit.spec.vm import SERIAL_LOG_DIR
 
 
 def _quiet(fn, *args) -> None:
@@ -47,3 +51,5 @@ def sweep(conn: libvirt.virConnect, prefix: str) -> None:
             if net.isActive():
                 _quiet(net.destroy)
             _quiet(net.undefine)
+    for path in Path(SERIAL_LOG_DIR).glob(f"{prefix}*"):
+        path.unlink(missing_ok=True)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import glob
-import os
-
 import libvirt
 import pytest
 from lxml import etree
@@ -13,14 +10,6 @@ from kvmkit.errors import Conflict, InvalidInput, KvmkitError, NotFound
 from kvmkit.service.vms.create import create_vm
 from kvmkit.xml.domain import validate_with_schema
 from tests.support.serial import SerialLog
-
-
-@pytest.fixture()
-def logs(prefix):
-    """Serial logs create_vm writes under /var/log/kvmkit for this test's VMs, removed afterwards."""
-    yield
-    for path in glob.glob(f"/var/log/kvmkit/{prefix}*"):
-        os.unlink(path)
 
 
 def leftovers(conn: libvirt.virConnect, prefix: str) -> list[str]:
@@ -47,7 +36,7 @@ def micro(name: str, **extra):
     ({"memory_mib": "12Q"}, "'12Q' is not a size"),
     ({"disks": [{"size": "12Q"}]}, "'12Q' is not a size"),
 ])
-def test_bad_spec_leaves_nothing(conn, prefix, logs, change, match):
+def test_bad_spec_leaves_nothing(conn, prefix, change, match):
     data = micro(f"{prefix}vm", disks=[{"size": "16M"}])
     data.update({k: v.format(p=prefix) if isinstance(v, str) else v for k, v in change.items()})
     with pytest.raises(InvalidInput, match=match) as err:
@@ -67,7 +56,7 @@ def test_bad_spec_leaves_nothing(conn, prefix, logs, change, match):
     ({"nics": [{"source": "kt-no-such-net"}], "disks": [{"size": "16M"}]}, "network 'kt-no-such-net' not found"),
     ({"nics": [{"type": "bridge", "source": "ktnobr0"}], "disks": [{"size": "16M"}]}, "host bridge 'ktnobr0' not"),
 ])
-def test_missing_paths_leave_nothing(conn, prefix, logs, change, match):
+def test_missing_paths_leave_nothing(conn, prefix, change, match):
     with pytest.raises(NotFound, match=match) as err:
         create_vm(conn, {**micro(f"{prefix}vm"), **change})
     assert err.value.hint
@@ -75,7 +64,7 @@ def test_missing_paths_leave_nothing(conn, prefix, logs, change, match):
 
 
 @pytest.mark.fast
-def test_duplicate_name_is_refused(conn, prefix, logs):
+def test_duplicate_name_is_refused(conn, prefix):
     first = create_vm(conn, micro(f"{prefix}dup", disks=[{"size": "16M"}]))
     assert first["volumes_created"] == [f"{prefix}dup-disk0.qcow2"]
     with pytest.raises(Conflict, match=f"a VM named '{prefix}dup' already exists"):
@@ -86,7 +75,7 @@ def test_duplicate_name_is_refused(conn, prefix, logs):
 
 
 @pytest.mark.fast
-def test_duplicate_mac_is_refused_naming_the_domain(conn, prefix, logs, micro_guest):
+def test_duplicate_mac_is_refused_naming_the_domain(conn, prefix, micro_guest):
     from kvmkit.service.vms.macs import generate_mac
 
     mac = generate_mac(conn)
@@ -98,7 +87,7 @@ def test_duplicate_mac_is_refused_naming_the_domain(conn, prefix, logs, micro_gu
 
 
 @pytest.mark.fast
-def test_print_xml_defines_nothing(conn, prefix, logs):
+def test_print_xml_defines_nothing(conn, prefix):
     out = create_vm(conn, micro(f"{prefix}px", disks=[{"size": "16M"}], nics=[{"source": "default"}],
                                 graphics={"type": "vnc"}), print_xml=True)
     assert out["defined"] is False
@@ -111,14 +100,14 @@ def test_print_xml_defines_nothing(conn, prefix, logs):
 
 
 @pytest.mark.fast
-def test_define_failure_removes_created_volume(conn, prefix, logs):
+def test_define_failure_removes_created_volume(conn, prefix):
     with pytest.raises(KvmkitError, match=f"defining VM {prefix}bad"):
         create_vm(conn, micro(f"{prefix}bad", machine="no-such-machine", disks=[{"size": "16M"}]))
     assert leftovers(conn, prefix) == []
 
 
 @pytest.mark.fast
-def test_import_existing_disk_and_iso(conn, prefix, logs, workdir):
+def test_import_existing_disk_and_iso(conn, prefix, workdir):
     from kvmkit.images import qemu_img
 
     disk = workdir / "imported.qcow2"
@@ -133,7 +122,7 @@ def test_import_existing_disk_and_iso(conn, prefix, logs, workdir):
 
 
 @pytest.mark.guest
-def test_new_qcow2_disk_in_default_pool_and_boot(conn, prefix, logs):
+def test_new_qcow2_disk_in_default_pool_and_boot(conn, prefix):
     out = create_vm(conn, micro(f"{prefix}disk", disks=[{"size": "64M", "format": "qcow2"}],
                                 nics=[{"source": "default"}]), start=True)
     vol = conn.storagePoolLookupByName("default").storageVolLookupByName(f"{prefix}disk-disk0.qcow2")
@@ -148,7 +137,7 @@ def test_new_qcow2_disk_in_default_pool_and_boot(conn, prefix, logs):
 
 
 @pytest.mark.guest
-def test_start_failure_rolls_back_domain_and_volume(conn, prefix, logs):
+def test_start_failure_rolls_back_domain_and_volume(conn, prefix):
     net = etree.Element("network")
     etree.SubElement(net, "name").text = f"{prefix}down"
     conn.networkDefineXML(etree.tostring(net, encoding="unicode"))  # defined, never started
@@ -174,7 +163,7 @@ def template(conn, prefix):
 
 @pytest.mark.fast
 @pytest.mark.parametrize("full_clone", [False, True])
-def test_template_disk_linked_or_full(conn, prefix, logs, template, full_clone):
+def test_template_disk_linked_or_full(conn, prefix, template, full_clone):
     from kvmkit.images import qemu_img
 
     out = create_vm(conn, {"name": f"{prefix}fromtpl", "template": template["name"], "full_clone": full_clone,
@@ -191,7 +180,7 @@ def test_template_disk_linked_or_full(conn, prefix, logs, template, full_clone):
 
 
 @pytest.mark.fast
-def test_missing_template_leaves_nothing(conn, prefix, logs):
+def test_missing_template_leaves_nothing(conn, prefix):
     with pytest.raises(NotFound, match=f"template '{prefix}none' not found"):
         create_vm(conn, {"name": f"{prefix}vm", "template": f"{prefix}none", "disks": [{"size": "16M"}],
                          "nics": []})
@@ -199,7 +188,7 @@ def test_missing_template_leaves_nothing(conn, prefix, logs):
 
 
 @pytest.mark.fast
-def test_uefi_vm_is_defined_with_firmware_autoselection(conn, prefix, logs):
+def test_uefi_vm_is_defined_with_firmware_autoselection(conn, prefix):
     out = create_vm(conn, micro(f"{prefix}efi", firmware="uefi"))
     root = etree.fromstring(conn.lookupByName(out["name"]).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE).encode())
     assert root.find("os").get("firmware") == "efi"
@@ -207,7 +196,7 @@ def test_uefi_vm_is_defined_with_firmware_autoselection(conn, prefix, logs):
 
 
 @pytest.mark.fast
-def test_hugepages_vm_that_cannot_start_is_rolled_back(conn, prefix, logs):
+def test_hugepages_vm_that_cannot_start_is_rolled_back(conn, prefix):
     from kvmkit.errors import InvalidState
 
     with pytest.raises(InvalidState, match="huge"):
@@ -218,7 +207,7 @@ def test_hugepages_vm_that_cannot_start_is_rolled_back(conn, prefix, logs):
 
 @pytest.mark.fast
 @pytest.mark.parametrize("step", ["defining VM", "creating volume"])
-def test_ctrl_c_mid_create_rolls_back(conn, prefix, logs, step):
+def test_ctrl_c_mid_create_rolls_back(conn, prefix, step):
     """An interrupt (Ctrl-C) arriving while create reports a step undoes everything done so far."""
 
     def progress(msg: str) -> None:
@@ -237,7 +226,7 @@ def test_ctrl_c_mid_create_rolls_back(conn, prefix, logs, step):
 
 
 @pytest.mark.guest
-def test_wide_device_set_boots(conn, prefix, logs, workdir):
+def test_wide_device_set_boots(conn, prefix, workdir):
     """Every bus and NIC model kvmkit offers, plus VNC, RNG, balloon, agent channel, pinning: QEMU runs it."""
     iso = workdir / "empty.iso"
     iso.write_bytes(b"\0" * 4096)
@@ -259,7 +248,7 @@ def test_wide_device_set_boots(conn, prefix, logs, workdir):
 
 
 @pytest.mark.guest
-def test_hugepages_vm_boots_with_memfd_when_no_hugetlbfs_is_mounted(conn, prefix, logs):
+def test_hugepages_vm_boots_with_memfd_when_no_hugetlbfs_is_mounted(conn, prefix):
     """On a host without a hugetlbfs mount, --hugepages is backed by memfd and the VM really starts."""
     from pathlib import Path
 
@@ -279,7 +268,7 @@ def test_hugepages_vm_boots_with_memfd_when_no_hugetlbfs_is_mounted(conn, prefix
 
 
 @pytest.mark.fast
-def test_imported_disk_naming_a_backing_file_is_refused(conn, prefix, logs, workdir):
+def test_imported_disk_naming_a_backing_file_is_refused(conn, prefix, workdir):
     import subprocess
 
     base, top = workdir / "base.qcow2", workdir / "top.qcow2"
