@@ -1,16 +1,11 @@
 """The guest routes over HTTP: exec and password through the agent, the seed eject task, guest disks offline.
 
 Guest tier (micro-guest, no agent, no appliance): who may call them, and what is refused before anything
-runs. Full tier: a VM on an overlay of the cached debian-12 image, never booted, whose disk is written and
-read over HTTP (libguestfs). Exec and passwords on a booted Debian guest: tests/service/guests/test_debian_guest.py.
+runs. On the shared Debian guest (tests/service/guests/test_debian_guest.py): exec and passwords while it
+runs, and its disk written and read over HTTP (libguestfs) while it is shut off.
 """
 
 from __future__ import annotations
-
-import hashlib
-import io
-import secrets
-import tarfile
 
 import httpx
 import pytest
@@ -101,57 +96,3 @@ def test_the_openapi_document_types_the_guest_routes(admin: httpx.Client) -> Non
         assert "$ref" in schema, (path, schema)
     body = doc["components"]["schemas"]["PasswordBody"]["properties"]["password"]
     assert body.get("writeOnly") or body.get("format") == "password"
-
-
-# --- full: a never-booted debian-12 VM, written and read over HTTP -----------------------------------
-
-@pytest.fixture()
-def offline_debian(conn, prefix, micro_guest, workdir):
-    from kvmkit.images import debian
-
-    image = debian.build(None)  # cached
-    disk = workdir / "root.qcow2"
-    qemu_img.create(disk, "qcow2", 0, backing=image["path"], backing_fmt="qcow2")  # the image stays pristine
-    disk.chmod(0o666)
-    return micro_guest("deb", start=False, disks=[{"path": str(disk), "format": "qcow2"}]).name
-
-
-@pytest.fixture()
-def sqlite_admin():
-    """A server of this test's own (one database backend: the libguestfs work is the same on both)."""
-    from tests.api.server import Server
-
-    srv = Server("sqlite")
-    srv.cli("user", "add", "admin", "--role", "admin", "--password-stdin", stdin="admin-pass-123\n")
-    srv.start()
-    try:
-        with srv.client(srv.token("admin")) as c:
-            c.timeout = httpx.Timeout(900)
-            yield c
-    finally:
-        srv.cleanup()
-
-
-@pytest.mark.full
-@pytest.mark.timeout(1800)
-def test_copy_in_ls_cat_copy_out_over_http(offline_debian: str, sqlite_admin: httpx.Client) -> None:
-    vm, op = offline_debian, sqlite_admin
-    payload = secrets.token_bytes(70_000)
-    r = op.post(f"/api/v1/vms/{vm}/guest/copy-in", params={"path": "/root/payload.bin"}, content=payload)
-    assert r.status_code == 200, r.text
-    assert r.json()["sha256"] == hashlib.sha256(payload).hexdigest()
-    r = op.get(f"/api/v1/vms/{vm}/guest/ls", params={"path": "/root"})
-    assert r.status_code == 200, r.text
-    entry = next(e for e in r.json()["entries"] if e["name"] == "payload.bin")
-    assert entry["size"] == len(payload) and entry["type"] == "file"
-    r = op.get(f"/api/v1/vms/{vm}/guest/copy-out", params={"path": "/root/payload.bin"})
-    assert r.status_code == 200 and r.content == payload
-    r = op.get(f"/api/v1/vms/{vm}/guest/copy-out", params={"path": "/root"})
-    assert r.status_code == 200 and r.headers["content-type"] == "application/x-tar"
-    with tarfile.open(fileobj=io.BytesIO(r.content)) as tar:
-        member = next(m for m in tar.getmembers() if m.name.endswith("payload.bin"))
-        assert tar.extractfile(member).read() == payload
-    r = op.get(f"/api/v1/vms/{vm}/guest/cat", params={"path": "/etc/nope"})
-    assert r.status_code == 404 and "/etc/nope" in r.json()["error"]
-    r = op.get(f"/api/v1/vms/{vm}/guest/inspect")
-    assert r.status_code == 200 and r.json()["operating_systems"][0]["distro"] == "debian"

@@ -176,6 +176,8 @@ def test_cloud_init_sets_the_hostname_and_the_key_lets_ssh_in(deb: Deb) -> None:
     assert ip, "no DHCP lease"
     res = _ssh(deb, ip, f"hostname; id -un; cat /etc/hostname {USER_DATA_FILE}")
     assert res.stdout.split() == [deb.hostname, USER, deb.hostname, USER_DATA_MARK]  # the user-data file ran too
+    text = (deb.dir / "serial.log").read_text(errors="replace")
+    assert "Debian GNU/Linux 12" in text and "Failed to start" not in text, text[-3000:]  # the image boots clean
     print(f"first boot ready after {deb.boots[0]:.0f} s")
 
 
@@ -211,8 +213,10 @@ def test_the_agent_reports_os_hostname_file_systems_and_the_leased_ip(deb: Deb, 
     assert ip in addrs  # the agent's address is the one the DHCP lease gave
     from kvmkit.service.vms.guest_ip import guest_addresses
 
-    agent_only = guest_addresses(live_conn(), deb.dom, sources=("agent",))
-    assert [x["addr"] for x in agent_only if x["type"] == "ipv4"] == [ip]
+    agent_only = [x for x in guest_addresses(live_conn(), deb.dom, sources=("agent",)) if x["type"] == "ipv4"]
+    mac = shown["nics"][0]["mac"]
+    assert [(x["mac"], x["addr"], x["source"]) for x in agent_only] == [(mac, ip, "agent")]
+    assert [x["source"] for x in guest_addresses(live_conn(), deb.dom)] == ["lease"]  # leases answer first
     over_http = api.get(f"/api/v1/vms/{deb.name}").json()["agent"]
     assert over_http["hostname"] == deb.hostname and over_http["state"] == "connected"
 
@@ -402,20 +406,38 @@ def test_copy_out_of_a_file_the_guest_wrote_is_identical(deb: Deb) -> None:
     assert _sha((out / "guest-made.bin").read_bytes()) == (deb.dir / "guest-made.sha256").read_text()
 
 
-def test_copy_in_then_ls_cat_df_inspect(deb: Deb) -> None:
+def test_copy_in_then_ls_cat_df_inspect_over_the_cli_and_http(deb: Deb, api: httpx.Client) -> None:
+    """Each guest-disk operation once, through the CLI or the API in turn (both are thin over one service:
+    every libguestfs appliance costs ~20 s under TCG): what the CLI copies in, HTTP lists and tars out; what
+    HTTP copies in, the CLI reads."""
+    import io
+    import tarfile
+
     local = deb.dir / "host-made.txt"
     local.write_text(f"from the host {secrets.token_hex(8)}\n")
     kvmkit("guest", "copy-in", deb.name, str(local), "/root")
-    listing = json.loads(kvmkit("--json", "guest", "ls", deb.name, "/root").stdout)["entries"]
-    entry = next(e for e in listing if e["name"] == "host-made.txt")
-    assert entry["type"] == "file" and entry["size"] == local.stat().st_size
+    payload = secrets.token_bytes(70_000)
+    r = api.post(f"/api/v1/vms/{deb.name}/guest/copy-in", params={"path": "/root/payload.bin"}, content=payload,
+                 timeout=900)
+    assert r.status_code == 200 and r.json()["sha256"] == _sha(payload), r.text
+    r = api.get(f"/api/v1/vms/{deb.name}/guest/ls", params={"path": "/root"}, timeout=900)
+    assert r.status_code == 200, r.text
+    entries = {e["name"]: e for e in r.json()["entries"]}
+    assert entries["host-made.txt"]["type"] == "file" and entries["host-made.txt"]["size"] == local.stat().st_size
+    assert entries["payload.bin"]["size"] == len(payload)
     assert kvmkit("guest", "cat", deb.name, "/root/host-made.txt").stdout == local.read_text()
-    missing = kvmkit("guest", "cat", deb.name, "/root/nope", check=False)
-    assert missing.returncode == 1 and "nope" in missing.stderr
+    r = api.get(f"/api/v1/vms/{deb.name}/guest/cat", params={"path": "/root/nope"}, timeout=900)
+    assert r.status_code == 404 and "/root/nope" in r.json()["error"]
     df = json.loads(kvmkit("--json", "guest", "df", deb.name).stdout)["filesystems"]
     assert df and all(f["size_kib"] > 0 for f in df)
-    os_info = json.loads(kvmkit("--json", "guest", "inspect", deb.name).stdout)["operating_systems"][0]
+    r = api.get(f"/api/v1/vms/{deb.name}/guest/inspect", timeout=900)
+    os_info = r.json()["operating_systems"][0]
     assert os_info["distro"] == "debian" and os_info["hostname"] == deb.hostname
+    r = api.get(f"/api/v1/vms/{deb.name}/guest/copy-out", params={"path": "/root"}, timeout=900)
+    assert r.status_code == 200 and r.headers["content-type"] == "application/x-tar"
+    with tarfile.open(fileobj=io.BytesIO(r.content)) as tar:
+        files = {m.name.rsplit("/", 1)[-1]: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+    assert files["payload.bin"] == payload and files["host-made.txt"] == local.read_bytes()
 
 
 def test_the_guest_sees_the_copied_file_after_boot_and_stays_the_same_instance(deb: Deb) -> None:
