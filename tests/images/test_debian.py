@@ -1,4 +1,8 @@
-"""The debian-12 image: built by debootstrap (cached), sealed as a template, boots to a login prompt under TCG."""
+"""The debian-12 image: built by debootstrap (cached), sealed as a template.
+
+That it boots is shown where it is booted anyway (each Debian boot costs about a minute under TCG): by its
+kernel with a cloud-init seed, cleanly (tests/service/guests/test_debian_guest.py, the shared guest's first
+boot), and through its own GRUB under UEFI once virt-v2v converted a copy (tests/service/v2v/test_import_vms.py)."""
 
 from __future__ import annotations
 
@@ -7,11 +11,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from lxml import etree
 
 from kvmkit.errors import InvalidInput
 from kvmkit.images import debian, qemu_img
-from tests.support.serial import SerialLog
 
 
 def _host_dev() -> list[tuple[str, int, int, int]]:
@@ -90,49 +92,3 @@ def test_build_is_cached_and_out_copies(image, workdir):
     out = debian.build(str(workdir / "d12.qcow2"))
     assert Path(out["path"]).stat().st_size == Path(image["path"]).stat().st_size
     assert Path(out["kernel"]).exists() and Path(out["initrd"]).exists()
-
-
-def _domain_xml(name: str, image: dict[str, str], disk: Path, log: Path, virt_type: str) -> str:
-    dom = etree.Element("domain", type=virt_type)
-    etree.SubElement(dom, "name").text = name
-    etree.SubElement(dom, "memory", unit="MiB").text = "1024"
-    etree.SubElement(dom, "vcpu").text = "1"
-    os_el = etree.SubElement(dom, "os")
-    etree.SubElement(os_el, "type", arch="x86_64", machine="pc").text = "hvm"
-    etree.SubElement(os_el, "kernel").text = image["kernel"]
-    etree.SubElement(os_el, "initrd").text = image["initrd"]
-    etree.SubElement(os_el, "cmdline").text = image["cmdline"]
-    features = etree.SubElement(dom, "features")
-    etree.SubElement(features, "acpi")
-    etree.SubElement(features, "apic")
-    devices = etree.SubElement(dom, "devices")
-    d = etree.SubElement(devices, "disk", type="file", device="disk")
-    etree.SubElement(d, "driver", name="qemu", type="qcow2")
-    etree.SubElement(d, "source", file=str(disk))
-    etree.SubElement(d, "target", dev="vda", bus="virtio")
-    iface = etree.SubElement(devices, "interface", type="network")
-    etree.SubElement(iface, "source", network="default")
-    etree.SubElement(iface, "model", type="virtio")
-    serial = etree.SubElement(devices, "serial", type="pty")
-    etree.SubElement(serial, "log", file=str(log), append="off")
-    etree.SubElement(serial, "target", port="0")
-    console = etree.SubElement(devices, "console", type="pty")
-    etree.SubElement(console, "target", type="serial", port="0")
-    rng = etree.SubElement(devices, "rng", model="virtio")
-    etree.SubElement(rng, "backend", model="random").text = "/dev/urandom"
-    return etree.tostring(dom, encoding="unicode")
-
-
-@pytest.mark.full
-@pytest.mark.timeout(900)
-def test_boots_to_login_prompt_under_tcg(conn, image, workdir, prefix):
-    disk = workdir / "overlay.qcow2"
-    qemu_img.create(disk, "qcow2", 0, backing=image["path"], backing_fmt="qcow2")  # the cached image stays pristine
-    log = workdir / "debian.serial.log"
-    dom = conn.defineXML(_domain_xml(f"{prefix}debian", image, disk, log, "qemu"))
-    dom.create()
-    serial = SerialLog(log)
-    serial.wait_for(r"login:", timeout=600)  # ~45 s on an idle host; the CPU is shared with other work
-    text = serial.text()
-    assert "Debian GNU/Linux 12" in text
-    assert "Failed to start" not in text, text[-3000:]
