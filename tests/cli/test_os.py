@@ -41,3 +41,10 @@ def test_an_unknown_os_is_an_error_with_a_hint() -> None:
     res = kvmkit("os", "show", "nope", check=False)
     assert res.returncode == 1 and res.stdout == ""
     assert "error: unknown OS 'nope'" in res.stderr and "hint: see `kvmkit os list`" in res.stderr
+
+
+def test_an_unknown_family_is_an_error_naming_the_known_ones() -> None:
+    res = kvmkit("os", "list", "--family", "debain", check=False)
+    assert res.returncode == 1 and res.stdout == ""
+    assert "error: unknown OS family or distro 'debain' (did you mean debian?)" in res.stderr
+    assert "hint: one of: " in res.stderr and "winnt" in res.stderr

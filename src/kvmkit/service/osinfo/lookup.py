@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from kvmkit.errors import NotFound
+from kvmkit.errors import InvalidInput, NotFound
 from kvmkit.service.osinfo.db import Database, OsEntry, load
 
 _SERIES = re.compile(r"^(?P<prefix>[a-z][a-z-]*?)(?P<version>\d+(?:\.\d+)*)$")
@@ -100,5 +100,10 @@ def list_os(family: str | None = None) -> list[dict[str, Any]]:
     db = load()
     rows = [summary(e, db) for e in db.entries.values()
             if family is None or family.lower() in ((e.family or "").lower(), (e.distro or "").lower())]
+    if family is not None and not rows:  # a typo, not an empty family: say which ones exist
+        known = sorted({(x or "").lower() for e in db.entries.values() for x in (e.family, e.distro)} - {""})
+        close = difflib.get_close_matches(family.lower(), known, n=1)
+        guess = f" (did you mean {close[0]}?)" if close else ""
+        raise InvalidInput(f"unknown OS family or distro '{family}'{guess}", hint=f"one of: {', '.join(known)}")
     rows.sort(key=lambda r: (r["distro"] or "", r["release_date"] or "", r["short_id"]))
     return rows
