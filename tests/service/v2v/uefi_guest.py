@@ -26,7 +26,7 @@ from pathlib import Path
 from kvmkit.config import cache_dir
 from kvmkit.service.v2v.inspect import guestfs_env
 
-VERSION = 3  # bump when the layout below changes
+VERSION = 4  # bump when the layout below changes
 MIB = 1024 * 1024
 ESP_TYPE = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
 ESP_SECTORS = 2048, 206847  # 100 MiB from 1 MiB in
@@ -50,8 +50,6 @@ def _script(raw: str) -> str:
         f"part-add /dev/sda p {last + 1} -2048",
         f"part-set-gpt-type /dev/sda 1 {ESP_TYPE}",
         "mkfs vfat /dev/sda1 label:ESP",
-        "e2fsck-f /dev/sda2",
-        "resize2fs /dev/sda2",
         "mount /dev/sda2 /",
         "mkdir-p /boot/efi",
         "mount /dev/sda1 /boot/efi",
