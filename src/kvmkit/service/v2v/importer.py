@@ -146,13 +146,13 @@ def _finish(conn: libvirt.virConnect, spec: ImportSpec, pkg: Any, name: str, poo
         vcpus = spec.vcpus or (system.vcpus if system else None)
         firmware = guest.firmware or (system.firmware if system else None)  # None: unknown (BIOS unless the OS says)
         if via == "virt-v2v":
-            from kvmkit.service.v2v.virtv2v import convert_in_place
+            from kvmkit.service.v2v.virtv2v import convert_in_place, warnings_of
 
             say("virt-v2v", 70, "converting the guest for KVM with virt-v2v-in-place (minutes under TCG)")
             messages = convert_in_place(name, [p.path for p in placed], memory_mib=memory or 1024, vcpus=vcpus or 1,
                                         firmware=firmware or "bios", virtio_win=spec.virtio_win,
                                         progress=lambda m, pct: say("virt-v2v-progress", None, m or f"{pct:.0f}%"))
-            notes += [m for m in messages if "warning" in m.lower()][:10]
+            notes += warnings_of(messages)[:10]
             if guest.os_type == "windows":  # whether virt-v2v found drivers to install
                 guest = inspect_guest([p.path for p in placed])
             else:

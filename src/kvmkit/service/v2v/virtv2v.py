@@ -14,6 +14,7 @@ detected"; kvmkit's own path boots such a guest's kernel directly).
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -112,3 +113,23 @@ def convert_in_place(name: str, disks: list[str], *, memory_mib: int, vcpus: int
                 "see virt-v2v's message; `--via kvmkit` imports without converting the guest")
         raise OperationFailed(f"virt-v2v could not convert the guest: {error}", hint=hint)
     return messages + [x for x in errors.splitlines() if "warning" in x]
+
+
+def warnings_of(lines: list[str]) -> list[str]:
+    """virt-v2v's warnings in ``lines`` (convert_in_place's messages), once each and readable: with
+    --machine-readable it writes each warning twice, as a JSON message on stdout and as its own wrapped line
+    on stderr; the JSON's text is taken, and raw JSON never reaches the import's notes."""
+    found: list[str] = []
+    for line in lines:
+        if not line.lstrip().startswith("{"):
+            continue
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(msg, dict) and msg.get("type") == "warning" and msg.get("message"):
+            found.append(f"virt-v2v warning: {msg['message']}")
+    if found:
+        return list(dict.fromkeys(found))
+    return [x for x in lines if "warning" in x.lower() and not x.lstrip().startswith(("{", '"'))]
+
