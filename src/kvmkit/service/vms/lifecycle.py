@@ -16,8 +16,7 @@ import libvirt
 from kvmkit.errors import Conflict, InvalidInput, InvalidState, OperationFailed
 from kvmkit.hypervisor.errors import libvirt_errors
 from kvmkit.service.vms.domains import domain, state_key, state_of
-
-SERIAL_LOG_DIR = "/var/log/kvmkit"
+from kvmkit.spec.vm import SERIAL_LOG_DIR
 
 
 def _summary(dom: libvirt.virDomain, action: str, **extra: Any) -> dict[str, Any]:
