@@ -10,11 +10,13 @@ run in file order and share the module's guest; each says what state it leaves t
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import secrets
 import shutil
 import subprocess
+import tarfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -410,9 +412,6 @@ def test_copy_in_then_ls_cat_df_inspect_over_the_cli_and_http(deb: Deb, api: htt
     """Each guest-disk operation once, through the CLI or the API in turn (both are thin over one service:
     every libguestfs appliance costs ~20 s under TCG): what the CLI copies in, HTTP lists and tars out; what
     HTTP copies in, the CLI reads."""
-    import io
-    import tarfile
-
     local = deb.dir / "host-made.txt"
     local.write_text(f"from the host {secrets.token_hex(8)}\n")
     kvmkit("guest", "copy-in", deb.name, str(local), "/root")

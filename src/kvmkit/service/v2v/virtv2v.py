@@ -132,4 +132,3 @@ def warnings_of(lines: list[str]) -> list[str]:
     if found:
         return list(dict.fromkeys(found))
     return [x for x in lines if "warning" in x.lower() and not x.lstrip().startswith(("{", '"'))]
-
