@@ -96,7 +96,8 @@ if [ -d /run/systemd/system ]; then
   systemctl start virtlogd.socket libvirtd.socket libvirtd.service >/dev/null 2>&1 || systemctl start libvirtd
 else
   pgrep -x virtlogd >/dev/null || { log "starting virtlogd"; virtlogd -d; }
-  pgrep -x libvirtd >/dev/null || { log "starting libvirtd"; libvirtd -d; }
+  pgrep -x libvirtd >/dev/null || log "starting libvirtd"
+  scripts/start-libvirtd  # under a subreaper (the script says why); nothing when it runs
 fi
 
 # 5. Wait for qemu:///system, then make sure the default network and pool exist, run and autostart.

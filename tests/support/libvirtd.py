@@ -2,8 +2,8 @@
 afterwards: a test that leaves the daemon stopped fails every test after it, and other users of the host.
 
 No systemd here: the daemon is stopped with SIGTERM (SIGKILL after a minute) and started with
-``libvirtd -d``. A start is only done once qemu:///system answers again; ``libvirtd -d`` returns before the
-daemon is ready, and a new daemon can exit at once while the old one still holds its pid file, so the
+scripts/start-libvirtd, as setup.sh starts it (under a subreaper that reaps its QEMUs). A start is only done
+once qemu:///system answers again; the script returns before the daemon is ready, and a new daemon can exit at once while the old one still holds its pid file, so the
 start is retried until the socket answers.
 """
 
@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 
 import libvirt
+
+START = Path(__file__).resolve().parents[2] / "scripts" / "start-libvirtd"
 
 
 def under_systemd() -> bool:
@@ -72,7 +74,7 @@ def start(timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while True:
         if not pids():
-            subprocess.run(["libvirtd", "-d"], check=False, timeout=60)
+            subprocess.run([str(START)], check=False, timeout=60)
         settle = time.monotonic() + 10
         while time.monotonic() < settle:
             if _answers():
@@ -80,7 +82,7 @@ def start(timeout: float = 120) -> None:
             if not pids():
                 break  # it exited: start it again
             time.sleep(0.2)
-        assert time.monotonic() < deadline, "libvirtd did not start again: run `libvirtd -d` by hand"
+        assert time.monotonic() < deadline, f"libvirtd did not start again: run {START} by hand"
 
 
 def restart() -> None:
