@@ -3,8 +3,8 @@ afterwards: a test that leaves the daemon stopped fails every test after it, and
 
 No systemd here: the daemon is stopped with SIGTERM (SIGKILL after a minute) and started with
 scripts/start-libvirtd, as setup.sh starts it (under a subreaper that reaps its QEMUs). A start is only done
-once qemu:///system answers again; the script returns before the daemon is ready, and a new daemon can exit at once while the old one still holds its pid file, so the
-start is retried until the socket answers.
+once qemu:///system answers again; the script returns before the daemon is ready, and a new daemon can exit
+at once while the old one still holds its pid file, so the start is retried until the socket answers.
 """
 
 from __future__ import annotations
