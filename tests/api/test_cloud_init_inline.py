@@ -1,7 +1,8 @@
 """POST /api/v1/vms with cloud-init given inline, by an operator, in the server's own app on libvirt's test driver
 with a real SQLite database: the inline fields pass the policy and the spec, and the seed is rendered (the task
 reaches its cloud-init-seed step; the test driver cannot upload a volume, so the task ends there and undoes the
-create — the booted proof is tests/service/guests/test_debian_inline_cloud_init.py); a host-file field answers
+create — the booted proof: tests/images/test_cloud_init.py shows the inline fields render the seed their host-file
+twins render, which tests/service/guests/test_debian_guest.py boots, with an inline key); a host-file field answers
 403 naming the field and its inline twin; a bad key answers 422 at its field; no answer (the task, the task list,
 the audit log, the VM list) and no database row holds the user-data or the password."""
 

@@ -206,6 +206,31 @@ def test_password_is_hashed_at_once_and_never_kept_in_clear(tmp_path):
 
 
 @pytest.mark.fast
+def test_inline_fields_render_the_seed_their_host_file_twins_render(tmp_path):
+    """The API's inline fields and the host-file fields make the same seed (only the password's salt
+    differs): the file-based seed is the one proven on a booting Debian guest (test_debian_guest.py, which
+    also logs in with an inline key), so this is what proves the inline one there too."""
+    user_data = "#cloud-config\nwrite_files:\n  - {path: /etc/kvmkit-inline, content: x}\nruncmd:\n  - [true]\n"
+    files = CloudInitSpec(hostname="h1", ssh_key=_write(tmp_path / "id.pub", PUB + "\n"),
+                          user_data=_write(tmp_path / "user.yaml", user_data),
+                          password_file=_write(tmp_path / "pw", "pw-1\n"))
+    inline = CloudInitSpec(hostname="h1", ssh_authorized_keys=[PUB], user_data_text=user_data, password="pw-1")
+
+    def seed(spec: CloudInitSpec) -> tuple[str, str]:
+        seed = cloud_init.render(spec, "v")
+        text = seed["user-data"].decode()
+        hashed = yaml.safe_load(text)["password"]
+        salt = hashed.split("$")[2]
+        again = subprocess.run(["openssl", "passwd", "-6", "-salt", salt, "-stdin"], input="pw-1\n",
+                               capture_output=True, text=True, check=True).stdout.strip()
+        assert again == hashed and "pw-1" not in text
+        return text.replace(hashed, "HASH"), yaml.safe_load(seed["meta-data"])["local-hostname"]
+
+    assert seed(files) == seed(inline)
+    assert yaml.safe_load(seed(inline)[0])["ssh_authorized_keys"] == [PUB]
+
+
+@pytest.mark.fast
 def test_bad_passwords(prefix, tmp_path):
     with pytest.raises(ValueError, match="one of password, password-file or password-hash"):
         CloudInitSpec(password="a", password_file=_write(tmp_path / "pw", "b\n"))

@@ -1,7 +1,7 @@
 """One debian-12 guest (booted twice, rebooted once) for everything that needs a real guest: cloud-init proven
-over SSH, the guest agent (info, exec, passwords, quiesced snapshots and backups, thaw on error, seed eject, reboot
-and shutdown fallback), and its disks offline (copy-in seen by the guest after boot, a guest-written file copied
-out identical).
+over SSH (host-file fields and an inline key), the guest agent (info, exec, passwords, quiesced snapshots and
+backups, thaw on error, seed eject, reboot and shutdown fallback), and its disks offline (copy-in seen by the
+guest after boot, a guest-written file copied out identical).
 
 Tier ``full``: the cached debian-12 image (kvmkit image build debian-12), TCG, minutes per boot. The tests
 run in file order and share the module's guest; each says what state it leaves the guest in.
@@ -63,10 +63,11 @@ def kvmkit(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return res
 
 
-def _ssh(deb: Deb, ip: str, *cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+def _ssh(deb: Deb, ip: str, *cmd: str, check: bool = True, key: Path | None = None) -> subprocess.CompletedProcess[str]:
     res = subprocess.run(["ssh", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
                           "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR",
-                          "-i", str(deb.key), f"{USER}@{ip}", *cmd], capture_output=True, text=True, timeout=120)
+                          "-o", "IdentitiesOnly=yes", "-i", str(key or deb.key), f"{USER}@{ip}", *cmd],
+                         capture_output=True, text=True, timeout=120)
     if check:
         assert res.returncode == 0, f"ssh {' '.join(cmd)}: {res.returncode}\n{res.stdout}\n{res.stderr}"
     return res
@@ -110,8 +111,9 @@ def deb() -> Iterator[Deb]:
     try:
         image = debian.build(None)
         key = work / "id_ed25519"
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "kvmkit-test", "-f", str(key)],
-                       check=True)
+        for k in (key, work / "id_inline"):  # id_inline: given inline (ssh_authorized_keys), as the API takes it
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "kvmkit-test", "-f", str(k)],
+                           check=True)
         pwfile = work / "password"
         pwfile.write_text(PASSWORD + "\n")
         user_data = work / "user.yaml"  # a host user-data file, merged with the key, password and eject
@@ -131,6 +133,7 @@ def deb() -> Iterator[Deb]:
                 "disks": [{"volume": f"{prefix}root.qcow2", "pool": "default"}], "serial_log": str(work / "serial.log"),
                 "nics": [{"type": "network", "source": "default"}],
                 "cloud_init": {"hostname": d.hostname, "ssh_key": f"{key}.pub", "password_file": str(pwfile),
+                               "ssh_authorized_keys": [(work / "id_inline.pub").read_text().strip()],
                                "user_data": str(user_data), "eject": True}}
         create_vm(conn, spec, start=True)
         d.boots.append(_wait_ready(d))
@@ -178,6 +181,9 @@ def test_cloud_init_sets_the_hostname_and_the_key_lets_ssh_in(deb: Deb) -> None:
     assert ip, "no DHCP lease"
     res = _ssh(deb, ip, f"hostname; id -un; cat /etc/hostname {USER_DATA_FILE}")
     assert res.stdout.split() == [deb.hostname, USER, deb.hostname, USER_DATA_MARK]  # the user-data file ran too
+    # the key given inline lets SSH in as well (the API's inline fields make the seed the host-file ones make:
+    # tests/images/test_cloud_init.py::test_inline_fields_render_the_seed_their_host_file_twins_render)
+    assert _ssh(deb, ip, "id -un", key=deb.dir / "id_inline").stdout.split() == [USER]
     text = (deb.dir / "serial.log").read_text(errors="replace")
     assert "Debian GNU/Linux 12" in text and "Failed to start" not in text, text[-3000:]  # the image boots clean
     print(f"first boot ready after {deb.boots[0]:.0f} s")
