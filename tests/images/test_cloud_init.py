@@ -38,6 +38,13 @@ def _write(path: Path, text: str) -> str:
     return str(path)
 
 
+def _crypt(password: str, hashed: str) -> str:
+    """``password`` hashed by openssl with the salt of ``hashed`` (equal to it when it is that password's)."""
+    salt = hashed.split("$")[2]
+    return subprocess.run(["openssl", "passwd", "-6", "-salt", salt, "-stdin"], input=password + "\n",
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
 @pytest.mark.fast
 def test_seed_holds_meta_and_user_data(tmp_path):
     user = _write(tmp_path / "user.yaml", f"#cloud-config\npackages: [htop]\nssh_authorized_keys:\n  - {OTHER}\n")
@@ -189,20 +196,14 @@ def test_password_is_hashed_at_once_and_never_kept_in_clear(tmp_path):
     dumped = spec.model_dump()
     assert "clear-text-1" not in repr(dumped) + repr(spec) + spec.model_dump_json()
     assert CloudInitSpec.model_validate(dumped).password_hash == spec.password_hash  # not hashed again
-    salt = spec.password_hash.split("$")[2]
-    again = subprocess.run(["openssl", "passwd", "-6", "-salt", salt, "-stdin"], input="clear-text-1\n",
-                           capture_output=True, text=True, check=True).stdout.strip()
-    assert again == spec.password_hash
+    assert _crypt("clear-text-1", spec.password_hash) == spec.password_hash
     pw = _write(tmp_path / "pw", "from-a-file\nsecond line ignored\n")
     from_file = CloudInitSpec(password_file=pw)
     assert from_file.password_file == pw and from_file.password_hash is None  # read when the seed is rendered
     user_data = cloud_init.render(from_file, "v")["user-data"].decode()
     config = yaml.safe_load(user_data)
     assert config["chpasswd"] == {"expire": False} and "from-a-file" not in user_data
-    salt = config["password"].split("$")[2]
-    again = subprocess.run(["openssl", "passwd", "-6", "-salt", salt, "-stdin"], input="from-a-file\n",
-                           capture_output=True, text=True, check=True).stdout.strip()
-    assert again == config["password"]
+    assert _crypt("from-a-file", config["password"]) == config["password"]
 
 
 @pytest.mark.fast
@@ -220,14 +221,12 @@ def test_inline_fields_render_the_seed_their_host_file_twins_render(tmp_path):
         seed = cloud_init.render(spec, "v")
         text = seed["user-data"].decode()
         hashed = yaml.safe_load(text)["password"]
-        salt = hashed.split("$")[2]
-        again = subprocess.run(["openssl", "passwd", "-6", "-salt", salt, "-stdin"], input="pw-1\n",
-                               capture_output=True, text=True, check=True).stdout.strip()
-        assert again == hashed and "pw-1" not in text
+        assert _crypt("pw-1", hashed) == hashed and "pw-1" not in text
         return text.replace(hashed, "HASH"), yaml.safe_load(seed["meta-data"])["local-hostname"]
 
-    assert seed(files) == seed(inline)
-    assert yaml.safe_load(seed(inline)[0])["ssh_authorized_keys"] == [PUB]
+    from_inline = seed(inline)
+    assert seed(files) == from_inline
+    assert yaml.safe_load(from_inline[0])["ssh_authorized_keys"] == [PUB]
 
 
 @pytest.mark.fast
