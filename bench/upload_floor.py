@@ -1,0 +1,61 @@
+"""The floor under scenario 8: the least a Python server with kvmkit's promises can do per upload.
+
+``python -m bench.upload_floor URI POOL VOLUME FILE`` streams FILE into the existing (empty) VOLUME the way
+any Python upload server would have to, with nothing else: one loopback TCP connection fed by
+``socket.sendfile`` (as the API row's client), received with ``recv_into`` into one 1 MiB buffer, hashed
+(sha256, which kvmkit's answer carries) and sent into a libvirt stream (``virStorageVolUpload``) in
+256 KiB messages. No HTTP, no event loop, no checks, no task. It prints ``{"seconds": ..., "sha256": ...}``
+(seconds from the connection to the stream's finish). A server cannot be faster than this loop on the same
+machine, so the row beside it says how much of the gap to ``virsh vol-upload`` is the design's and how much
+is the hop and the hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import sys
+import threading
+import time
+
+import libvirt
+
+MESSAGE = 256 * 1024
+
+
+def floor(uri: str, pool: str, volume: str, file: str) -> dict[str, object]:
+    conn = libvirt.open(uri)
+    vol = conn.storagePoolLookupByName(pool).storageVolLookupByName(volume)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def send() -> None:
+        with socket.create_connection(("127.0.0.1", port)) as out, open(file, "rb") as fh:
+            out.sendfile(fh)
+
+    t0 = time.perf_counter()
+    sender = threading.Thread(target=send)
+    sender.start()
+    sock, _ = listener.accept()
+    stream = conn.newStream(0)
+    vol.upload(stream, 0, 0, 0)
+    buf = bytearray(1024 * 1024)
+    view = memoryview(buf)
+    sha = hashlib.sha256()
+    while n := sock.recv_into(buf):
+        sha.update(view[:n])
+        pos = 0
+        while pos < n:
+            pos += stream.send(bytes(view[pos:min(n, pos + MESSAGE)]))
+    stream.finish()
+    elapsed = time.perf_counter() - t0
+    sender.join()
+    sock.close()
+    listener.close()
+    conn.close()
+    return {"seconds": elapsed, "sha256": sha.hexdigest()}
+
+
+if __name__ == "__main__":
+    print(json.dumps(floor(*sys.argv[1:5])))
