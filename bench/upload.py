@@ -183,7 +183,7 @@ def bench_upload(ctx: Ctx) -> list[Row]:
                     cpu["libvirtd (virsh)"].append((_cpu(lvd) - l0) if lvd else 0.0)
                 elif side == "curl":
                     cpu["curl"].append(children)
-                else:
+                elif side == "floor":
                     cpu["floor (loop and its sender)"].append(children)
                 log(f"upload round {i + 1}/{rounds} {side}: {elapsed:.2f} s")
                 if side in ("virsh", "floor"):
