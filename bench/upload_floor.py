@@ -2,10 +2,11 @@
 
 ``python -m bench.upload_floor URI POOL VOLUME FILE`` streams FILE into the existing (empty) VOLUME the way
 any Python upload server would have to, with nothing else: one loopback TCP connection fed by
-``socket.sendfile`` (as the API row's client), received with ``recv_into`` into one 1 MiB buffer, hashed
-(sha256, which kvmkit's answer carries) and sent into a libvirt stream (``virStorageVolUpload``) in
-256 KiB messages. No HTTP, no event loop, no checks, no task. It prints ``{"seconds": ..., "sha256": ...}``
-(seconds from the connection to the stream's finish). A server cannot be faster than this loop on the same
+``socket.sendfile`` (as the API row's client), received with ``recv_into`` into one buffer of the server's
+chunk size, hashed (sha256, which kvmkit's answer carries) and sent into a libvirt stream
+(``virStorageVolUpload``) in messages of the server's size (both from kvmkit.service.storage.streams). No
+HTTP, no event loop, no checks, no task. It prints ``{"seconds": ..., "sha256": ...}`` (seconds from the
+connection to the stream's finish). A server cannot be faster than this loop on the same
 machine, so the row beside it says how much of the gap to ``virsh vol-upload`` is the design's and how much
 is the hop and the hash.
 """
@@ -21,7 +22,7 @@ import time
 
 import libvirt
 
-MESSAGE = 256 * 1024
+from kvmkit.service.storage.streams import CHUNK, SEND
 
 
 def floor(uri: str, pool: str, volume: str, file: str) -> dict[str, object]:
@@ -40,14 +41,14 @@ def floor(uri: str, pool: str, volume: str, file: str) -> dict[str, object]:
     sock, _ = listener.accept()
     stream = conn.newStream(0)
     vol.upload(stream, 0, 0, 0)
-    buf = bytearray(1024 * 1024)
+    buf = bytearray(CHUNK)
     view = memoryview(buf)
     sha = hashlib.sha256()
     while n := sock.recv_into(buf):
         sha.update(view[:n])
         pos = 0
         while pos < n:
-            pos += stream.send(bytes(view[pos:min(n, pos + MESSAGE)]))
+            pos += stream.send(bytes(view[pos:min(n, pos + SEND)]))
     stream.finish()
     elapsed = time.perf_counter() - t0
     sender.join()
