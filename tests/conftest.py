@@ -28,7 +28,7 @@ pytest_plugins = ["tests.support.bed_fixtures"]  # testbed, hosts: the many-host
 SYSTEM_URI = "qemu:///system"
 TEST_ROOT = Path(os.environ.get("KVMKIT_TEST_DIR", "/var/lib/kvmkit/test"))
 # every answer the tests see (in-process apps and the servers they start) is checked against its declared
-# model: a field the service returns and the model lacks is a 500 naming both (kvmkit/api/models_base.py)
+# model: a field the service returns and the model lacks is a 500 naming both (kvmkit/api/models/base.py)
 os.environ.setdefault("KVMKIT_STRICT_RESPONSES", "1")
 
 

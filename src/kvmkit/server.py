@@ -21,7 +21,7 @@ def create_server(db_url: str | None = None, uri: str | None = None, *, tls: boo
 
 def configure_security(app: FastAPI, *, allowed_origins: list[str], max_body_bytes: int) -> None:
     """What ``kvmkit serve`` was told: other origins allowed to open consoles, the request body cap."""
-    from kvmkit.api.security import settings_of
+    from kvmkit.api.middleware.security import settings_of
 
     sec = settings_of(app)
     sec.allowed_origins = frozenset(allowed_origins)
@@ -30,6 +30,6 @@ def configure_security(app: FastAPI, *, allowed_origins: list[str], max_body_byt
 
 def redact_logs() -> None:
     """No token, ticket or password in any log line (call after uvicorn configured its loggers)."""
-    from kvmkit.api.log_redact import install
+    from kvmkit.api.middleware.log_redact import install
 
     install()

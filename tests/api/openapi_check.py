@@ -72,7 +72,7 @@ class Walker:
         if not any(k in s for k in TYPED):
             if not s.get(JSON_MARK):
                 out.append(f"{where}: untyped (schema {json.dumps(s)[:80]}); declare a model, or mark a "
-                           "documented JSON value with kvmkit.api.models_base.json_value")
+                           "documented JSON value with kvmkit.api.models.base.json_value")
             return
         extra = s.get("additionalProperties")
         if extra is True:
@@ -148,9 +148,9 @@ def _models_in(tp: Any, found: set[type]) -> None:
 
 
 def not_out_models(app: Any = None) -> list[str]:
-    """Response models (and their parts) that do not derive from kvmkit.api.models_base.Out."""
-    from kvmkit.api.models_base import Out
-    from kvmkit.api.task_results import results
+    """Response models (and their parts) that do not derive from kvmkit.api.models.base.Out."""
+    from kvmkit.api.models.base import Out
+    from kvmkit.api.models.task_results import results
     from tests.api.parity import _routes
 
     if app is None:
@@ -169,7 +169,7 @@ def not_out_models(app: Any = None) -> list[str]:
         _models_in(model, found)
         for new in found - before:
             owner[new] = f"task kind {kind}"
-    from kvmkit.api.models_errors import Invalid
+    from kvmkit.api.models.errors import Invalid
 
     _models_in(Invalid, found)
     return sorted(f"{owner.get(m, 'errors')}: {m.__module__}.{m.__name__} derives from BaseModel, not Out"

@@ -80,14 +80,14 @@ def _role(route: Any) -> str | None:
 
 
 def _routes() -> list[Any]:
-    """The APIRoutes of every kvmkit.api.routes_* module's routers (paths without the /api/v1 prefix the app
+    """The APIRoutes of every kvmkit.api.routes.* module's routers (paths without the /api/v1 prefix the app
     adds when it includes most of them)."""
     from fastapi import APIRouter
     from fastapi.routing import APIRoute
 
     found = []
     for name, module in sorted(sys.modules.items()):
-        if name.startswith("kvmkit.api.routes_"):
+        if name.startswith("kvmkit.api.routes."):
             for value in vars(module).values():
                 if isinstance(value, APIRouter):
                     found += [r for r in value.routes if isinstance(r, APIRoute)]

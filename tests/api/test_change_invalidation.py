@@ -1,4 +1,4 @@
-"""Which change requests empty which cache (api/audit_mw.py -> ServerState.changed), in the server's own app on
+"""Which change requests empty which cache (api/middleware/audit.py -> ServerState.changed), in the server's own app on
 libvirt's test driver with a real SQLite database: every answered change request empties the cache of callers
 and moves the access generation on; only requests that may change a VM mark the VM list stale — a login, a
 logout, tokens, users and groups do not, so the first VM list after a login is served without a rebuild."""
@@ -17,7 +17,7 @@ with warnings.catch_warnings():  # starlette 0.5x asks for httpx2 here; httpx is
     from starlette.testclient import TestClient
 
 from kvmkit.api.app import create_app
-from kvmkit.api.audit_mw import _changes_vms
+from kvmkit.api.middleware.audit import _changes_vms
 from kvmkit.service.access import auth
 
 pytestmark = pytest.mark.fast

@@ -3,7 +3,7 @@ every error the shared error model, versioned, and committed as docs/openapi.jso
 
 The document is the app's own (create_app on test:///default, not started). A failure lists every
 offending operation, one per line (``METHOD /path status: where: what``), so a route merged later is
-easy to fix: declare its answer as an ``Out`` model (kvmkit/api/models_base.py).
+easy to fix: declare its answer as an ``Out`` model (kvmkit/api/models/base.py).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def test_no_untyped_answer_body_or_error(doc: dict[str, Any]) -> None:
 def test_answers_are_out_models(app: Any) -> None:
     """Out models drop nothing silently under test: a field the service returns and the model lacks fails."""
     problems = openapi_check.not_out_models(app)
-    assert not problems, "response models must derive from kvmkit.api.models_base.Out:\n" + "\n".join(problems)
+    assert not problems, "response models must derive from kvmkit.api.models.base.Out:\n" + "\n".join(problems)
 
 
 def test_the_walk_finds_what_it_must() -> None:
@@ -72,9 +72,16 @@ def test_versioned(doc: dict[str, Any]) -> None:
     assert all(p.startswith("/api/v1/") or p in ("/healthz", "/readyz", "/metrics") for p in doc["paths"])
 
 
+def test_schema_names_are_model_names(doc: dict[str, Any]) -> None:
+    """Two models of one name get their module path as schema name (kvmkit__api__...): the contract would then
+    change whenever a module moves. Every schema is named by its model alone."""
+    clashing = [name for name in doc["components"]["schemas"] if "__" in name]
+    assert not clashing, f"give these models names of their own: {clashing}"
+
+
 def test_task_results_are_published(doc: dict[str, Any]) -> None:
     """One Task model for every 202 and the tasks routes; each kind's result schema is a component."""
-    from kvmkit.api.task_results import results
+    from kvmkit.api.models.task_results import results
 
     schemas = doc["components"]["schemas"]
     mapping = schemas["Task"]["properties"]["result"]["x-kvmkit-results"]
@@ -115,9 +122,9 @@ def test_strict_answers_name_a_missing_field(monkeypatch: pytest.MonkeyPatch) ->
     """Under KVMKIT_STRICT_RESPONSES a field the model lacks fails naming it; without, it is dropped."""
     from pydantic import ValidationError
 
-    import kvmkit.api.task_results  # noqa: F401 - registers the check of results
-    from kvmkit.api.models_access import User
-    from kvmkit.api.models_tasks import Task
+    import kvmkit.api.models.task_results  # noqa: F401 - registers the check of results
+    from kvmkit.api.models.access import User
+    from kvmkit.api.models.tasks import Task
 
     row = {"name": "u", "role": "viewer", "vm_scope": "all", "disabled": False, "created_at": None, "extra": 1}
     monkeypatch.setenv("KVMKIT_STRICT_RESPONSES", "1")

@@ -1,4 +1,4 @@
-"""Start-up clean-up after an interrupted clone, restore or backup (kvmkit.api.vm_copy_jobs), on real
+"""Start-up clean-up after an interrupted clone, restore or backup (kvmkit.api.jobs.vm_copies), on real
 libvirt and real files: what the dead task made (files named after the new VM that appeared after it
 started, a linked clone's snapshot, an unfinished backup directory) goes; what it did not make, what a VM
 uses and a copy that was finished stay."""
@@ -13,7 +13,7 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from kvmkit.api import vm_copy_jobs
+from kvmkit.api.jobs import vm_copies as vm_copy_jobs
 from kvmkit.images import qemu_img
 from kvmkit.service.copies import snapshots
 

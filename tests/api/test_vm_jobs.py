@@ -1,4 +1,4 @@
-"""VM create tasks (kvmkit.api.vm_jobs): ten creates at once through the API get ten distinct MACs and all
+"""VM create tasks (kvmkit.api.jobs.vms): ten creates at once through the API get ten distinct MACs and all
 boot, with a journal that tells progress; a create whose start fails leaves nothing behind."""
 
 from __future__ import annotations

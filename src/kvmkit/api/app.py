@@ -21,7 +21,7 @@ def create_app(db_url: str | None = None, uri: str | None = None, *, tls: bool =
                workers: int = 4) -> FastAPI:
     from kvmkit import __version__
     from kvmkit.api import errors
-    from kvmkit.api.audit_mw import AuditMiddleware
+    from kvmkit.api.middleware.audit import AuditMiddleware
     from kvmkit.config import default_uri
 
     uri = uri or default_uri()
@@ -65,37 +65,37 @@ def create_app(db_url: str | None = None, uri: str | None = None, *, tls: bool =
     install_security(app)
     from fastapi import Depends
 
-    from kvmkit.api.metrics_mw import RequestCountMiddleware
+    from kvmkit.api.middleware.metrics import RequestCountMiddleware
 
     app.add_middleware(RequestCountMiddleware)
-    import kvmkit.api.routes_audit as routes_audit
-    import kvmkit.api.routes_auth as routes_auth
-    import kvmkit.api.routes_console as routes_console
-    import kvmkit.api.routes_console_vnc as routes_console_vnc
-    import kvmkit.api.routes_events as routes_events
-    import kvmkit.api.routes_health as routes_health
-    import kvmkit.api.routes_host as routes_host
-    import kvmkit.api.routes_hosts as routes_hosts
-    import kvmkit.api.routes_images as routes_images
-    import kvmkit.api.routes_metrics as routes_metrics
-    import kvmkit.api.routes_migration as routes_migration
-    import kvmkit.api.routes_networks as routes_networks
-    import kvmkit.api.routes_os as routes_os
-    import kvmkit.api.routes_pools as routes_pools
-    import kvmkit.api.routes_servers as routes_servers
-    import kvmkit.api.routes_snapshots as routes_snapshots
-    import kvmkit.api.routes_tasks as routes_tasks
-    import kvmkit.api.routes_templates as routes_templates
-    import kvmkit.api.routes_tokens as routes_tokens
-    import kvmkit.api.routes_users as routes_users
-    import kvmkit.api.routes_vm_copies as routes_vm_copies
-    import kvmkit.api.routes_vm_devices as routes_vm_devices
-    import kvmkit.api.routes_vm_guest as routes_vm_guest
-    import kvmkit.api.routes_vm_import as routes_vm_import
-    import kvmkit.api.routes_vm_runtime as routes_vm_runtime
-    import kvmkit.api.routes_vm_xml as routes_vm_xml
-    import kvmkit.api.routes_vms as routes_vms
-    import kvmkit.api.routes_volumes as routes_volumes
+    import kvmkit.api.routes.audit as routes_audit
+    import kvmkit.api.routes.auth as routes_auth
+    import kvmkit.api.routes.console as routes_console
+    import kvmkit.api.routes.console_vnc as routes_console_vnc
+    import kvmkit.api.routes.events as routes_events
+    import kvmkit.api.routes.guest_os as routes_os
+    import kvmkit.api.routes.health as routes_health
+    import kvmkit.api.routes.host as routes_host
+    import kvmkit.api.routes.hosts as routes_hosts
+    import kvmkit.api.routes.images as routes_images
+    import kvmkit.api.routes.metrics as routes_metrics
+    import kvmkit.api.routes.migration as routes_migration
+    import kvmkit.api.routes.networks as routes_networks
+    import kvmkit.api.routes.pools as routes_pools
+    import kvmkit.api.routes.servers as routes_servers
+    import kvmkit.api.routes.snapshots as routes_snapshots
+    import kvmkit.api.routes.tasks as routes_tasks
+    import kvmkit.api.routes.templates as routes_templates
+    import kvmkit.api.routes.tokens as routes_tokens
+    import kvmkit.api.routes.users as routes_users
+    import kvmkit.api.routes.vm_copies as routes_vm_copies
+    import kvmkit.api.routes.vm_devices as routes_vm_devices
+    import kvmkit.api.routes.vm_guest as routes_vm_guest
+    import kvmkit.api.routes.vm_import as routes_vm_import
+    import kvmkit.api.routes.vm_runtime as routes_vm_runtime
+    import kvmkit.api.routes.vm_xml as routes_vm_xml
+    import kvmkit.api.routes.vms as routes_vms
+    import kvmkit.api.routes.volumes as routes_volumes
     from kvmkit.api.host_scope import HOST_RESPONSES, host_scope
 
     # routers of what lives on a libvirt host take ?host=NAME (api/host_scope.py); these do not
@@ -115,7 +115,8 @@ def create_app(db_url: str | None = None, uri: str | None = None, *, tls: bool =
     app.include_router(routes_console.router, dependencies=scoped, responses=HOST_RESPONSES)
     app.include_router(routes_console_vnc.router, dependencies=scoped, responses=HOST_RESPONSES)
     app.include_router(routes_metrics.scrape_router)  # /metrics, outside /api/v1
-    from kvmkit.api import openapi_doc, task_results  # noqa: F401 - task_results: the strict check of results
+    from kvmkit.api import openapi_doc
+    from kvmkit.api.models import task_results  # noqa: F401 - the strict check of results
 
     openapi_doc.install(app)  # versioned, errors and task results typed (api/openapi_doc.py)
     return app
@@ -124,9 +125,9 @@ def create_app(db_url: str | None = None, uri: str | None = None, *, tls: bool =
 def install_security(app: FastAPI) -> None:
     """The request pipeline around the routes, outermost first: security headers on every answer, the
     request guard (control characters in paths; anonymous change requests refused before their body is
-    read), the body cap (413; streamed uploads exempt, see api/body_limit.py), then audit and the routes."""
-    from kvmkit.api.body_limit import BodyLimitMiddleware
-    from kvmkit.api.security import RequestGuardMiddleware, SecurityHeadersMiddleware, settings_of
+    read), the body cap (413; streamed uploads exempt, see api/middleware/body_limit.py), then audit and the routes."""
+    from kvmkit.api.middleware.body_limit import BodyLimitMiddleware
+    from kvmkit.api.middleware.security import RequestGuardMiddleware, SecurityHeadersMiddleware, settings_of
 
     settings_of(app)
     app.add_middleware(BodyLimitMiddleware)
@@ -139,10 +140,14 @@ def build_state(db_url: str | None, uri: str, *, tls: bool = False, workers: int
     """Everything the server holds. Several servers may share one PostgreSQL database: each registers
     itself and heartbeats (service/tasks/servers.py), takes over after servers that stop
     (service/tasks/reaper.py) and relays its task events to the others (service/tasks/relay.py)."""
-    from kvmkit.api import crash_watch, snapshot_jobs, storage_jobs, vm_copy_jobs, vm_jobs
     from kvmkit.api.host_scope import host_scoped_runner
+    from kvmkit.api.jobs import snapshots as snapshot_jobs
+    from kvmkit.api.jobs import storage as storage_jobs
+    from kvmkit.api.jobs import vm_copies as vm_copy_jobs
+    from kvmkit.api.jobs import vms as vm_jobs
     from kvmkit.api.state import ServerState
     from kvmkit.api.vm_cache import HostVMLists, VMListCache, invalidating_runner
+    from kvmkit.api.watch import crashes as crash_watch
     from kvmkit.hosts.pool import HostPool
     from kvmkit.hosts.registry import Hosts
     from kvmkit.service.tasks.events import EventHub, register_event_impl
@@ -193,7 +198,7 @@ def build_state(db_url: str | None, uri: str, *, tls: bool = False, workers: int
     crash_watch.install(st)  # restarts VMs whose QEMU died when their on_crash policy says restart
     hub.start()
     pool.start_monitor()
-    from kvmkit.api.host_watch import watch_inventory
+    from kvmkit.api.watch.hosts import watch_inventory
 
     watch_inventory(st)
     return st

@@ -54,7 +54,7 @@ def invalid_response(errors: list[Any]) -> JSONResponse:
 
 
 def answer_invalid(request: Request, model: str, errors: list[Any]) -> JSONResponse:
-    """500: the answer does not fit its declared model (api/models_base.py): a bug to fix in the model or the
+    """500: the answer does not fit its declared model (api/models/base.py): a bug to fix in the model or the
     service. The fields are logged and named (not their values: they may be secrets)."""
     fields = invalid_fields(errors)
     text = "; ".join(f"{'.'.join(str(p) for p in f['loc'])}: {f['msg']}" for f in fields[:5])
@@ -82,7 +82,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(ValidationError)
     async def model_invalid(request: Request, err: ValidationError) -> JSONResponse:
-        from kvmkit.api.models_base import OUT_MODELS
+        from kvmkit.api.models.base import OUT_MODELS
 
         if err.title in OUT_MODELS:  # an answer that does not fit its model: the server's fault, not the input's
             return answer_invalid(request, err.title, list(err.errors()))

@@ -5,8 +5,8 @@ FastAPI builds the document from the routes' declarations; :func:`document` then
   ``x-kvmkit-version``); within v1 changes are additive (docs/api.md, "The OpenAPI document");
 - documents the errors every route can answer (401 and 403 where a token is needed, 422 where there is
   input, 503 when libvirt does not answer, 500) and gives every 4xx/5xx the shared error model
-  (api/models_errors.py: ``Error``, ``Invalid`` for 422) unless the route names its own;
-- publishes each task kind's result schema (api/task_results.py) as components and maps them on
+  (api/models/errors.py: ``Error``, ``Invalid`` for 422) unless the route names its own;
+- publishes each task kind's result schema (api/models/task_results.py) as components and maps them on
   ``Task.result`` (``x-kvmkit-results``);
 - adds the session cookie as a second way in, and the login body's schema (the route reads it itself).
 
@@ -74,10 +74,10 @@ def _add_models(schemas: dict[str, Any]) -> None:
     from pydantic import BaseModel
     from pydantic.json_schema import models_json_schema
 
-    from kvmkit.api.models_errors import Error, Invalid
-    from kvmkit.api.models_tasks import TaskRecovery
-    from kvmkit.api.routes_auth import LoginBody
-    from kvmkit.api.task_results import results
+    from kvmkit.api.models.errors import Error, Invalid
+    from kvmkit.api.models.task_results import results
+    from kvmkit.api.models.tasks import TaskRecovery
+    from kvmkit.api.routes.auth import LoginBody
 
     table = results()
     models: list[type[BaseModel]] = [Error, Invalid, LoginBody, TaskRecovery, *dict.fromkeys(table.values())]

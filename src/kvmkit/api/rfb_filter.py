@@ -1,7 +1,7 @@
 """The view-only filter of the graphical console: what a viewer's browser sends to QEMU's VNC server,
 parsed message by message, with every input message dropped.
 
-The relay (api/routes_console_vnc.py) hands QEMU a socket on which libvirt skipped VNC authentication, so
+The relay (api/routes/console_vnc.py) hands QEMU a socket on which libvirt skipped VNC authentication, so
 the server offers exactly one security type, None. The client->server stream is then (RFC 6143):
 
 1. ProtocolVersion: 12 bytes, ``RFB 003.00N\\n``.

@@ -3,7 +3,7 @@
 Without it every request runs a database query (and a ``last_used_at`` write) to check its token. An
 entry lives ``ttl`` seconds (and never past the token's own expiry). Every change request this server
 handles (revoking a token, logging out, changing or deleting a user, a grant, a group ...) clears the
-whole cache when it answers (see audit_mw), so such a change applies at once here. A change made by
+whole cache when it answers (see middleware/audit.py), so such a change applies at once here. A change made by
 another process (``kvmkit token revoke`` / ``kvmkit user ...`` on the same database, or a second server)
 applies here within ``ttl`` seconds.
 

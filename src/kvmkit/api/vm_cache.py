@@ -7,7 +7,7 @@ GET /api/v1/vms answers from here. The list is rebuilt (one bulk libvirt call) w
   suspend and pm-suspend of a listed VM, whose new state is certain: those patch the cached row (and a
   rebuild running meanwhile) at once, so requests need not wait for a busy libvirtd; by any task event; by the end of
   any task body (before the task is recorded as finished, so a client that sees the task succeeded
-  never gets the list from before it); by any change request this server answered (audit_mw); by a
+  never gets the list from before it); by any change request this server answered (middleware/audit.py); by a
   reconnect to libvirtd (a new request connection, or the hub's ``host`` events);
 - older than ``max_age`` seconds (a safety net for changes libvirt sends no event for, such as a vCPU
   count changed in an inactive definition by another program): then the request that notices gets the

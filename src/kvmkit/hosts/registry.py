@@ -48,7 +48,7 @@ class Hosts:
 
     def cached(self) -> list[HostRecord]:
         """The hosts as last read (no database access: for the event loop; the server re-reads them in the
-        background, api/host_watch.py)."""
+        background, api/watch/hosts.py)."""
         return self._records
 
     def reload(self, *, retain: bool = True) -> list[HostRecord]:

@@ -5,7 +5,7 @@ reports (a guest kernel panic through a panic device). When the QEMU process its
 memory, a segfault — libvirt marks the VM ``shut off`` with reason ``crashed`` (lifecycle event ``stopped``,
 detail ``failed``) and does nothing else, whatever the policy says. For an administrator who asked for
 "restart on crash" both are the same outage, so kvmkit's server restarts a VM whose policy restarts
-(``restart``, ``coredump-restart``, ``rename-restart``) when it sees its QEMU die (kvmkit.api.crash_watch);
+(``restart``, ``coredump-restart``, ``rename-restart``) when it sees its QEMU die (kvmkit.api.watch.crashes);
 ``destroy`` and ``preserve`` leave it shut off (nothing is left to preserve once QEMU is gone).
 """
 

@@ -1,0 +1,1 @@
+"""The server's background watchers: crashed VMs (restart policy) and the host inventory."""
