@@ -1,8 +1,8 @@
 """The ``kvmkit`` command: a thin shell over kvmkit's service layer.
 
-Command groups live one per module (cli/vm.py, cli/host.py, ...), each exposing a ``typer.Typer`` named
-``app``. Only the group named on the command line is imported, so ``kvmkit vm list`` does not pay for
-the server or the portal. ``--json`` and ``--connect`` are global and may stand anywhere.
+Command groups live one per module or package (cli/net.py, cli/vm/, cli/host/, ...), each exposing a
+``typer.Typer`` named ``app``. Only the group named on the command line is imported, so ``kvmkit vm list``
+does not pay for the server or the portal. ``--json`` and ``--connect`` are global and may stand anywhere.
 """
 
 from __future__ import annotations

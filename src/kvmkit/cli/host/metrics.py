@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from kvmkit.cli.db_option import DB, open_store
-from kvmkit.cli.vm_metrics import SINCE, STEP, UNTIL, show
+from kvmkit.cli.vm.metrics import SINCE, STEP, UNTIL, show
 
 
 def register(app: typer.Typer) -> None:

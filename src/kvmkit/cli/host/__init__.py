@@ -86,8 +86,8 @@ def repair(
 
 
 register_all(app, [
-    "host_tuning",  # info, ksm, hugepages, iosched, profile, plan
-    "host_remote",  # add, list, remove (other hosts)
-    "host_metrics",  # metrics (the history kvmkit serve records)
-    "host_migration",  # evacuate, cpu-baseline
+    "host.tuning",  # info, ksm, hugepages, iosched, profile, plan
+    "host.remote",  # add, list, remove (other hosts)
+    "host.metrics",  # metrics (the history kvmkit serve records)
+    "host.migration",  # evacuate, cpu-baseline
 ])

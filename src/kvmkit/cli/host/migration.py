@@ -52,7 +52,7 @@ def register(app: typer.Typer) -> None:
         """Put a host in maintenance, then move every VM away (running ones live, shut-off ones offline) to the
         host placement picks. VMs no host can take are listed with each host's reason (exit 1)."""
         from kvmkit.cli.context import hosts
-        from kvmkit.cli.vm_migrate import live_status
+        from kvmkit.cli.vm.migrate import live_status
         from kvmkit.service.migration.evacuate import evacuate_host
         from kvmkit.spec.migration import EvacuateSpec
 
