@@ -127,8 +127,9 @@ def bench_upload(ctx: Ctx) -> list[Row]:
                   met=lambda r: r.p() / r.k() >= 0.8)
     curl_row = Row(SCEN, case, "to uploaded, through the API (curl -T)", "s", kvmkit=Series(), peer=api_row.peer,
                    peer_name="virsh vol-upload")
-    floor_row = Row(SCEN, case, "the floor: a bare Python socket -> libvirt stream loop, sha256 in a second thread, no HTTP "
-                    "(bench/upload_floor.py)", "s", kvmkit=Series(), peer=api_row.peer, peer_name="virsh vol-upload")
+    floor_row = Row(SCEN, case, "the floor: a bare Python socket -> libvirt stream loop, sha256 in a second "
+                    "thread, no HTTP (bench/upload_floor.py)", "s", kvmkit=Series(), peer=api_row.peer,
+                    peer_name="virsh vol-upload")
     rss_row = Row(SCEN, case, "server RSS growth during the upload", "MiB", kvmkit=Series(), peer_missing="no peer",
                   target="< 64 MiB", met=lambda r: r.k() < 64)
     cpu: dict[str, list[float]] = {"server": [], "curl": [], "libvirtd (kvmkit)": [], "virsh": [],
