@@ -1,6 +1,6 @@
 """The floor under scenario 8: the least a Python server with kvmkit's promises can do per upload.
 
-``python -m bench.upload_floor URI POOL VOLUME FILE`` streams FILE into the existing (empty) VOLUME the way
+``python -m bench.upload_floor URI POOL VOLUME FILE [--no-hash]`` streams FILE into the existing (empty) VOLUME the way
 any Python upload server would have to, with nothing else: one loopback TCP connection fed by
 ``socket.sendfile`` (as the API row's client), received with ``recv_into`` into a buffer of the server's
 chunk size and sent into a libvirt stream (``virStorageVolUpload``) in messages of the server's size (both
@@ -28,7 +28,8 @@ import libvirt
 from kvmkit.service.storage.streams import CHUNK, SEND
 
 
-def floor(uri: str, pool: str, volume: str, file: str) -> dict[str, object]:
+def floor(uri: str, pool: str, volume: str, file: str, *, hashing: bool = True) -> dict[str, object]:
+    """One upload of FILE into VOLUME through the loop (``hashing=False``: the same loop without the sha256)."""
     conn = libvirt.open(uri)
     vol = conn.storagePoolLookupByName(pool).storageVolLookupByName(volume)
     listener = socket.create_server(("127.0.0.1", 0))
@@ -51,19 +52,20 @@ def floor(uri: str, pool: str, volume: str, file: str) -> dict[str, object]:
         while (piece := pieces.get()) is not None:
             sha.update(piece)
 
-    hashing = threading.Thread(target=hasher)
-    hashing.start()
+    hashes = threading.Thread(target=hasher)
+    hashes.start()
     buf = bytearray(CHUNK)
     view = memoryview(buf)
     while n := sock.recv_into(buf):
         for pos in range(0, n, SEND):
             piece = bytes(view[pos:min(n, pos + SEND)])  # libvirt takes bytes; the hasher keeps its own
-            pieces.put(piece)
+            if hashing:
+                pieces.put(piece)
             sent = 0
             while sent < len(piece):
                 sent += stream.send(piece if sent == 0 else piece[sent:])
     pieces.put(None)
-    hashing.join()
+    hashes.join()
     stream.finish()
     elapsed = time.perf_counter() - t0
     sender.join()
@@ -74,4 +76,4 @@ def floor(uri: str, pool: str, volume: str, file: str) -> dict[str, object]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(floor(*sys.argv[1:5])))
+    print(json.dumps(floor(*sys.argv[1:5], hashing="--no-hash" not in sys.argv[5:])))
